@@ -1,0 +1,37 @@
+# `make run`: set up .venv if needed, run the n2n_loss study at the quick budget on bundled data,
+# print where its report is. `make test`: set up .venv if needed, run the test suite.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+STUDY ?= n2n_loss
+BUDGET ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: run test bench clean-venv browser
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/pip install --quiet -e '.[test]' 2>&1 | grep -v "is ignored" ; test $${PIPESTATUS[0]:-0} -eq 0
+	$(VENV)/bin/python -c "import denoise_core, studies, reports, torch, ray, optuna"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/denoise-study run $(STUDY) --budget $(BUDGET)
+
+# Headless Chromium for the report's browser tests (Debian's package); skipped if it cannot be had.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "WARNING: could not install chromium; browser tests will be skipped"; \
+	  else echo "WARNING: chromium missing and cannot be installed here; browser tests will be skipped"; fi; }
+
+test: $(STAMP) browser
+	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for f in benchmarks/*.py; do echo "== $$f"; $(VENV)/bin/python $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,251 @@
+"""Noise models in the literature's units, batched and seedable.
+
+    noise = build_noise("gaussian", sigma=25)      # sigma on the 0-255 scale
+    out = noise(clean, generator=g)                # Corruption(noisy, mask)
+
+A level is a number or a [lo, hi] range; a range is drawn independently per
+image (blind training). Every model works on the tensor's device, never loops
+over pixels in Python, and never modifies its input. Two calls on the same
+clean batch give independent corruptions (how Noise2Noise targets are made).
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence, Union
+
+import torch
+
+from denoise_core.registry import Registry
+
+Level = Union[float, Sequence[float]]
+NOISES: Registry["Noise"] = Registry("noise")
+
+
+@dataclass
+class Corruption:
+    noisy: torch.Tensor  # [B, C, H, W]
+    mask: torch.Tensor | None = None  # [B, C, H, W], 1 where the pixel was observed
+
+
+def build_noise(name: str, **params) -> "Noise":
+    return NOISES.build(name, **params)
+
+
+def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool = False) -> tuple[float, float]:
+    """Normalise a level to (lo, hi) and check it lies in the allowed interval."""
+    if isinstance(level, (int, float)):
+        bounds = (float(level), float(level))
+    elif isinstance(level, Sequence) and len(level) == 2 and all(isinstance(v, (int, float)) for v in level):
+        bounds = (float(level[0]), float(level[1]))
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"{param}={list(level)}: a range must be [lo, hi] with lo <= hi")
+    else:
+        raise ValueError(f"{param}={level!r}: expected a number or a [lo, hi] range")
+    top = ")" if hi_open else "]"
+    for v in bounds:
+        if v < lo or v > hi or (hi_open and v >= hi):
+            raise ValueError(f"{param}={level!r} is out of range; allowed [{lo}, {hi}{top}")
+    return bounds
+
+
+class Noise:
+    """Base class: subclasses implement `corrupt(clean, level[B,1,1,1], generator)`."""
+
+    param: str = ""
+
+    def __init__(self, level: tuple[float, float]):
+        self.level = level
+
+    def draw_level(self, clean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Per-image level [B, 1, 1, 1]: constant, or uniform in [lo, hi] (blind)."""
+        lo, hi = self.level
+        b = clean.shape[0]
+        if lo == hi:
+            return torch.full((b, 1, 1, 1), lo, device=clean.device, dtype=clean.dtype)
+        u = torch.rand((b, 1, 1, 1), generator=generator, device=clean.device, dtype=clean.dtype)
+        return lo + (hi - lo) * u
+
+    def __call__(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> Corruption:
+        if clean.ndim != 4:
+            raise ValueError(f"expected images [B, C, H, W], got shape {tuple(clean.shape)}")
+        return self.corrupt(clean, self.draw_level(clean, generator), generator)
+
+    def corrupt(self, clean, level, generator) -> Corruption:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        lo, hi = self.level
+        return f"{type(self).__name__}({self.param}={lo if lo == hi else [lo, hi]})"
+
+
+def _uniform(like: torch.Tensor, generator) -> torch.Tensor:
+    return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+@NOISES.register("gaussian")
+class Gaussian(Noise):
+    """Additive N(0, (sigma/255)^2); clipped to [0, 1] only if `clip=True`."""
+
+    param = "sigma"
+
+    def __init__(self, sigma: Level = 25.0, clip: bool = False):
+        super().__init__(_check_level("sigma", sigma, 0.0, float("inf")))
+        self.clip = clip
+
+    def corrupt(self, clean, level, generator):
+        n = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+        noisy = clean + n * (level / 255.0)
+        return Corruption(noisy.clamp(0, 1) if self.clip else noisy)
+
+
+@NOISES.register("poisson")
+class Poisson(Noise):
+    """Shot noise: noisy = Poisson(lam * x) / lam (larger lam, less noise)."""
+
+    param = "lam"
+
+    def __init__(self, lam: Level = 30.0):
+        lo, hi = _check_level("lam", lam, 0.0, float("inf"))
+        if lo <= 0:
+            raise ValueError(f"lam={lam!r} is out of range; allowed lam > 0")
+        super().__init__((lo, hi))
+
+    def corrupt(self, clean, level, generator):
+        counts = torch.poisson(clean.clamp(min=0) * level, generator=generator)
+        return Corruption(counts / level)
+
+
+@NOISES.register("bernoulli")
+class Bernoulli(Noise):
+    """Multiplicative: each pixel dropped to 0 with probability p; mask = 1 where kept."""
+
+    param = "p"
+
+    def __init__(self, p: Level = 0.5):
+        super().__init__(_check_level("p", p, 0.0, 1.0))
+
+    def corrupt(self, clean, level, generator):
+        mask = (_uniform(clean, generator) >= level).to(clean.dtype)
+        return Corruption(clean * mask, mask)
+
+
+@NOISES.register("salt_pepper")
+class SaltPepper(Noise):
+    """A fraction p of pixels set to 0 or 1, half each."""
+
+    param = "p"
+
+    def __init__(self, p: Level = 0.1):
+        super().__init__(_check_level("p", p, 0.0, 1.0))
+
+    def corrupt(self, clean, level, generator):
+        hit = _uniform(clean, generator) < level
+        salt = (_uniform(clean, generator) < 0.5).to(clean.dtype)
+        return Corruption(torch.where(hit, salt, clean))
+
+
+@NOISES.register("impulse")
+class Impulse(Noise):
+    """Random-valued impulse noise: a fraction p of pixels replaced by U(0, 1)."""
+
+    param = "p"
+
+    def __init__(self, p: Level = 0.5):
+        super().__init__(_check_level("p", p, 0.0, 1.0))
+
+    def corrupt(self, clean, level, generator):
+        hit = _uniform(clean, generator) < level
+        return Corruption(torch.where(hit, _uniform(clean, generator), clean))
+
+
+@NOISES.register("uniform_blend")
+class UniformBlend(Noise):
+    """x * (1 - a) + U(0, 1) * a, the simple corruption many tutorials use."""
+
+    param = "amount"
+
+    def __init__(self, amount: Level = 0.3):
+        super().__init__(_check_level("amount", amount, 0.0, 1.0))
+
+    def corrupt(self, clean, level, generator):
+        return Corruption(clean * (1 - level) + _uniform(clean, generator) * level)
+
+
+# -- text overlay --------------------------------------------------------------------------------
+# Glyphs are rendered once with PIL's bundled font into an atlas; overlays are then composed on
+# the device by pasting random glyphs at random places, one vectorised scatter per round, until
+# each image's covered fraction reaches its target. Coverage lands within TEXT_TOLERANCE above
+# the target (the last round overshoots by at most one round's worth of glyphs).
+TEXT_TOLERANCE = 0.02
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@lru_cache(maxsize=4)
+def _glyph_atlas(size: int) -> torch.Tensor:
+    """[N, h, w] bool masks of the alphabet's glyphs in PIL's default font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the bitmap font
+        font = ImageFont.load_default()
+    boxes = [font.getbbox(ch) for ch in _ALPHABET]
+    h = max(b[3] for b in boxes) + 1
+    w = max(b[2] for b in boxes) + 1
+    masks = []
+    for ch in _ALPHABET:
+        img = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(img).text((0, 0), ch, fill=255, font=font)
+        masks.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(h, w) > 127)
+    return torch.stack(masks)
+
+
+@NOISES.register("text")
+class TextOverlay(Noise):
+    """Random strings drawn over the image in random colours until `coverage` of pixels is covered."""
+
+    param = "coverage"
+
+    def __init__(self, coverage: Level = 0.25, font_size: int = 10, max_rounds: int = 400):
+        super().__init__(_check_level("coverage", coverage, 0.0, 1.0, hi_open=True))
+        self.font_size = font_size
+        self.max_rounds = max_rounds
+
+    def corrupt(self, clean, level, generator):
+        b, c, h, w = clean.shape
+        dev = clean.device
+        atlas = _glyph_atlas(self.font_size).to(dev)  # [N, gh, gw]
+        n_glyph, gh, gw = atlas.shape
+        target = level.view(b)
+        covered = torch.zeros(b, h, w, dtype=torch.bool, device=dev)
+        colour = torch.zeros(b, c, h, w, dtype=clean.dtype, device=dev)
+        ys = torch.arange(gh, device=dev).view(1, gh, 1)
+        xs = torch.arange(gw, device=dev).view(1, 1, gw)
+        # a string of `k` glyphs per image per round; small steps keep the overshoot small
+        k = max(1, w // (2 * gw))
+        for _ in range(self.max_rounds):
+            frac = covered.flatten(1).float().mean(1)
+            active = frac < target  # [B]
+            if not bool(active.any()):
+                break
+            idx = torch.randint(0, n_glyph, (b, k), generator=generator, device=dev)
+            y0 = torch.randint(-gh // 2, h, (b, 1), generator=generator, device=dev)
+            x0 = torch.randint(-gw, w, (b, 1), generator=generator, device=dev)
+            x0 = x0 + torch.arange(k, device=dev).view(1, k) * gw  # glyphs side by side: a string
+            rgb = torch.rand((b, c), generator=generator, device=dev, dtype=clean.dtype)
+            glyph = atlas[idx] & active.view(b, 1, 1, 1)  # [B, k, gh, gw]
+            yy = (y0.view(b, 1, 1, 1) + ys).expand(b, k, gh, gw)
+            xx = (x0.view(b, k, 1, 1) + xs).expand(b, k, gh, gw)
+            inside = glyph & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            bi = torch.arange(b, device=dev).view(b, 1, 1, 1).expand(b, k, gh, gw)[inside]
+            flat = bi * h * w + yy[inside] * w + xx[inside]
+            covered.view(-1)[flat] = True
+            # colour every pixel of this round's string with the image's colour
+            painted = torch.zeros(b * h * w, dtype=torch.bool, device=dev)
+            painted[flat] = True
+            painted = painted.view(b, 1, h, w)
+            colour = torch.where(painted, rgb.view(b, c, 1, 1), colour)
+        noisy = torch.where(covered.unsqueeze(1), colour, clean)
+        return Corruption(noisy)

@@ -1,5 +1,7 @@
 # `make run`: set up .venv if needed, run the n2n_loss study at the quick budget on bundled data,
 # print where its report is. `make test`: set up .venv if needed, run the test suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -11,8 +13,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(VENV)/bin/pip install --quiet -e '.[test]' 2>&1 | grep -v "is ignored" ; test $${PIPESTATUS[0]:-0} -eq 0
+	$(VENV)/bin/pip install --quiet -e '.[test]' 2>&1 | { grep -v "is ignored" || true; }
 	$(VENV)/bin/python -c "import denoise_core, studies, reports, torch, ray, optuna"
 	touch $(STAMP)
 

@@ -1,0 +1,103 @@
+"""The trial's configuration: plain data, validated, unknown keys rejected."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from denoise_core.data import check_dataset_name
+from denoise_core.losses import LOSSES
+from denoise_core.models import MODELS
+from denoise_core.noise import NOISES, build_noise
+
+
+class TrialConfig(BaseModel):
+    """One denoising trial (task `denoise`). Every field round-trips through JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["denoise"] = "denoise"
+    model: str = "simple_unet"
+    model_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"width": 32}
+    noise: str = "gaussian"
+    noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
+    eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
+    target: Literal["clean", "noisy"] = "clean"
+    loss: str = "l2"
+    lr: float = Field(1e-3, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1)
+    steps: int = Field(500, ge=1)
+    eval_every: int = Field(100, ge=1)
+    rampdown: float = Field(0.3, ge=0, le=1)  # cosine lr ramp-down over this final fraction (Noise2Noise)
+    crop: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 1
+    dataset: str = "natural"
+    data_root: str | None = None
+    download: bool = False
+    train_images: int | None = Field(None, ge=1)
+    val_images: int = Field(32, ge=1)
+    val_seed: int = 1234  # the fixed noise seed: every trial is scored on the same noisy inputs
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = Field(None, ge=1)
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every: int = Field(0, ge=0)  # in evaluations; 0: only the final checkpoint
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v):
+        MODELS.check(v)
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v):
+        LOSSES.check(v)
+        return v
+
+    @field_validator("noise")
+    @classmethod
+    def _noise(cls, v):
+        NOISES.check(v)
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v):
+        check_dataset_name(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self):
+        build_noise(self.noise, **self.noise_params)  # parameter names and ranges
+        if self.eval_levels:
+            param = NOISES._builders[self.noise].param
+            for level in self.eval_levels:
+                build_noise(self.noise, **{**self.noise_params, param: level})
+        if self.eval_every > self.steps:
+            self.eval_every = self.steps
+        return self
+
+
+def validate_trial_config(config: dict) -> TrialConfig:
+    """Validate, turning pydantic's report into one line that names the key."""
+    from pydantic import ValidationError
+
+    try:
+        return TrialConfig.model_validate(config)
+    except ValidationError as e:
+        raise ValueError(one_line_error(e)) from None
+
+
+def one_line_error(e) -> str:
+    """'key.path: message (got value)' for the first error of a pydantic ValidationError."""
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if isinstance(got, (str, int, float, bool, type(None))) and repr(got) not in msg:
+        msg += f" (got {got!r})"
+    return f"{where}: {msg}"

@@ -1,0 +1,194 @@
+"""Datasets as tensors, and crops drawn on the device.
+
+    train = load_dataset("natural", split="train", channels=1)   # [N, C, T, T] float32 in [0, 1]
+
+Bundled (no network): `natural` (scikit-image's photographs, split by source image),
+`faces` (scikit-image's LFW subset, 25x25), `digits` (scikit-learn's 8x8 digits, resized).
+From a data root via torchvision: `mnist`, `fashion_mnist`, `cifar10` (downloaded only with
+`download=True`). Any folder: `folder:PATH` (PNG/JPEG/TIFF, gray/RGB/RGBA/16-bit).
+
+Images of different sizes are cut into non-overlapping `tile` x `tile` tiles so that one
+tensor holds a whole split; training crops are drawn from the tiles on the device.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NATURAL_TRAIN = ["chelsea", "coffee", "rocket", "coins", "moon", "hubble_deep_field",
+                 "immunohistochemistry", "brick", "grass", "gravel", "clock"]
+NATURAL_VAL = ["camera", "astronaut"]  # never trained on
+BUNDLED = ["natural", "faces", "digits"]
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+DATASETS = BUNDLED + list(TORCHVISION) + ["folder:PATH"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+def check_dataset_name(name: str) -> None:
+    if name in BUNDLED or name in TORCHVISION or (name.startswith("folder:") and len(name) > 7):
+        return
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def load_dataset(name: str, root: str | None = None, split: str = "train", channels: int = 1,
+                 tile: int = 128, download: bool = False, limit: int | None = None) -> torch.Tensor:
+    """One split of a dataset as a float32 tensor [N, channels, H, W] in [0, 1] on the CPU."""
+    check_dataset_name(name)
+    if split not in ("train", "val"):
+        raise ValueError(f"split={split!r}; allowed: train, val")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels!r}; allowed: 1, 3")
+    if name == "natural":
+        images = [_skimage(n) for n in (NATURAL_TRAIN if split == "train" else NATURAL_VAL)]
+        x = torch.cat([_tiles(_to_channels(im, channels), tile) for im in images])
+    elif name == "faces":
+        x = _faces(split)
+    elif name == "digits":
+        x = _digits(split)
+    elif name in TORCHVISION:
+        x = _torchvision(name, root, split, download)
+    else:
+        images = _folder(Path(name[len("folder:"):]).expanduser(), split)
+        x = torch.cat([_tiles(_to_channels(im, channels), tile) for im in images])
+    x = _to_channels(x, channels)
+    if limit is not None:
+        x = x[:limit]
+    return x.contiguous()
+
+
+def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """[.., C, H, W] with C in {1, 3, 4} -> `channels` (RGBA drops alpha, RGB->gray by luma)."""
+    if x.shape[-3] == 4:
+        x = x[..., :3, :, :]
+    if x.shape[-3] == channels:
+        return x
+    if channels == 1:  # ITU-R 601 luma, as skimage.color.rgb2gray uses 709; either is fine for noise studies
+        w = torch.tensor([0.2125, 0.7154, 0.0721]).view(3, 1, 1)
+        return (x * w).sum(-3, keepdim=True)
+    return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).clone()
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """An image array (H, W) or (H, W, C), any integer or float type -> [C, H, W] float32 in [0, 1]."""
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max if a.max() > 255 else 255)
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    return t.clamp(0, 1)
+
+
+def _skimage(name: str) -> torch.Tensor:
+    import skimage.data
+
+    return _from_numpy(getattr(skimage.data, name)())
+
+
+def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
+    """[C, H, W] -> [N, C, tile, tile] non-overlapping tiles (small images are upscaled first)."""
+    c, h, w = img.shape
+    if min(h, w) < tile:
+        s = tile / min(h, w)
+        img = F.interpolate(img[None], size=(max(tile, round(h * s)), max(tile, round(w * s))),
+                            mode="bilinear", align_corners=False)[0]
+        c, h, w = img.shape
+    t = img[:, : h // tile * tile, : w // tile * tile].unfold(1, tile, tile).unfold(2, tile, tile)
+    return t.permute(1, 2, 0, 3, 4).reshape(-1, c, tile, tile)  # [nh * nw, C, tile, tile]
+
+
+def _faces(split: str) -> torch.Tensor:
+    import skimage.data
+
+    faces = torch.from_numpy(skimage.data.lfw_subset()[:100].astype(np.float32))[:, None]  # [100, 1, 25, 25]
+    faces = faces[:, :, :24, :24]  # crop to a size the U-Nets take
+    return faces[:80] if split == "train" else faces[80:]
+
+
+def _digits(split: str, size: int = 32) -> torch.Tensor:
+    from sklearn.datasets import load_digits
+
+    d = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]  # [1797, 1, 8, 8]
+    d = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    n_train = int(0.8 * len(d))
+    return d[:n_train] if split == "train" else d[n_train:]
+
+
+def _torchvision(name: str, root: str | None, split: str, download: bool) -> torch.Tensor:
+    import torchvision
+
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a data root (--data-root); it is never fetched unless asked")
+    root_path = Path(root).expanduser()
+    if not download and not root_path.is_dir():
+        raise FileNotFoundError(f"data root {str(root_path)!r} does not exist (dataset {name!r})")
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    try:
+        ds = cls(str(root_path), train=split == "train", download=download)
+    except RuntimeError as e:
+        raise FileNotFoundError(f"dataset {name!r} not found under {str(root_path)!r}: {e}") from None
+    data = torch.as_tensor(np.asarray(ds.data))
+    data = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # [N, C, H, W]
+    data = data.float() / 255.0
+    if data.shape[-1] == 28:  # MNIST-likes: pad to 32 so every U-Net takes them
+        data = F.pad(data, (2, 2, 2, 2))
+    return data
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float64)
+                return _from_numpy((a / (65535.0 if a.max() > 255 else 255.0)).astype(np.float32))
+            if im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+            return _from_numpy(np.asarray(im))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
+
+
+def _folder(folder: Path, split: str) -> list[torch.Tensor]:
+    """Every image in `folder`; every fifth image (sorted by name) is validation, if there are >= 2."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(files) >= 2:
+        val = [f for i, f in enumerate(files) if i % 5 == 4] or files[-1:]
+        files = val if split == "val" else [f for f in files if f not in val]
+    return [_read_image(f) for f in files]
+
+
+def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` random crops [n, C, crop, crop] with random flips, gathered on data's device in one go."""
+    N, C, H, W = data.shape
+    if crop > min(H, W):
+        raise ValueError(f"crop={crop} is larger than the dataset's images ({H}x{W})")
+    dev = data.device
+    idx = torch.randint(0, N, (n,), generator=generator, device=dev)
+    y0 = torch.randint(0, H - crop + 1, (n,), generator=generator, device=dev)
+    x0 = torch.randint(0, W - crop + 1, (n,), generator=generator, device=dev)
+    r = torch.arange(crop, device=dev)
+    rows = (y0[:, None] + r)[:, None, :, None]  # [n, 1, crop, 1]
+    cols = (x0[:, None] + r)[:, None, None, :]  # [n, 1, 1, crop]
+    out = data[idx[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None], rows, cols]
+    flip = torch.rand((n, 1, 1, 1), generator=generator, device=dev) < 0.5
+    return torch.where(flip, out.flip(-1), out)
+
+
+def fixed_crops(data: torch.Tensor, crop: int, limit: int) -> torch.Tensor:
+    """Deterministic validation crops: a grid of non-overlapping crops, `limit` of them evenly spaced."""
+    N, C, H, W = data.shape
+    crop = min(crop, H, W)
+    grid = data[:, :, : H // crop * crop, : W // crop * crop].unfold(2, crop, crop).unfold(3, crop, crop)
+    crops = grid.permute(0, 2, 3, 1, 4, 5).reshape(-1, C, crop, crop)
+    if len(crops) > limit:
+        crops = crops[torch.linspace(0, len(crops) - 1, limit).long()]
+    return crops.contiguous()

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from denoise_core.data import BUNDLED, NATURAL_TRAIN, NATURAL_VAL, fixed_crops, load_dataset, random_crops
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bundled_sets_load_offline(name, channels):
+    for split in ("train", "val"):
+        x = load_dataset(name, split=split, channels=channels)
+        assert x.dtype == torch.float32 and x.ndim == 4 and x.shape[1] == channels and len(x) > 0
+        assert 0 <= x.min() and x.max() <= 1 and x.std() > 0.05
+
+
+def test_natural_split_is_disjoint_by_source_image():
+    assert not set(NATURAL_TRAIN) & set(NATURAL_VAL)
+    train, val = load_dataset("natural", split="train"), load_dataset("natural", split="val")
+    # no validation tile appears among the training tiles
+    d = torch.cdist(val.flatten(1), train.flatten(1))
+    assert d.min() > 1.0
+
+
+def test_torchvision_sets_never_download_unasked(tmp_path):
+    with pytest.raises(ValueError, match="needs a data root"):
+        load_dataset("mnist")
+    with pytest.raises(FileNotFoundError, match="not found under"):
+        load_dataset("cifar10", root=str(tmp_path))
+
+
+def _save(path, array, mode=None):
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def test_folder_reads_every_kind(tmp_path):
+    rng = np.random.default_rng(0)
+    _save(tmp_path / "a_gray.png", rng.integers(0, 255, (40, 50), dtype=np.uint8))
+    _save(tmp_path / "b_rgb.jpg", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    _save(tmp_path / "c_rgba.png", rng.integers(0, 255, (36, 36, 4), dtype=np.uint8))
+    sixteen = (rng.integers(0, 65535, (40, 40))).astype(np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "d_16bit.tif")
+    _save(tmp_path / "e_rgb.tiff", rng.integers(0, 255, (33, 40, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    for channels in (1, 3):
+        train = load_dataset(f"folder:{tmp_path}", split="train", channels=channels, tile=32)
+        val = load_dataset(f"folder:{tmp_path}", split="val", channels=channels, tile=32)
+        assert train.shape[1:] == val.shape[1:] == (channels, 32, 32)
+        assert len(val) == 1 and len(train) >= 4
+        assert 0 <= train.min() and train.max() <= 1
+    # 16-bit values keep their scale: the tile's mean is near 0.5, not near 0 or clipped to 1
+    assert 0.3 < load_dataset(f"folder:{tmp_path}", split="train", tile=32)[-1].mean() < 0.7
+
+
+def test_folder_errors_name_path_and_file(tmp_path):
+    with pytest.raises(ValueError, match="holds no images"):
+        load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image.*broken.png"):
+        load_dataset(f"folder:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(f"folder:{tmp_path}/missing")
+
+
+def test_crops_random_on_device_and_fixed_deterministic():
+    data = torch.arange(2 * 1 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    c = random_crops(data, 100, 8, g)
+    assert c.shape == (100, 1, 8, 8)
+    # every crop is a contiguous window (possibly flipped): horizontal neighbours differ by +-1
+    diffs = (c[..., 1:] - c[..., :-1]).abs()
+    assert torch.all(diffs == 1)
+    f1, f2 = fixed_crops(data, 8, 5), fixed_crops(data, 8, 5)
+    assert torch.equal(f1, f2) and f1.shape == (5, 1, 8, 8)

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from denoise_core.train import lr_factor, run_trial
+
+TINY = dict(model="simple_unet", model_params={"width": 16}, noise="gaussian", noise_params={"sigma": 25},
+            loss="l2", lr=2e-3, batch_size=8, steps=60, eval_every=30, crop=32, val_images=8, threads=1)
+
+
+@pytest.mark.parametrize("target", ["clean", "noisy"])
+def test_trial_improves_psnr_over_noisy_input(tmp_path, target):
+    reports = []
+    out = run_trial({**TINY, "target": target}, reports.append, workdir=tmp_path)
+    assert [r["step"] for r in reports] == [30, 60]
+    for key in ("train_loss", "psnr", "ssim", "input_psnr", "images_per_s"):
+        assert key in reports[-1]
+    final = out["metrics"]
+    assert final["psnr"] > final["input_psnr"] + 2.0, final
+    ckpt = torch.load(out["checkpoint"], weights_only=True)
+    assert ckpt["config"]["target"] == target and "out.weight" in ckpt["state_dict"]
+    assert out["grid"].endswith(".png") and "checkpoint" in reports[-1]
+
+
+def test_trial_is_deterministic_on_cpu(tmp_path):
+    a = run_trial({**TINY, "steps": 20, "eval_every": 20}, lambda m: None, workdir=tmp_path / "a")
+    b = run_trial({**TINY, "steps": 20, "eval_every": 20}, lambda m: None, workdir=tmp_path / "b")
+    assert a["metrics"]["psnr"] == b["metrics"]["psnr"] and a["metrics"]["train_loss"] == b["metrics"]["train_loss"]
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
+    cfg = {**TINY, "steps": 40, "eval_every": 10, "checkpoint_every": 2}
+    full = run_trial(cfg, lambda m: None, workdir=tmp_path / "full")
+    ckpts = []
+    run_trial({**cfg}, lambda m: ckpts.append(m.get("checkpoint")), workdir=tmp_path / "part")
+    resumed = run_trial(cfg, lambda m: None, workdir=tmp_path / "resumed", resume_from=ckpts[1])  # from step 20
+    assert len(resumed["history"]) == 4
+    assert resumed["metrics"]["psnr"] == pytest.approx(full["metrics"]["psnr"], abs=1e-4)
+
+
+@pytest.mark.parametrize("bad,needle", [({"optimizer": "sgd"}, "optimizer: unknown key"),
+                                        ({"loss": "huber"}, "unknown loss 'huber'"),
+                                        ({"lr": -1}, "lr: "),
+                                        ({"noise_params": {"sigma": -5}}, "sigma=-5"),
+                                        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'")])
+def test_bad_config_names_the_key(bad, needle):
+    with pytest.raises(ValueError, match=needle):
+        run_trial({**TINY, **bad}, lambda m: None)
+
+
+def test_non_finite_loss_stops_with_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        # sigma beyond float32's range makes the noisy input infinite
+        run_trial({**TINY, "noise_params": {"sigma": 1e39}}, lambda m: None, workdir=tmp_path)
+
+
+def test_lr_rampdown():
+    assert lr_factor(0, 100, 0.3) == 1.0 and lr_factor(69, 100, 0.3) == 1.0
+    assert lr_factor(85, 100, 0.3) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 0.3) == pytest.approx(0.0)

@@ -80,6 +80,15 @@ class TrialConfig(BaseModel):
         return self
 
 
+def validate_config(config: dict):
+    """Validate a trial config of either task (denoise or ddpm)."""
+    if config.get("task", "denoise") == "ddpm":
+        from denoise_core.ddpm_train import validate_ddpm_config
+
+        return validate_ddpm_config(config)
+    return validate_trial_config(config)
+
+
 def validate_trial_config(config: dict) -> TrialConfig:
     """Validate, turning pydantic's report into one line that names the key."""
     from pydantic import ValidationError

@@ -196,6 +196,9 @@ class DenoiseTrial:
                 metrics["checkpoint"] = str(self.save_state(step, history))
             report(metrics)
             losses, t0, seen = [], time.perf_counter(), 0
+        if final_dir is None:  # resumed from the final checkpoint: report the end once more
+            final_dir = self.finish(step, history)
+            report({**history[-1], "checkpoint": str(final_dir)})
         final = dict(history[-1])
         return {"metrics": final, "history": history, "checkpoint": str(final_dir / "model.pt"),
                 "grid": str(final_dir / "grid.png"), "checkpoint_dir": str(final_dir)}

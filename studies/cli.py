@@ -1,0 +1,219 @@
+"""`denoise-study`: run image-denoising studies on Ray Tune + Optuna and report what they found.
+
+Heavy libraries (torch, ray, optuna, plotly) are imported inside the commands that need them,
+so `denoise-study --help` and `list` start fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from studies.spec import BUDGETS, SpecError
+
+STORAGE_HELP = "Where studies live: a local path, an NFS path or an object-store URI [env DENOISE_STUDY_STORAGE, default ~/denoise-studies]."
+
+
+class Fail(click.ClickException):
+    """Exit 2 with one line: the input was wrong."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _spec(name_or_path: str):
+    from studies.spec import load_spec
+
+    try:
+        return load_spec(name_or_path)
+    except SpecError as e:
+        raise Fail(str(e)) from None
+
+
+def _existing_study(name: str, storage: str | None) -> Path:
+    from studies.runner import study_dir
+
+    sdir = study_dir(storage, Path(name).stem if name.endswith((".yaml", ".yml")) else name)
+    if not (sdir / "study.json").exists():
+        raise Fail(f"no study {sdir.name!r} under {str(sdir.parent)!r}; run it first (denoise-study run {name})")
+    return sdir
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main():
+    """Answer image-denoising research questions with fair, seeded hyperparameter studies.
+
+    \b
+    denoise-study list                       the study catalog
+    denoise-study run n2n_loss               run a study (resumes if interrupted), print the report path
+    denoise-study report n2n_loss            rebuild the HTML report from stored results
+
+    Exit codes: 0 done, 1 the run failed, 2 the input was wrong.
+    """
+
+
+@main.command("list")
+def list_cmd():
+    """List the catalog's studies and their questions."""
+    from studies.spec import catalog_names, load_spec
+
+    for name in catalog_names():
+        spec = load_spec(name)
+        first = spec.description.strip().splitlines()[0]
+        click.echo(f"{name:16s} {first}")
+
+
+@main.command()
+@click.argument("name")
+def show(name):
+    """Print a study's YAML (catalog name or path) and its plan per budget."""
+    from studies.spec import resolve
+
+    spec = _spec(name)
+    click.echo(resolve(name).read_text().rstrip())
+    click.echo("")
+    for b in BUDGETS:
+        n = len(spec.cells())
+        t, s = spec.budgets[b].trials_per_cell, spec.seeds_for(b)
+        click.echo(f"# budget {b}: {n} cells x ({t} tuning + {s} confirm) = {n * (t + s)} trials")
+
+
+@main.command()
+@click.argument("study")
+@click.option("--budget", type=click.Choice(BUDGETS), default="quick", show_default=True,
+              help="smoke: seconds (tests); quick: a laptop CPU on bundled data in minutes; full: a GPU cluster.")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--address", default=None, help="Ray cluster: 'auto', 'ray://host:10001', or none for a local Ray.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Trials at a time [default: what the resources fit].")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
+              help="Fractions pack trials: 0.25 runs four trials per GPU.")
+@click.option("--dataset", default=None, help="Override the study's dataset: natural, faces, digits, mnist, fashion_mnist, cifar10, folder:PATH.")
+@click.option("--data-root", default=None, help="Root of torchvision datasets; must be reachable from every node.")
+@click.option("--optuna-storage", default=None, help="An RDB URL for the Optuna studies [default: sqlite in the study directory].")
+@click.option("--fresh", is_flag=True, help="Discard stored results and start over instead of resuming.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_per_trial, dataset, data_root,
+        optuna_storage, fresh, quiet):
+    """Run STUDY (a catalog name or a YAML path) through Ray Tune, then write its report.
+
+    Each cell (combination of compared factors) is tuned by Optuna with the same number of trials,
+    its best configuration re-run over seeds; running the same study again resumes it.
+    """
+    from studies.spec import check_trial_configs
+
+    spec = _spec(study)
+    extra = {k: v for k, v in {"dataset": dataset, "data_root": data_root}.items() if v is not None}
+    if extra:
+        try:
+            check_trial_configs(spec, study, budgets=(budget,), extra=extra)
+        except SpecError as e:
+            raise Fail(str(e)) from None
+    if data_root is not None and "://" not in data_root and not Path(data_root).expanduser().is_dir():
+        raise Fail(f"--data-root {data_root!r} is not a directory")
+    from studies.runner import RunOptions, run_study
+
+    opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
+                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
+                      optuna_storage=optuna_storage, extra=extra, command=" ".join(["denoise-study", *sys.argv[1:]]))
+    try:
+        sdir = run_study(spec, opts)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - the run failed: say so in one line, exit 1
+        click.echo(f"error: the study failed: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+    path = _write_report(sdir)
+    click.echo(f"results: {sdir}")
+    click.echo(f"report: {path}")
+
+
+def _write_report(sdir: Path) -> Path:
+    from reports.build import build_report
+
+    return build_report(sdir)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+def status(name, storage):
+    """How far a study is: trials by cell and status (works while it runs)."""
+    from studies.records import read_records
+
+    sdir = _existing_study(name, storage)
+    info = json.loads((sdir / "study.json").read_text())
+    recs = read_records(sdir)
+    per_cell = info["trials_per_cell"] + info["seeds"]
+    finished = [r for r in recs if r["status"] in ("completed", "stopped", "failed")]
+    click.echo(f"{sdir.name}: {len(finished)}/{info['planned']} trials finished, budget {info['budget']}, {sdir}")
+    for cell in info["cells"]:
+        mine = [r for r in recs if r["cell"] == cell]
+        counts = {s: sum(r["status"] == s for r in mine) for s in ("completed", "stopped", "failed", "running")}
+        shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        click.echo(f"  {cell}: {sum(r['status'] in ('completed', 'stopped', 'failed') for r in mine)}/{per_cell}"
+                   + (f" ({shown})" if shown else ""))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+def report(name, storage):
+    """Rebuild NAME's HTML report from its stored results (also while it runs: marked partial)."""
+    from studies.records import trials_table
+    from studies.spec import StudySpec
+
+    sdir = _existing_study(name, storage)
+    spec = StudySpec.model_validate(json.loads((sdir / "study.json").read_text())["spec"])
+    trials_table(sdir, spec).to_parquet(sdir / "trials.parquet", index=False)
+    click.echo(f"report: {_write_report(sdir)}")
+
+
+@main.command()
+@click.option("--study", "name", required=True, help="A study that has run.")
+@click.option("--cell", default=None, help="Which cell's best model, e.g. 'noise=gaussian,loss=l2' [default: the best cell].")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the denoised image.")
+def denoise(name, cell, storage, inp, output):
+    """Denoise the image IN with a study's best model and write it to OUTPUT."""
+    sdir = _existing_study(name, storage)
+    if not Path(inp).is_file():
+        raise Fail(f"input image {inp!r} does not exist")
+    from studies.apply import denoise_file
+
+    try:
+        used = denoise_file(sdir, cell, Path(inp), Path(output))
+    except ValueError as e:
+        raise Fail(str(e)) from None
+    click.echo(f"{output} (model of cell {used})")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--workdir", default=None, help="Where the checkpoint and grid go [default: a temporary directory].")
+def trial(config, workdir):
+    """Run one trial from a JSON config, without Ray (for debugging); print each report."""
+    try:
+        cfg = json.loads(Path(config).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise Fail(f"cannot read trial config {config!r}: {e}") from None
+    from denoise_core.config import validate_config
+    from denoise_core.train import run_trial
+
+    try:
+        validate_config(cfg)
+    except ValueError as e:
+        raise Fail(f"{config}: {e}") from None
+    out = run_trial(cfg, lambda m: click.echo(json.dumps({k: v for k, v in m.items() if k != "checkpoint"})),
+                    workdir=workdir)
+    click.echo(f"checkpoint: {out['checkpoint']}\ngrid: {out['grid']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Per-trial records the driver keeps while a study runs, and the tidy `trials.parquet`.
+
+The records are small JSON files (`records/<trial_id>.json`) rewritten at every result, so
+`status` and `report` can read a study while it runs, without Ray.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+FINAL = ("completed", "stopped", "failed")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic: a reader never sees half a file, a kill never leaves one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def read_records(study_dir: Path) -> list[dict]:
+    recs = []
+    for p in sorted((study_dir / "records").glob("*.json")):
+        try:
+            recs.append(json.loads(p.read_text()))
+        except (json.JSONDecodeError, OSError):
+            continue
+    return recs
+
+
+class StudyRecorder(Callback):
+    """Writes a record per trial and prints one line per finished trial (unless quiet)."""
+
+    def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool):
+        self.dir = Path(study_dir) / "records"
+        self.planned, self.n_evals, self.cells, self.per_cell, self.quiet = planned, n_evals, cells, per_cell, quiet
+        self._pruned = False
+
+    def _path(self, trial) -> Path:
+        return self.dir / f"{trial.trial_id}.json"
+
+    def _load(self, trial) -> dict:
+        p = self._path(trial)
+        if p.exists():
+            return json.loads(p.read_text())
+        meta = trial.config.get("_study", {})
+        return {"trial_id": trial.trial_id, "cell": meta.get("cell"), "phase": meta.get("phase"),
+                "factors": meta.get("factors", {}), "params": meta.get("params", {}),
+                "seed": trial.config.get("seed"), "config": {k: v for k, v in trial.config.items() if k != "_study"},
+                "status": "pending", "history": [], "error": None, "start": None, "end": None,
+                "checkpoint": None, "node_id": None, "attempts": 0,
+                "resources": {"cpu": trial.config.get("_cpus", 1), "gpu": trial.config.get("_gpus", 0)}}
+
+    def _save(self, rec: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / f"{rec['trial_id']}.json", rec)
+
+    def on_step_begin(self, iteration, trials, **info):
+        # after a driver restart, records of trials that Tune's restored state does not know were
+        # created after its last checkpoint; the searcher asks their slots again, so drop them
+        if self._pruned:
+            return
+        self._pruned = True
+        known = {t.trial_id for t in trials}
+        for p in self.dir.glob("*.json") if self.dir.exists() else []:
+            if p.stem not in known and json.loads(p.read_text()).get("status") not in FINAL:
+                p.unlink()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rec = self._load(trial)
+        rec["status"], rec["attempts"] = "running", rec["attempts"] + 1
+        rec["start"] = rec["start"] or time.time()
+        self._save(rec)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        rec = self._load(trial)
+        rec["status"] = "retrying"
+        rec["error"] = _first_line(trial)
+        self._save(rec)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self._load(trial)
+        row = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        row["step"] = result.get("step")
+        # a resumed trial repeats no step: keep history strictly increasing
+        rec["history"] = [h for h in rec["history"] if h.get("step", 0) < (row["step"] or 0)] + [row]
+        rec["node_id"] = result.get("node_id", rec["node_id"])
+        rec["resumed"] = bool(result.get("resumed")) or rec.get("resumed", False)
+        rec["status"] = "running"
+        self._save(rec)
+
+    def _finish(self, trials, trial, status: str):
+        rec = self._load(trial)
+        rec["status"], rec["end"] = status, time.time()
+        if status == "failed":
+            rec["error"] = _first_line(trial)
+        if trial.checkpoint is not None:
+            rec["checkpoint"] = trial.checkpoint.path
+        self._save(rec)
+        if not self.quiet:
+            self._progress(rec)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        rec = self._load(trial)
+        done_evals = len(rec["history"])
+        self._finish(trials, trial, "completed" if done_evals >= self.n_evals else "stopped")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trials, trial, "failed")
+
+    def _progress(self, rec: dict) -> None:
+        recs = [r for r in read_records(self.dir.parent) if r["status"] in FINAL]
+        in_cell = sum(r["cell"] == rec["cell"] for r in recs)
+        metric = rec["history"][-1] if rec["history"] else {}
+        shown = ", ".join(f"{k} {metric[k]:.3f}" for k in ("psnr", "bits_per_dim") if k in metric)
+        what = rec["status"] if rec["status"] != "completed" else shown
+        if rec["status"] == "failed":
+            what = f"failed: {rec['error']}"
+        print(f"[{len(recs)}/{self.planned}] {rec['cell']} {rec['phase']}: {what} "
+              f"(cell {in_cell}/{self.per_cell})", flush=True)
+
+
+def _first_line(trial) -> str:
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - any failure to read the error must not break the study
+        err = None
+    text = str(err) if err else "unknown error"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Ray wraps the trial's exception; the last line names it and its message
+    return (lines[-1] if lines else text)[:300]
+
+
+def trials_table(study_dir: Path, spec=None):
+    """One row per trial: cell, factors, phase, params, seed, status, final and best metrics, errors, times."""
+    import pandas as pd
+
+    rows = []
+    for r in read_records(study_dir):
+        hist = r["history"]
+        last = hist[-1] if hist else {}
+        row = {"trial_id": r["trial_id"], "cell": r["cell"], "phase": r["phase"], "seed": r["seed"],
+               "status": r["status"], "error": r["error"], "attempts": r["attempts"], "resumed": r.get("resumed", False),
+               "start": r["start"], "end": r["end"],
+               "duration_s": (r["end"] - r["start"]) if r["end"] and r["start"] else None,
+               "cpus": r["resources"]["cpu"], "gpus": r["resources"]["gpu"], "node_id": r["node_id"],
+               "evals": len(hist), "checkpoint": r["checkpoint"], "params": json.dumps(r["params"], sort_keys=True)}
+        row.update({f"factor.{k}": v for k, v in r["factors"].items()})
+        row.update({f"param.{k}": v for k, v in r["params"].items()})
+        for k, v in last.items():
+            if k not in ("step", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+                         "iterations_since_restore", "time_since_restore"):
+                row[f"final.{k}"] = v
+        if spec is not None and hist and spec.metric in last:
+            values = [h[spec.metric] for h in hist if spec.metric in h]
+            row[f"best.{spec.metric}"] = max(values) if spec.mode == "max" else min(values)
+        row["final.step"] = last.get("step")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,178 @@
+"""Fair comparison: one Optuna study per cell, equal budgets, then seed confirmation.
+
+`CellSearcher` is a Ray Tune `Searcher`. It hands out trials round-robin over the cells so
+every cell gets exactly `trials_per_cell` tuning trials (TPE inside the cell, on the `tune`
+space only: the compared factors are fixed by the cell, never chosen by the optimiser). When
+a cell's tuning trials have all finished, it re-runs the cell's best configuration with
+`seeds` seeds (phase `confirm`). The Optuna studies live in real Optuna storage; the
+searcher's own bookkeeping is saved by Tune with the experiment, so a restarted driver
+resumes the plan without repeating or losing a slot.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from studies.spec import StudySpec, cell_key, set_path
+
+log = logging.getLogger(__name__)
+CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
+
+
+class CellSearcher(Searcher):
+    def __init__(self, spec: StudySpec, budget: str, storage_url: str, extra: dict[str, Any] | None = None):
+        super().__init__(metric=spec.metric, mode=spec.mode)
+        self.spec, self.budget, self.storage_url, self.extra = spec, budget, storage_url, extra or {}
+        self.cells = spec.cells()
+        self.keys = [cell_key(c) for c in self.cells]
+        self.n_tune = spec.budgets[budget].trials_per_cell
+        self.n_seeds = spec.seeds_for(budget)
+        self.n_evals = 1  # set by the runner: evaluations per trial, to tell pruned from finished
+        # bookkeeping, all plain data (pickled by Tune with the experiment state)
+        self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, seed}
+        self.asked = {k: 0 for k in self.keys}
+        self.finished = {k: 0 for k in self.keys}
+        self.confirmed = {k: 0 for k in self.keys}
+        self._studies: dict[str, Any] = {}
+
+    @property
+    def planned(self) -> int:
+        return len(self.cells) * (self.n_tune + self.n_seeds)
+
+    # -- Optuna ---------------------------------------------------------------------------------
+    def study(self, key: str):
+        if key not in self._studies:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.n_tune // 3))
+            self._studies[key] = optuna.create_study(
+                study_name=f"{self.spec.name}:{key}", storage=self.storage_url, sampler=sampler,
+                direction="maximize" if self.spec.mode == "max" else "minimize", load_if_exists=True)
+        return self._studies[key]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_studies"] = {}  # storage handles do not pickle; they reopen lazily
+        return state
+
+    def best_params(self, key: str) -> dict[str, Any]:
+        import optuna
+
+        study = self.study(key)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if done:
+            return study.best_trial.params
+        # every tuning trial failed or was pruned: confirm the one that got furthest
+        pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+        if pruned:
+            sign = 1 if self.spec.mode == "max" else -1
+            return max(pruned, key=lambda t: sign * t.intermediate_values[max(t.intermediate_values)]).params
+        return {k: p.middle() for k, p in self.spec.tune.items()}
+
+    # -- Tune's Searcher API ----------------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric and mode come from the study spec
+
+    def suggest(self, trial_id: str):
+        # tuning first, round-robin: the cell with the fewest trials asked goes next
+        open_cells = [k for k in self.keys if self.asked[k] < self.n_tune]
+        if open_cells:
+            key = min(open_cells, key=lambda k: (self.asked[k], self.keys.index(k)))
+            return self._tune_trial(trial_id, key)
+        for key in self.keys:  # then confirm runs of cells whose tuning is complete
+            if self.finished[key] == self.n_tune and self.confirmed[key] < self.n_seeds:
+                return self._confirm_trial(trial_id, key)
+        if all(self.confirmed[k] == self.n_seeds for k in self.keys):
+            return Searcher.FINISHED
+        return None  # waiting for tuning trials to finish
+
+    def _config(self, key: str, phase: str, params: dict, seed: int, number: int) -> dict:
+        cell = self.cells[self.keys.index(key)]
+        cfg = self.spec.cell_config(cell, self.budget, self.extra)
+        for name, value in params.items():
+            set_path(cfg, name, value)
+        cfg["seed"] = seed
+        cfg["_study"] = {"cell": key, "phase": phase, "factors": cell, "params": params, "number": number}
+        return cfg
+
+    def _tune_trial(self, trial_id: str, key: str) -> dict:
+        dists = {k: p.distribution() for k, p in self.spec.tune.items()}
+        otrial = self.study(key).ask(dists)
+        index = self.asked[key]
+        self.asked[key] += 1
+        self.slots[trial_id] = {"cell": key, "phase": "tune", "number": otrial.number, "index": index}
+        return self._config(key, "tune", dict(otrial.params), seed=index, number=otrial.number)
+
+    def _confirm_trial(self, trial_id: str, key: str) -> dict:
+        index = self.confirmed[key]
+        self.confirmed[key] += 1
+        self.slots[trial_id] = {"cell": key, "phase": "confirm", "number": None, "index": index}
+        return self._config(key, "confirm", self.best_params(key), seed=CONFIRM_SEED_BASE + index, number=index)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        slot = self.slots.get(trial_id)
+        if slot and slot["phase"] == "tune" and self.metric in result and "step" in result:
+            try:
+                _report_intermediate(self.study(slot["cell"]), slot["number"], result[self.metric], result["step"])
+            except Exception as e:  # a finished trial replayed after a restore: nothing to record
+                log.debug("intermediate value not recorded: %s", e)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        slot = self.slots.get(trial_id)
+        if slot is None or slot.get("done"):
+            return
+        slot["done"] = True
+        if slot["phase"] != "tune":
+            return
+        import optuna
+
+        key = slot["cell"]
+        self.finished[key] += 1
+        value = (result or {}).get(self.metric)
+        if error or value is None:
+            state = optuna.trial.TrialState.FAIL
+        elif (result or {}).get("training_iteration", 0) < self.n_evals:
+            state, value = optuna.trial.TrialState.PRUNED, None  # stopped early within its cell
+        else:
+            state = optuna.trial.TrialState.COMPLETE
+        try:
+            self.study(key).tell(slot["number"], value, state=state)
+        except (RuntimeError, ValueError) as e:  # already told before a driver restart
+            log.debug("optuna tell skipped: %s", e)
+
+    # -- persistence (Tune calls these with its experiment checkpoint) ----------------------------
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        self.fail_orphans()
+
+    def fail_orphans(self) -> None:
+        """Optuna trials asked after Tune's last experiment checkpoint belong to no Tune trial now:
+        mark them failed so they neither block nor bias the cell; their slots are asked again."""
+        import optuna
+
+        known = {(s["cell"], s["number"]) for s in self.slots.values() if s["phase"] == "tune"}
+        for key in self.keys:
+            for t in self.study(key).trials:
+                if t.state == optuna.trial.TrialState.RUNNING and (key, t.number) not in known:
+                    self.study(key).tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _report_intermediate(study, number: int, value: float, step: int) -> None:
+    """Record a running trial's intermediate value through the storage API (no Trial object in hand)."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage.set_trial_intermediate_value(trial_id, int(step), float(value))

@@ -1,0 +1,248 @@
+"""A study as typed, validated data: what to compare, what to tune, how much to spend.
+
+    spec = load_spec("n2n_loss")            # a catalog name, or a path to the user's YAML
+    plan = spec.plan("quick")               # cells, each with its full trial config
+
+A *cell* is one combination of the compared factors. Inside a cell Optuna tunes the
+`tune` space for `trials_per_cell` trials; the cell's best configuration is then re-run
+with `seeds` seeds (the confirm phase). Errors name the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CATALOG = Path(__file__).parent / "catalog"
+BUDGETS = ("smoke", "quick", "full")
+
+
+class SpecError(ValueError):
+    """The user's study or flags are wrong: one line, exit code 2."""
+
+
+class Param(BaseModel):
+    """One dimension of the Optuna search space."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low:g} must be below high={self.high:g}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got low={self.low:g}")
+        return self
+
+    def distribution(self):
+        import optuna.distributions as d
+
+        if self.type == "choice":
+            return d.CategoricalDistribution(self.values)
+        if self.type == "int":
+            return d.IntDistribution(int(self.low), int(self.high))
+        return d.FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
+    def middle(self):
+        """A representative value, used to validate configs before anything runs."""
+        if self.type == "choice":
+            return self.values[0]
+        if self.type == "int":
+            return int(round((self.low + self.high) / 2))
+        return math.sqrt(self.low * self.high) if self.type == "loguniform" else (self.low + self.high) / 2
+
+
+class Budget(BaseModel):
+    """How much a run spends: tuning trials per cell, confirm seeds, steps and data sizes."""
+
+    model_config = ConfigDict(extra="forbid")
+    trials_per_cell: int = Field(ge=1)
+    seeds: int | None = Field(None, ge=1)  # overrides the study's `seeds`
+    steps: int | None = Field(None, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    crop: int | None = Field(None, ge=8)
+    batch_size: int | None = Field(None, ge=1)
+    train_images: int | None = Field(None, ge=1)
+    val_images: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_failures: int = Field(1, ge=0)  # FailureConfig retries per trial
+    grace_evals: int = Field(2, ge=1)  # early stopping never stops a trial before this many evaluations
+    fixed: dict[str, Any] = Field(default_factory=dict)  # any other trial keys for this budget
+
+    def overrides(self) -> dict[str, Any]:
+        keys = ("steps", "eval_every", "crop", "batch_size", "train_images", "val_images")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | self.fixed
+
+
+# a factor is a list of scalar values for one trial key, or a mapping label -> trial overrides
+Factor = Union[list[Union[str, int, float, bool]], dict[str, dict[str, Any]]]
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str
+    task: Literal["denoise", "ddpm"] = "denoise"
+    metric: str = "psnr"
+    mode: Literal["max", "min"] = "max"
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    compare: dict[str, Factor]
+    tune: dict[str, Param] = Field(default_factory=dict)
+    seeds: int = Field(3, ge=1)
+    budgets: dict[str, Budget]
+    figure: str | None = None  # which comparison figure the report draws; defaults to the study's name
+
+    @field_validator("compare")
+    @classmethod
+    def _compare(cls, v):
+        if not v:
+            raise ValueError("compare needs at least one factor; a study compares something")
+        for name, values in v.items():
+            if len(values) == 0:
+                raise ValueError(f"factor {name!r} has no values")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v):
+        missing = [b for b in BUDGETS if b not in v]
+        if missing:
+            raise ValueError(f"budgets {', '.join(missing)} missing; every study defines {', '.join(BUDGETS)}")
+        unknown = [b for b in v if b not in BUDGETS]
+        if unknown:
+            raise ValueError(f"unknown budget {unknown[0]!r}; allowed: {', '.join(BUDGETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _no_tuning_of_factors(self):
+        clash = set(self.tune) & set(self.compare)
+        if clash:
+            raise ValueError(f"{sorted(clash)[0]!r} is both compared and tuned; the optimiser must never choose a factor")
+        return self
+
+    # -- the plan -----------------------------------------------------------------------------
+    def factor_levels(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """[(label, trial overrides)] for one factor."""
+        values = self.compare[name]
+        if isinstance(values, dict):
+            return [(str(label), dict(over)) for label, over in values.items()]
+        return [(str(v), {name: v}) for v in values]
+
+    def cells(self) -> list[dict[str, str]]:
+        """Every combination of factor labels, in a stable order."""
+        names = list(self.compare)
+        combos = itertools.product(*[[lab for lab, _ in self.factor_levels(n)] for n in names])
+        return [dict(zip(names, combo)) for combo in combos]
+
+    def cell_config(self, cell: dict[str, str], budget: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full trial config of a cell, before tuning: fixed, then budget, then the cell's values."""
+        cfg = {"task": self.task, **_deep_copy(self.fixed)}
+        _merge(cfg, self.budgets[budget].overrides())
+        for name, label in cell.items():
+            _merge(cfg, dict(self.factor_levels(name))[label])
+        _merge(cfg, extra or {})
+        return cfg
+
+    def seeds_for(self, budget: str) -> int:
+        return self.budgets[budget].seeds or self.seeds
+
+
+def cell_key(cell: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in cell.items())
+
+
+def set_path(cfg: dict, dotted: str, value: Any) -> None:
+    """Set 'model_params.width' style keys in a nested dict."""
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+    cfg[leaf] = value
+
+
+def _merge(cfg: dict, over: dict) -> None:
+    for k, v in over.items():
+        if "." in k:
+            set_path(cfg, k, v)
+        elif isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            _merge(cfg[k], v)
+        else:
+            cfg[k] = _deep_copy(v)
+
+
+def _deep_copy(v):
+    import copy
+
+    return copy.deepcopy(v)
+
+
+# -- loading --------------------------------------------------------------------------------------
+def catalog_names() -> list[str]:
+    return sorted(p.stem for p in CATALOG.glob("*.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in name_or_path:
+        if not p.is_file():
+            raise SpecError(f"study file {str(p)!r} does not exist")
+        return p
+    if (CATALOG / f"{name_or_path}.yaml").is_file():
+        return CATALOG / f"{name_or_path}.yaml"
+    raise SpecError(f"unknown study {name_or_path!r}; catalog: {', '.join(catalog_names())}, or a path to a YAML file")
+
+
+def load_spec(name_or_path: str) -> StudySpec:
+    path = resolve(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path.name}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path.name}: a study is a YAML mapping with name, description, compare, budgets ...")
+    return parse_spec(raw, source=path.name)
+
+
+def parse_spec(raw: dict, source: str = "study") -> StudySpec:
+    from denoise_core.config import one_line_error
+
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(f"{source}: {one_line_error(e)}") from None
+    check_trial_configs(spec, source)
+    return spec
+
+
+def check_trial_configs(spec: StudySpec, source: str, budgets=BUDGETS, extra: dict | None = None) -> None:
+    """Build every cell's trial config (tuned values at their middle) and validate it as the trial would,
+    so a bad model, noise, loss or dataset fails now, naming the spec field, not hours later in a trial."""
+    from denoise_core.config import validate_config
+
+    for budget in budgets:
+        for cell in spec.cells():
+            cfg = spec.cell_config(cell, budget, extra)
+            for key, param in spec.tune.items():
+                set_path(cfg, key, param.middle())
+            try:
+                validate_config(cfg)
+            except ValueError as e:
+                where = f"cell {cell_key(cell)}, budget {budget}"
+                raise SpecError(f"{source}: {where}: {e}") from None

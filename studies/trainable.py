@@ -1,0 +1,38 @@
+"""The Ray Tune trainable: `denoise_core.train.run_trial` with Tune's report and checkpoints.
+
+Everything a trial needs travels in its config; it reads no file of the driver's (bundled
+data loads inside the trial, user data roots must be on storage every node can reach).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def train_fn(config: dict) -> None:
+    import ray
+    from ray import tune
+
+    from denoise_core.train import run_trial
+
+    meta = config.get("_study", {})
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    cfg.setdefault("threads", max(1, int(config.get("_cpus", 1))))
+    node_id = ray.get_runtime_context().get_node_id()
+    workdir = Path(tempfile.mkdtemp(prefix="denoise-trial-"))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retried or restored trial continues from its last checkpoint
+        resume = checkpoint.to_directory(str(workdir / "resume"))
+
+    def report(metrics: dict) -> None:
+        metrics = dict(metrics)
+        path = metrics.pop("checkpoint", None)
+        metrics.update(node_id=node_id, phase=meta.get("phase"), resumed=resume is not None)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(path) if path else None)
+
+    try:
+        run_trial(cfg, report, workdir=workdir / "run", resume_from=resume)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from denoise_core.data import check_dataset_name
+from denoise_core.errors import one_line_error
 from denoise_core.losses import LOSSES
 from denoise_core.models import MODELS
 from denoise_core.noise import NOISES, build_noise
@@ -97,16 +98,3 @@ def validate_trial_config(config: dict) -> TrialConfig:
         return TrialConfig.model_validate(config)
     except ValidationError as e:
         raise ValueError(one_line_error(e)) from None
-
-
-def one_line_error(e) -> str:
-    """'key.path: message (got value)' for the first error of a pydantic ValidationError."""
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    msg = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key"
-    if isinstance(got, (str, int, float, bool, type(None))) and repr(got) not in msg:
-        msg += f" (got {got!r})"
-    return f"{where}: {msg}"

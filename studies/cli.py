@@ -43,8 +43,23 @@ def _existing_study(name: str, storage: str | None) -> Path:
     return sdir
 
 
+def main(args: list[str] | None = None) -> None:
+    """The console script: click's own usage errors become one line and exit code 2 too."""
+    try:
+        cli.main(args=args, prog_name="denoise-study", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(1)
+    sys.exit(0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-def main():
+def cli():
     """Answer image-denoising research questions with fair, seeded hyperparameter studies.
 
     \b
@@ -56,18 +71,18 @@ def main():
     """
 
 
-@main.command("list")
+@cli.command("list")
 def list_cmd():
     """List the catalog's studies and their questions."""
     from studies.spec import catalog_names, load_spec
 
     for name in catalog_names():
-        spec = load_spec(name)
+        spec = load_spec(name, check=False)
         first = spec.description.strip().splitlines()[0]
         click.echo(f"{name:16s} {first}")
 
 
-@main.command()
+@cli.command()
 @click.argument("name")
 def show(name):
     """Print a study's YAML (catalog name or path) and its plan per budget."""
@@ -82,7 +97,7 @@ def show(name):
         click.echo(f"# budget {b}: {n} cells x ({t} tuning + {s} confirm) = {n * (t + s)} trials")
 
 
-@main.command()
+@cli.command()
 @click.argument("study")
 @click.option("--budget", type=click.Choice(BUDGETS), default="quick", show_default=True,
               help="smoke: seconds (tests); quick: a laptop CPU on bundled data in minutes; full: a GPU cluster.")
@@ -139,7 +154,7 @@ def _write_report(sdir: Path) -> Path:
     return build_report(sdir)
 
 
-@main.command()
+@cli.command()
 @click.argument("name")
 @click.option("--storage", default=None, help=STORAGE_HELP)
 def status(name, storage):
@@ -160,7 +175,7 @@ def status(name, storage):
                    + (f" ({shown})" if shown else ""))
 
 
-@main.command()
+@cli.command()
 @click.argument("name")
 @click.option("--storage", default=None, help=STORAGE_HELP)
 def report(name, storage):
@@ -174,7 +189,7 @@ def report(name, storage):
     click.echo(f"report: {_write_report(sdir)}")
 
 
-@main.command()
+@cli.command()
 @click.option("--study", "name", required=True, help="A study that has run.")
 @click.option("--cell", default=None, help="Which cell's best model, e.g. 'noise=gaussian,loss=l2' [default: the best cell].")
 @click.option("--storage", default=None, help=STORAGE_HELP)
@@ -194,7 +209,7 @@ def denoise(name, cell, storage, inp, output):
     click.echo(f"{output} (model of cell {used})")
 
 
-@main.command()
+@cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--workdir", default=None, help="Where the checkpoint and grid go [default: a temporary directory].")
 def trial(config, workdir):

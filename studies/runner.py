@@ -140,8 +140,8 @@ def _init_ray(address: str | None) -> None:
     kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
-    else:
-        ray.init(**kwargs)
+    else:  # no address: a Ray of our own, never silently attached to another cluster on this machine
+        ray.init(address="local", **kwargs)
 
 
 def _fit_concurrency(cpus: float, gpus: float) -> int:

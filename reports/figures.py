@@ -1,0 +1,169 @@
+"""Plotly figures for a study report: the comparison suited to the study, curves, tuning."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.stats import cell_stat, confirm_values
+
+
+def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
+    """Per cell: factor levels, mean and 95% CI of the confirm runs' final metric."""
+    conf = confirm_values(table, spec.metric)
+    rows = []
+    for cell, g in conf.groupby("cell", sort=False):
+        s = cell_stat(cell, g[f"final.{spec.metric}"])
+        row = {"cell": cell, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n}
+        row.update({f: g[f"factor.{f}"].iloc[0] for f in spec.compare})
+        for extra in ("final.params", "final.images_per_s"):
+            if extra in g:
+                row[extra] = g[extra].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _err(s: pd.DataFrame):
+    return dict(type="data", symmetric=False, array=(s["hi"] - s["mean"]).fillna(0), arrayminus=(s["mean"] - s["lo"]).fillna(0))
+
+
+def bars(s: pd.DataFrame, spec, unit: str) -> go.Figure:
+    """Bars per cell with 95% CI error bars; colour by the first factor, x by the second."""
+    factors = list(spec.compare)
+    fig = go.Figure()
+    x_f, c_f = (factors[-1], factors[0]) if len(factors) > 1 else (factors[0], None)
+    for level, g in (s.groupby(c_f, sort=False) if c_f else [(None, s)]):
+        x = g[x_f] if len(factors) <= 2 else g["cell"]
+        fig.add_bar(x=x, y=g["mean"], error_y=_err(g), name=f"{c_f}={level}" if c_f else spec.metric,
+                    hovertemplate="%{x}: %{y:.3f}<extra></extra>")
+    fig.update_layout(barmode="group", title=f"{spec.metric} per cell (mean of confirm seeds, 95% CI)",
+                      yaxis_title=f"{spec.metric} ({unit})", xaxis_title=x_f)
+    return fig
+
+
+def heatmap(s: pd.DataFrame, spec, rows: str, cols: str, unit: str) -> go.Figure:
+    m = s.pivot_table(index=rows, columns=cols, values="mean", sort=False)
+    lo = s.pivot_table(index=rows, columns=cols, values="lo", sort=False).reindex_like(m)
+    hi = s.pivot_table(index=rows, columns=cols, values="hi", sort=False).reindex_like(m)
+    text = [[f"{m.iat[i, j]:.2f}" for j in range(m.shape[1])] for i in range(m.shape[0])]
+    ci = np.dstack([lo.values, hi.values])
+    fig = go.Figure(go.Heatmap(z=m.values, x=[str(c) for c in m.columns], y=[str(r) for r in m.index], text=text,
+                               texttemplate="%{text}", customdata=ci, colorscale="Viridis",
+                               hovertemplate=f"{rows}=%{{y}}, {cols}=%{{x}}<br>mean %{{z:.2f}} {unit}"
+                                             "<br>95% CI %{customdata[0]:.2f} to %{customdata[1]:.2f}<extra></extra>"))
+    fig.update_layout(title=f"mean {spec.metric} ({unit}): {rows} x {cols}", xaxis_title=cols, yaxis_title=rows)
+    return fig
+
+
+def gap(s: pd.DataFrame, factor: str, target: str, a: str, b: str, unit: str) -> go.Figure:
+    """The a - b gap per level of `factor` (e.g. noisy - clean targets per noise)."""
+    p = s.pivot_table(index=factor, columns=target, values="mean", sort=False)
+    fig = go.Figure(go.Bar(x=list(p.index), y=p[a] - p[b], marker_color="#c0504d"))
+    fig.update_layout(title=f"gap {target}={a} minus {target}={b} per {factor} ({unit})", yaxis_title=unit)
+    return fig
+
+
+def level_grid(table: pd.DataFrame, spec, unit: str) -> list[go.Figure]:
+    """noise_level: train level x test level heatmap and PSNR-vs-test-level curves."""
+    conf = confirm_values(table, spec.metric)
+    cols = sorted((c for c in conf.columns if c.startswith("final.psnr_") and c[len("final.psnr_"):][:1].isalpha()
+                   and c != "final.psnr_levels_mean"), key=lambda c: float("".join(ch for ch in c if ch.isdigit() or ch == ".") or 0))
+    if not cols:
+        return []
+    factor = f"factor.{list(spec.compare)[0]}"
+    mean = conf.groupby(factor, sort=False)[cols].mean()
+    tests = [c.removeprefix("final.psnr_") for c in cols]
+    heat = go.Figure(go.Heatmap(z=mean.values, x=tests, y=list(mean.index), texttemplate="%{z:.2f}", colorscale="Viridis"))
+    heat.update_layout(title=f"PSNR ({unit}): trained at (rows) x tested at (columns)", xaxis_title="test level",
+                       yaxis_title="train level")
+    curves = go.Figure()
+    for train, row in mean.iterrows():
+        curves.add_scatter(x=tests, y=row.values, mode="lines+markers", name=str(train))
+    curves.update_layout(title="PSNR vs test level", xaxis_title="test level", yaxis_title=f"PSNR ({unit})")
+    return [heat, curves]
+
+
+def pareto(s: pd.DataFrame, spec, unit: str) -> go.Figure:
+    """architectures: quality vs parameters, marker size by images/s, Pareto front marked."""
+    s = s.dropna(subset=["final.params"]).sort_values("final.params")
+    front, best = [], -np.inf
+    for _, r in s.iterrows():
+        if r["mean"] > best:
+            front.append(r)
+            best = r["mean"]
+    ips = s.get("final.images_per_s", pd.Series(np.ones(len(s)), index=s.index))
+    size = 12 + 30 * (ips / ips.max()) if len(s) else []
+    fig = go.Figure()
+    fig.add_scatter(x=s["final.params"], y=s["mean"], mode="markers+text", text=s[list(spec.compare)[0]],
+                    textposition="top center", marker=dict(size=size), error_y=_err(s), name="models",
+                    customdata=ips, hovertemplate="%{text}: %{y:.2f}, %{x} params, %{customdata:.0f} img/s<extra></extra>")
+    if front:
+        f = pd.DataFrame(front)
+        fig.add_scatter(x=f["final.params"], y=f["mean"], mode="lines", line=dict(dash="dash"), name="Pareto front")
+    fig.update_layout(title=f"{spec.metric} ({unit}) vs parameters (marker size: training images/s)",
+                      xaxis_type="log", xaxis_title="parameters", yaxis_title=f"{spec.metric} ({unit})")
+    return fig
+
+
+def learning_curves(records: list[dict], spec) -> go.Figure:
+    fig = go.Figure()
+    for r in records:
+        if r["phase"] != "confirm" or not r["history"]:
+            continue
+        h = [x for x in r["history"] if spec.metric in x]
+        fig.add_scatter(x=[x["step"] for x in h], y=[x[spec.metric] for x in h], mode="lines",
+                        name=f"{r['cell']} (seed {r['seed']})", legendgroup=r["cell"])
+    fig.update_layout(title=f"validation {spec.metric} during training (confirm runs)", xaxis_title="step",
+                      yaxis_title=spec.metric, height=500)
+    return fig
+
+
+def parallel(table: pd.DataFrame, spec) -> go.Figure | None:
+    col = f"final.{spec.metric}"
+    params = [c for c in table.columns if c.startswith("param.")]
+    t = table[table[col].notna()] if col in table else table.iloc[0:0]
+    if t.empty:
+        return None
+    dims = [dict(label=c.removeprefix("param."), values=pd.to_numeric(t[c], errors="coerce").fillna(0)) for c in params]
+    for f in spec.compare:
+        codes, levels = pd.factorize(t[f"factor.{f}"])
+        dims.append(dict(label=f, values=codes, tickvals=list(range(len(levels))), ticktext=[str(x) for x in levels]))
+    dims.append(dict(label=spec.metric, values=t[col]))
+    fig = go.Figure(go.Parcoords(line=dict(color=t[col], colorscale="Viridis", showscale=True), dimensions=dims))
+    fig.update_layout(title="all trials: parameters, factors and final metric")
+    return fig
+
+
+def tuning(study, spec) -> list[go.Figure]:
+    """Optuna's optimisation history and parameter importances of one cell's study."""
+    import optuna
+
+    figs = [optuna.visualization.plot_optimization_history(study)]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) >= 2 and spec.tune:
+        try:
+            figs.append(optuna.visualization.plot_param_importances(study))
+        except (RuntimeError, ValueError):
+            pass
+    for f in figs:
+        f.update_layout(height=320, title=f"{f.layout.title.text}: {study.study_name.split(':', 1)[-1]}")
+    return figs
+
+
+def schedule_curves(names: list[str], timesteps: list[int]) -> go.Figure:
+    """ddpm_schedule: alpha-bar and log-SNR of each schedule over normalised time."""
+    import torch
+
+    from denoise_core.diffusion import build_schedule
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("alpha-bar", "log SNR"))
+    for name in names:
+        for T in timesteps:
+            ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
+            x = np.arange(1, T + 1) / T
+            fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", row=1, col=1)
+            fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}",
+                            showlegend=False, row=1, col=2)
+    fig.update_layout(title="noise schedules", xaxis_title="t / T", xaxis2_title="t / T", height=380)
+    return fig

@@ -1,0 +1,68 @@
+"""The HTML report, loaded in headless Chromium."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tests import browser
+from tests.conftest import ARTIFACTS, DATA, cli
+
+pytestmark = [pytest.mark.ray, pytest.mark.browser]
+if browser.chromium() is None:
+    pytest.skip("NO CHROMIUM: install Debian's 'chromium' package (make browser) to run the report's browser tests",
+                allow_module_level=True)
+
+
+def test_n2n_report_renders_every_figure(n2n_smoke):
+    from reports.build import build_report
+
+    sdir, _ = n2n_smoke
+    path = build_report(sdir)
+    html = path.read_text()
+    # offline: plotly.js is inline, nothing is loaded from elsewhere
+    import re
+
+    assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//', html)
+    assert html.count("<script>") >= 1 and '<script src=' not in html
+    dom, errors = browser.load(path, ARTIFACTS / "n2n_loss_smoke_report.png")
+    assert errors == []
+    # heatmap + bars + learning curves + parallel coordinates + one Optuna history per cell (15)
+    expected = 1 + 1 + 1 + 1 + 15
+    assert browser.figure_divs(dom) == expected
+    assert browser.rendered_figures(dom) == expected
+    assert 'id="findings"' in dom and "loss=" in dom and "95% CI" in dom
+    order = [dom.index(f'id="{s}"') for s in ("findings", "comparison", "images", "curves", "tuning", "best", "run")]
+    assert order == sorted(order)
+    assert dom.count("data:image/png;base64") == 15
+
+
+def test_description_is_escaped_in_the_browser(ray_cluster, tmp_path):
+    spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
+    spec["name"] = "tiny_xss"
+    spec["description"] = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
+    spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, steps=4, eval_every=2)
+    (tmp_path / "xss.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = cli("run", str(tmp_path / "xss.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    dom, errors = browser.load(tmp_path / "s" / "tiny_xss" / "report.html")
+    assert "<title>tiny_xss report</title>" in dom and "PWNED</title>" not in dom
+    assert "&lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom and errors == []
+
+
+def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):
+    from reports.build import build_report
+
+    sdir, _ = n2n_smoke
+    part = tmp_path / "n2n_loss"
+    shutil.copytree(sdir, part)
+    recs = sorted((part / "records").glob("*.json"))
+    running, failed = json.loads(recs[0].read_text()), json.loads(recs[1].read_text())
+    running.update(status="running", end=None, history=running["history"][:1])
+    failed.update(status="failed", error="FloatingPointError: non-finite training loss (inf) at step 3")
+    recs[0].write_text(json.dumps(running))
+    recs[1].write_text(json.dumps(failed))
+    dom, errors = browser.load(build_report(part))
+    assert errors == [] and 'id="partial"' in dom and "44 of 45 planned trials have finished (1 running)" in dom
+    assert 'id="failures"' in dom and "non-finite training loss (inf) at step 3" in dom

@@ -67,8 +67,9 @@ def confirm_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
-    """Plain sentences: within each slice of the other factors, the best level of each factor
-    against every other level, with the difference, its 95% CI (Welch) and the seeds behind it."""
+    """Plain sentences: within each slice of the other factors, the best level of the study's question
+    factor (the last one in `compare`: loss, target ...) against every other level, with the difference,
+    its 95% CI (Welch) and the seeds behind it. The other factors (noise ...) define the slices."""
     metric, sign = spec.metric, (1 if spec.mode == "max" else -1)
     conf = confirm_values(table, metric)
     if conf.empty:
@@ -77,7 +78,7 @@ def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
     factors = list(spec.compare)
     out = []
     better, worse = ("beats", "trails") if spec.mode == "max" else ("beats (lower is better)", "trails")
-    for f in factors:
+    for f in factors[-1:]:
         others = [o for o in factors if o != f]
         groups = conf.groupby([f"factor.{o}" for o in others]) if others else [((), conf)]
         for key, g in groups:

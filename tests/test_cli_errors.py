@@ -78,4 +78,4 @@ def test_list_and_show():
     code, out, _ = cli("list")
     assert code == 0 and {"n2n_loss", "clean_vs_noisy", "noise_level", "architectures"} <= {ln.split()[0] for ln in out.splitlines()}
     code, out, _ = cli("show", "n2n_loss")
-    assert code == 0 and "# budget quick: 15 cells x (2 tuning + 2 confirm) = 60 trials" in out
+    assert code == 0 and "# budget quick: 15 cells x (2 tuning + 3 confirm) = 75 trials" in out

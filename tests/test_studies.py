@@ -96,3 +96,11 @@ def test_interrupted_driver_resumes_without_duplicates(tmp_path):
     assert set(df.status) <= {"completed", "stopped"}  # a tuning trial may be stopped within its cell
     # concurrency is real: on 2 CPUs at least two trials ran at the same time
     assert _overlaps(df) >= 1
+
+
+def test_address_spreads_trials_over_nodes(n2n_smoke, ray_cluster):
+    """The smoke study ran with --address on the two-node cluster: its trials used both nodes."""
+    sdir, _ = n2n_smoke
+    df = pd.read_parquet(sdir / "trials.parquet")
+    alive = {n["NodeID"] for n in __import__("ray").nodes() if n["Alive"]}
+    assert df.node_id.nunique() >= 2 and set(df.node_id) <= alive

@@ -45,28 +45,11 @@ class TrialConfig(BaseModel):
     compile: bool = False
     checkpoint_every: int = Field(0, ge=0)  # in evaluations; 0: only the final checkpoint
 
-    @field_validator("model")
+    @field_validator("model", "loss", "noise", "dataset")
     @classmethod
-    def _model(cls, v):
-        MODELS.check(v)
-        return v
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v):
-        LOSSES.check(v)
-        return v
-
-    @field_validator("noise")
-    @classmethod
-    def _noise(cls, v):
-        NOISES.check(v)
-        return v
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v):
-        check_dataset_name(v)
+    def _known_name(cls, v, info):
+        check = {"model": MODELS.check, "loss": LOSSES.check, "noise": NOISES.check, "dataset": check_dataset_name}
+        check[info.field_name](v)
         return v
 
     @model_validator(mode="after")

@@ -73,8 +73,6 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     _init_ray(opts.address)
     concurrency = opts.max_concurrent or budget.max_concurrent or _fit_concurrency(cpus, gpus)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency))
-    if gpus > 0:
-        warn_packing(gpus, spec, opts.budget)
 
     sdir.mkdir(parents=True, exist_ok=True)
     optuna_url = opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}"
@@ -151,25 +149,6 @@ def _fit_concurrency(cpus: float, gpus: float) -> int:
     by_cpu = int(res.get("CPU", 1) // cpus)
     by_gpu = int(round(res.get("GPU", 0) / gpus)) if gpus > 0 else by_cpu
     return max(1, min(by_cpu, by_gpu))
-
-
-def warn_packing(gpus_per_trial: float, spec: StudySpec, budget: str) -> None:
-    """Warn when 1/gpus_per_trial copies of this study's trial would not fit in GPU memory."""
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return
-        total = torch.cuda.get_device_properties(0).total_memory
-        from denoise_core.memory import estimate_trial_bytes
-
-        need = estimate_trial_bytes(spec, budget)
-        per_gpu = int(1 / gpus_per_trial)
-        if need * per_gpu > 0.9 * total:
-            print(f"warning: --gpus-per-trial {gpus_per_trial:g} packs {per_gpu} trials per GPU needing about "
-                  f"{need * per_gpu / 2**30:.1f} GiB; the GPU has {total / 2**30:.1f} GiB", file=sys.stderr)
-    except Exception:  # noqa: BLE001 - a failed estimate must not stop the study
-        return
 
 
 def _evals_per_trial(spec: StudySpec, budget: str, extra: dict) -> int:

@@ -125,10 +125,15 @@ class StudyRecorder(Callback):
 
 
 def _first_line(trial) -> str:
+    # Tune writes the error to the driver's staging copy first and syncs it to storage later, so
+    # trial.get_error() (which reads storage) can miss the latest failure; read the local file first
+    err = None
     try:
-        err = trial.get_error()
+        if trial.error_file and Path(trial.error_file).exists():
+            err = Path(trial.error_file).read_text()
+        err = err or trial.get_error()
     except Exception:  # noqa: BLE001 - any failure to read the error must not break the study
-        err = None
+        pass
     text = str(err) if err else "unknown error"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # Ray wraps the trial's exception; the last line names it and its message

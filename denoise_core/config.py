@@ -12,19 +12,13 @@ from denoise_core.models import MODELS
 from denoise_core.noise import NOISES, build_noise
 
 
-class TrialConfig(BaseModel):
-    """One denoising trial (task `denoise`). Every field round-trips through JSON."""
+class CommonConfig(BaseModel):
+    """What every trial has: the network, the optimiser, the data, the run. Unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["denoise"] = "denoise"
     model: str = "simple_unet"
     model_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"width": 32}
-    noise: str = "gaussian"
-    noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
-    eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
-    target: Literal["clean", "noisy"] = "clean"
-    loss: str = "l2"
     lr: float = Field(1e-3, gt=0, lt=1)
     batch_size: int = Field(16, ge=1)
     steps: int = Field(500, ge=1)
@@ -43,24 +37,48 @@ class TrialConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     channels_last: bool = False
     compile: bool = False
-    checkpoint_every: int = Field(0, ge=0)  # in evaluations; 0: only the final checkpoint
+    # a resumable checkpoint every this many evaluations (0: only the final one); a retried trial
+    # resumes from the last, so at most this many evaluations' work is lost to a fault
+    checkpoint_every: int = Field(1, ge=0)
 
-    @field_validator("model", "loss", "noise", "dataset")
+    @field_validator("model", "dataset")
+    @classmethod
+    def _known_model_or_data(cls, v, info):
+        (MODELS.check if info.field_name == "model" else check_dataset_name)(v)
+        return v
+
+    @model_validator(mode="after")
+    def _eval_within_steps(self):
+        if self.eval_every > self.steps:
+            self.eval_every = self.steps
+        return self
+
+
+class TrialConfig(CommonConfig):
+    """One denoising trial (task `denoise`). Every field round-trips through JSON."""
+
+    task: Literal["denoise"] = "denoise"
+    noise: str = "gaussian"
+    noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
+    eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
+    target: Literal["clean", "noisy"] = "clean"
+    loss: str = "l2"
+
+    @field_validator("loss", "noise")
     @classmethod
     def _known_name(cls, v, info):
-        check = {"model": MODELS.check, "loss": LOSSES.check, "noise": NOISES.check, "dataset": check_dataset_name}
-        check[info.field_name](v)
+        (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
         return v
 
     @model_validator(mode="after")
     def _cross(self):
+        if self.model == "ddpm_unet":
+            raise ValueError("ddpm_unet is time-conditioned; train it with task: ddpm")
         build_noise(self.noise, **self.noise_params)  # parameter names and ranges
         if self.eval_levels:
-            param = NOISES._builders[self.noise].param
+            param = NOISES.get(self.noise).param
             for level in self.eval_levels:
                 build_noise(self.noise, **{**self.noise_params, param: level})
-        if self.eval_every > self.steps:
-            self.eval_every = self.steps
         return self
 
 

@@ -32,9 +32,13 @@ class Registry(Generic[T]):
         if name not in self._builders:
             raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names)}")
 
-    def build(self, name: str, **params: Any) -> T:
+    def get(self, name: str) -> Callable[..., T]:
+        """The registered builder itself (a class, say), for its attributes."""
         self.check(name)
-        return self._builders[name](**params)
+        return self._builders[name]
+
+    def build(self, name: str, **params: Any) -> T:
+        return self.get(name)(**params)
 
     def __contains__(self, name: object) -> bool:
         return name in self._builders

@@ -11,6 +11,7 @@ grid of clean / noisy / output validation crops.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -64,8 +65,12 @@ def save_grid(path: Path, rows: list[torch.Tensor], n: int = 6) -> Path:
     return path
 
 
-class DenoiseTrial:
-    def __init__(self, cfg: TrialConfig, workdir: Path):
+class Trial:
+    """What every trial shares: data as tensors on the device, the model and optimiser, the loop
+    with evaluations, periodic resumable checkpoints and the final checkpoint. Subclasses define
+    `train_step`, `evaluate` and `final_outputs`."""
+
+    def __init__(self, cfg, workdir: Path):
         self.cfg, self.workdir = cfg, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(cfg.device)
@@ -73,13 +78,10 @@ class DenoiseTrial:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.noise = build_noise(cfg.noise, **cfg.noise_params)
-        self.loss = build_loss(cfg.loss)
         self.train_data = load_dataset(cfg.dataset, cfg.data_root, "train", cfg.channels,
                                        download=cfg.download, limit=cfg.train_images).to(self.device)
         self.val_clean = fixed_crops(load_dataset(cfg.dataset, cfg.data_root, "val", cfg.channels,
                                                   download=cfg.download), cfg.crop, cfg.val_images).to(self.device)
-        self.val_sets = self._validation_sets()
         self.model = build_model(cfg.model, cfg.channels, **cfg.model_params).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -88,10 +90,104 @@ class DenoiseTrial:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.steps, cfg.rampdown))
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
+    def train_step(self, step: int) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, final: bool = False) -> dict:
+        raise NotImplementedError
+
+    def final_outputs(self, d: Path) -> dict[str, str]:
+        """Write the report's images into the final checkpoint directory; returns {name: path}."""
+        raise NotImplementedError
+
+    def optimise(self, loss: torch.Tensor, step: int) -> float:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {step} with lr={self.cfg.lr:g}; the trial stops here")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.item()
+
+    def save_state(self, step: int, history: list[dict]) -> Path:
+        d = self.workdir / f"state-{step:07d}"
+        d.mkdir(exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                    "gen": self.gen.get_state(), "cpu_rng": torch.get_rng_state(), "step": step, "history": history},
+                   d / "state.pt")
+        return d
+
+    def load_state(self, path: Path) -> tuple[int, list[dict]]:
+        state = torch.load(Path(path) / "state.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"].to(self.gen.get_state().device))
+        torch.set_rng_state(state["cpu_rng"])
+        return state["step"], state["history"]
+
+    def finish(self, step: int, history: list[dict]) -> tuple[Path, dict[str, str]]:
+        """The final checkpoint directory: model.pt, the report's images and the resumable state."""
+        d = self.save_state(step, history)
+        torch.save({"state_dict": self.model.state_dict(), "config": self.cfg.model_dump()}, d / "model.pt")
+        return d, self.final_outputs(d)
+
+    def run(self, report: Report, resume_from: Path | None = None) -> dict:
+        cfg = self.cfg
+        step, history = self.load_state(resume_from) if resume_from else (0, [])
+        evals_done = step // cfg.eval_every
+        losses, t0, seen, final_dir = [], time.perf_counter(), 0, None
+        checkpoint_s, last_periodic = 0.0, None  # seconds spent on checkpoints; the last periodic one
+        n_params = count_parameters(self.model)
+        while step < cfg.steps:
+            losses.append(self.train_step(step))
+            step, seen = step + 1, seen + cfg.batch_size
+            if step % cfg.eval_every and step != cfg.steps:
+                continue
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t0
+            metrics = {"step": step, "train_loss": sum(losses) / len(losses), **self.evaluate(final=step == cfg.steps),
+                       "images_per_s": seen / elapsed, "lr": self.sched.get_last_lr()[0], "params": n_params,
+                       "checkpoint_s": checkpoint_s}
+            history.append(dict(metrics))
+            evals_done += 1
+            t_ckpt, periodic = time.perf_counter(), None
+            if step == cfg.steps:
+                final_dir, images = self.finish(step, history)
+                metrics["checkpoint"] = str(final_dir)
+            elif cfg.checkpoint_every and evals_done % cfg.checkpoint_every == 0:
+                periodic = self.save_state(step, history)
+                metrics["checkpoint"] = str(periodic)
+            report(metrics)  # the caller persists a checkpoint during this call (Tune does)
+            if "checkpoint" in metrics:
+                checkpoint_s += time.perf_counter() - t_ckpt  # writing it and handing it over, both
+                if last_periodic is not None:
+                    shutil.rmtree(last_periodic, ignore_errors=True)
+                last_periodic = periodic
+            losses, t0, seen = [], time.perf_counter(), 0
+        if final_dir is None:  # resumed from the final checkpoint: report the end once more
+            final_dir, images = self.finish(step, history)
+            report({**history[-1], "checkpoint": str(final_dir)})
+        final = dict(history[-1])
+        return {"metrics": final, "history": history, "checkpoint": str(final_dir / "model.pt"),
+                "checkpoint_dir": str(final_dir), **images}
+
+
+class DenoiseTrial(Trial):
+    """Train a direct denoiser: noisy crop in, clean (or, Noise2Noise, noisy) crop as the target."""
+
+    def __init__(self, cfg: TrialConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        self.noise = build_noise(cfg.noise, **cfg.noise_params)
+        self.loss = build_loss(cfg.loss)
+        self.val_sets = self._validation_sets()
+
     def _validation_sets(self) -> dict[str, torch.Tensor]:
         """Noisy validation inputs, drawn once with the fixed seed: '' for the training noise, one per eval level."""
         cfg = self.cfg
-        param = NOISES._builders[cfg.noise].param
+        param = NOISES.get(cfg.noise).param
         noises = {"": self.noise} | {f"_{param}{lvl:g}": build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
                                      for lvl in cfg.eval_levels}
         out = {}
@@ -110,7 +206,7 @@ class DenoiseTrial:
         self.model.train()
         return torch.cat(outs).clamp(0, 1)
 
-    def evaluate(self) -> dict:
+    def evaluate(self, final: bool = False) -> dict:
         metrics = {}
         for key, noisy in self.val_sets.items():
             out = self.predict(noisy)
@@ -136,69 +232,8 @@ class DenoiseTrial:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             pred = self.forward(inp)
-        loss = self.loss(pred.float(), target, mask=mask, progress=step / cfg.steps)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {step} with lr={cfg.lr:g}; the trial stops here")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
-        return loss.item()
+        return self.optimise(self.loss(pred.float(), target, mask=mask, progress=step / cfg.steps), step)
 
-    def save_state(self, step: int, history: list[dict]) -> Path:
-        d = self.workdir / f"state-{step:07d}"
-        d.mkdir(exist_ok=True)
-        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                    "gen": self.gen.get_state(), "cpu_rng": torch.get_rng_state(), "step": step, "history": history},
-                   d / "state.pt")
-        return d
-
-    def load_state(self, path: Path) -> tuple[int, list[dict]]:
-        state = torch.load(Path(path) / "state.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.gen.set_state(state["gen"].to(self.gen.get_state().device))
-        torch.set_rng_state(state["cpu_rng"])
-        return state["step"], state["history"]
-
-    def finish(self, step: int, history: list[dict]) -> Path:
-        """The final checkpoint directory: model.pt, grid.png and the resumable state."""
-        d = self.save_state(step, history)
-        torch.save({"state_dict": self.model.state_dict(), "config": self.cfg.model_dump()}, d / "model.pt")
+    def final_outputs(self, d: Path) -> dict[str, str]:
         out = self.predict(self.val_sets[""])
-        save_grid(d / "grid.png", [self.val_clean, self.val_sets[""].clamp(0, 1), out])
-        return d
-
-    def run(self, report: Report, resume_from: Path | None = None) -> dict:
-        cfg = self.cfg
-        step, history = self.load_state(resume_from) if resume_from else (0, [])
-        evals_done = step // cfg.eval_every
-        losses, t0, seen, final_dir = [], time.perf_counter(), 0, None
-        n_params = count_parameters(self.model)
-        while step < cfg.steps:
-            losses.append(self.train_step(step))
-            step, seen = step + 1, seen + cfg.batch_size
-            if step % cfg.eval_every and step != cfg.steps:
-                continue
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - t0
-            metrics = {"step": step, "train_loss": sum(losses) / len(losses), **self.evaluate(),
-                       "images_per_s": seen / elapsed, "lr": self.sched.get_last_lr()[0], "params": n_params}
-            history.append(dict(metrics))
-            evals_done += 1
-            if step == cfg.steps:
-                final_dir = self.finish(step, history)
-                metrics["checkpoint"] = str(final_dir)
-            elif cfg.checkpoint_every and evals_done % cfg.checkpoint_every == 0:
-                metrics["checkpoint"] = str(self.save_state(step, history))
-            report(metrics)
-            losses, t0, seen = [], time.perf_counter(), 0
-        if final_dir is None:  # resumed from the final checkpoint: report the end once more
-            final_dir = self.finish(step, history)
-            report({**history[-1], "checkpoint": str(final_dir)})
-        final = dict(history[-1])
-        return {"metrics": final, "history": history, "checkpoint": str(final_dir / "model.pt"),
-                "grid": str(final_dir / "grid.png"), "checkpoint_dir": str(final_dir)}
+        return {"grid": str(save_grid(d / "grid.png", [self.val_clean, self.val_sets[""].clamp(0, 1), out]))}

@@ -128,9 +128,10 @@ def _comparison(spec, s, table, unit, fig, info) -> list[str]:
     elif len(factors) == 2:
         out.append(fig(F.heatmap(s, spec, factors[0], factors[1], unit)))
     out.append(fig(F.bars(s, spec, unit)))
-    cols = [*factors, "mean", "lo", "hi", "n"]
+    also = [f"final.{m}" for m in spec.also if f"final.{m}" in s]
+    cols = [*factors, "mean", "lo", "hi", "n", *also]
     out.append(_html_table(s[cols].rename(columns={"mean": f"mean {spec.metric}", "lo": "95% CI low", "hi": "95% CI high",
-                                                   "n": "seeds"})))
+                                                   "n": "seeds", **{a: f"mean {a[6:]}" for a in also}})))
     return out
 
 

@@ -17,7 +17,7 @@ def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
         s = cell_stat(cell, g[f"final.{spec.metric}"])
         row = {"cell": cell, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n}
         row.update({f: g[f"factor.{f}"].iloc[0] for f in spec.compare})
-        for extra in ("final.params", "final.images_per_s"):
+        for extra in ("final.params", "final.images_per_s", *(f"final.{m}" for m in spec.also)):
             if extra in g:
                 row[extra] = g[extra].mean()
         rows.append(row)

@@ -107,6 +107,7 @@ class StudySpec(BaseModel):
     seeds: int = Field(3, ge=1)
     budgets: dict[str, Budget]
     figure: str | None = None  # which comparison figure the report draws; defaults to the study's name
+    also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
 
     @field_validator("compare")
     @classmethod

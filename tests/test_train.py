@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -31,8 +33,15 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
     cfg = {**TINY, "steps": 40, "eval_every": 10, "checkpoint_every": 2}
     full = run_trial(cfg, lambda m: None, workdir=tmp_path / "full")
     ckpts = []
-    run_trial({**cfg}, lambda m: ckpts.append(m.get("checkpoint")), workdir=tmp_path / "part")
-    resumed = run_trial(cfg, lambda m: None, workdir=tmp_path / "resumed", resume_from=ckpts[1])  # from step 20
+
+    def keep(m):  # a checkpoint directory lives only during the report call: persist it, as Tune does
+        if m.get("checkpoint"):
+            ckpts.append(shutil.copytree(m["checkpoint"], tmp_path / "kept" / str(m["step"])))
+
+    run_trial({**cfg}, keep, workdir=tmp_path / "part")
+    assert [p.name for p in ckpts] == ["20", "40"]
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == ["state-0000040"]  # superseded ones are removed
+    resumed = run_trial(cfg, lambda m: None, workdir=tmp_path / "resumed", resume_from=ckpts[0])  # from step 20
     assert len(resumed["history"]) == 4
     assert resumed["metrics"]["psnr"] == pytest.approx(full["metrics"]["psnr"], abs=1e-4)
 

@@ -32,7 +32,11 @@ test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	for f in benchmarks/*.py; do echo "== $$f"; $(VENV)/bin/python $$f || exit 1; done
+	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit gpu_busy; do \
+	  echo "== $$f"; ../$(VENV)/bin/python $$f.py || exit 1; done
+	@echo "== study_efficiency (the studies under $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies})"
+	@for d in $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies}/*/; do \
+	  test -f $$d/trials.parquet && $(VENV)/bin/python benchmarks/study_efficiency.py $$d; done; true
 
 clean-venv:
 	rm -rf $(VENV)

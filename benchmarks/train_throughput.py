@@ -8,13 +8,13 @@ device as one tensor, crops and noise drawn batched there. Also prints the fract
 training step spent outside the model's forward/backward in our loop.
 """
 import argparse
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
 from denoise_core.config import TrialConfig
+from _timing import rate
 from denoise_core.train import DenoiseTrial
 
 
@@ -47,44 +47,29 @@ def main():
     cfg = TrialConfig(model=a.model, crop=a.crop, batch_size=a.batch, steps=10**6, device=a.device, val_images=4)
     trial = DenoiseTrial(cfg, __import__("pathlib").Path("/tmp/bench-train"))
     dev = trial.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    # ours: whole steps, and the model-only part of a step on the same batch
-    trial.train_step(0)
-    sync()
-    t0 = time.perf_counter()
-    for s in range(a.steps):
-        trial.train_step(s)
-    sync()
-    ours = a.steps * a.batch / (time.perf_counter() - t0)
-    x = torch.rand(a.batch, 1, a.crop, a.crop, device=dev)
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        with trial.autocast:
-            loss = trial.loss(trial.model(x).float(), x)
-        trial.opt.zero_grad()
-        loss.backward()
-        trial.opt.step()
-    sync()
-    model_only = a.steps * a.batch / (time.perf_counter() - t0)
-
-    # tutorial: same model, batch and optimiser, data through Dataset + DataLoader
-    ds = TutorialDataset(trial.train_data.cpu(), a.crop, 25, a.batch * (a.steps + 2))
-    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch, num_workers=a.workers, shuffle=True)
-    it = iter(loader)
-    noisy, clean = next(it)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        noisy, clean = next(it)
-        noisy, clean = noisy.to(dev), clean.to(dev)
+    def model_step(noisy, clean):
         with trial.autocast:
             loss = trial.loss(trial.model(noisy).float(), clean)
         trial.opt.zero_grad()
         loss.backward()
         trial.opt.step()
-    sync()
-    tutorial = a.steps * a.batch / (time.perf_counter() - t0)
+
+    # ours: whole steps, and the model-only part of a step on one fixed batch
+    step = iter(range(10**9))
+    ours = rate(lambda: trial.train_step(next(step)), a.steps, a.batch, dev)
+    x = torch.rand(a.batch, 1, a.crop, a.crop, device=dev)
+    model_only = rate(lambda: model_step(x, x), a.steps, a.batch, dev)
+
+    # tutorial: same model, batch and optimiser, data through Dataset + DataLoader
+    ds = TutorialDataset(trial.train_data.cpu(), a.crop, 25, a.batch * (a.steps + 2))
+    it = iter(torch.utils.data.DataLoader(ds, batch_size=a.batch, num_workers=a.workers, shuffle=True))
+
+    def tutorial_step():
+        noisy, clean = next(it)
+        model_step(noisy.to(dev), clean.to(dev))
+
+    tutorial = rate(tutorial_step, a.steps, a.batch, dev)
     outside = max(0.0, 1 - ours / model_only)
     print(f"device {dev}, model {a.model}, batch {a.batch}, crop {a.crop}, {a.steps} steps, {a.workers} loader workers")
     print(f"our loop             {ours:10.1f} images/s")

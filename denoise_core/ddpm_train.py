@@ -1,17 +1,17 @@
 """The DDPM trial (task `ddpm`): train `ddpm_unet` under a schedule, report the likelihood bound,
 denoising PSNR and samples. A plain function like the denoising trial, testable without Ray.
 
-    result = run_ddpm_trial({"task": "ddpm", "schedule": "cosine", "timesteps": 100}, report)
+    result = run_trial({"task": "ddpm", "schedule": "cosine", "timesteps": 100}, report)   # denoise_core.train
 
 Every evaluation reports `train_loss`, `bits_per_dim` (the variational bound on the validation
 images, 8-bit), `psnr_sigma{15,25,50}` (one x0 prediction from the matching timestep, on the
 same validation crops and noise seed the denoising studies use) and `images_per_s`. The final
 evaluation adds `psnr_reverse_sigma{...}` (the reverse process from the matching timestep) and
-writes `samples.png` (ancestral samples) and `progress.png` (one chain from x_T to x_0).
+writes `samples.png` (samples, ancestral over all T by default, or DDIM) and `progress.png`
+(one chain from x_T to x_0).
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +24,7 @@ from denoise_core.diffusion import PREDICTIONS, SCHEDULES, GaussianDiffusion, bu
 from denoise_core.errors import one_line_error
 from denoise_core.metrics import psnr
 from denoise_core.noise import build_noise
-from denoise_core.train import Report, Trial, save_grid
+from denoise_core.train import Trial, save_grid
 
 
 class DDPMConfig(CommonConfig):
@@ -45,6 +45,8 @@ class DDPMConfig(CommonConfig):
     eval_sigmas: list[float] = Field(default_factory=lambda: [15.0, 25.0, 50.0])  # on the 0-255 scale
     vlb_timesteps: int = Field(0, ge=0)  # 0: the bound over all T terms; K: stratified estimate from K terms
     n_samples: int = Field(16, ge=1)
+    sampler: Literal["ancestral", "ddim"] = "ancestral"  # for the samples grid and the progress strip
+    sample_steps: int = Field(50, ge=1)  # DDIM's steps (ancestral always takes all T)
 
     @model_validator(mode="after")
     def _ddpm(self):
@@ -64,12 +66,6 @@ def validate_ddpm_config(config: dict) -> DDPMConfig:
         raise ValueError(one_line_error(e)) from None
     except (TypeError, AssertionError) as e:  # a schedule parameter the schedule does not take
         raise ValueError(f"schedule: {e}") from None
-
-
-def run_ddpm_trial(config: dict, report: Report, *, workdir: str | Path | None = None,
-                   resume_from: str | Path | None = None) -> dict:
-    cfg = validate_ddpm_config(config)
-    return DDPMTrial(cfg, Path(workdir or tempfile.mkdtemp(prefix="ddpm-trial-"))).run(report, resume_from)
 
 
 def to_model_scale(x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +127,8 @@ class DDPMTrial(Trial):
         cfg = self.cfg
         self.model.eval()
         shape = (cfg.n_samples, cfg.channels, cfg.crop, cfg.crop)
-        samples, chain = self.diffusion.sample(self.net, shape, generator=self._eval_gen(2), device=self.device, keep=10)
+        samples, chain = self.diffusion.sample(self.net, shape, generator=self._eval_gen(2), device=self.device,
+                                               method=cfg.sampler, steps=cfg.sample_steps, keep=10)
         self.model.train()
         to01 = lambda x: (x.clamp(-1, 1) + 1) / 2  # noqa: E731
         n = max(1, int(cfg.n_samples ** 0.5))

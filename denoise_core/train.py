@@ -31,12 +31,33 @@ Report = Callable[[dict], None]
 
 def run_trial(config: dict, report: Report, *, workdir: str | Path | None = None,
               resume_from: str | Path | None = None) -> dict:
-    if config.get("task", "denoise") == "ddpm":
-        from denoise_core.ddpm_train import run_ddpm_trial
+    return build_trial(config, workdir).run(report, resume_from)
 
-        return run_ddpm_trial(config, report, workdir=workdir, resume_from=resume_from)
-    cfg = validate_trial_config(config)
-    return DenoiseTrial(cfg, Path(workdir or tempfile.mkdtemp(prefix="denoise-trial-"))).run(report, resume_from)
+
+def build_trial(config: dict, workdir: str | Path | None = None) -> "Trial":
+    """The trial of the config's task (`denoise` or `ddpm`), validated, with its data loaded."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="denoise-trial-"))
+    if config.get("task", "denoise") == "ddpm":
+        from denoise_core.ddpm_train import DDPMTrial, validate_ddpm_config
+
+        return DDPMTrial(validate_ddpm_config(config), workdir)
+    return DenoiseTrial(validate_trial_config(config), workdir)
+
+
+def measure_step_memory(config: dict, steps: int = 2) -> dict | None:
+    """Peak GPU memory of a few training steps and one evaluation of this config, with the
+    device's total: {"peak_bytes", "total_bytes", "device"}. None when the trial runs on the CPU."""
+    trial = build_trial({**config, "steps": max(steps, 2), "checkpoint_every": 0})
+    if trial.device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(trial.device)
+    for s in range(steps):
+        trial.train_step(s)
+    trial.evaluate()
+    torch.cuda.synchronize(trial.device)
+    props = torch.cuda.get_device_properties(trial.device)
+    return {"peak_bytes": torch.cuda.max_memory_reserved(trial.device), "total_bytes": props.total_memory,
+            "device": props.name}
 
 
 def pick_device(name: str) -> torch.device:

@@ -75,7 +75,9 @@ def build_report(sdir: Path) -> Path:
         parts.append("<p>No confirm run has finished yet.</p>")
 
     # 3. image grids
-    parts.append('<h2 id="images">Images: clean / noisy / output (each cell\'s best model)</h2>')
+    what = ("samples, and one chain from x_T to x_0" if spec.task == "ddpm"
+            else "validation crops: clean / noisy / output")
+    parts.append(f'<h2 id="images">Images of each cell\'s best model: {what}</h2>')
     for cell in info["cells"]:
         for name in ("grid.png", "samples.png", "progress.png"):
             p = best_dir(sdir, cell) / name
@@ -122,7 +124,7 @@ def _comparison(spec, s, table, unit, fig, info) -> list[str]:
         out += [fig(f) for f in F.level_grid(table, spec, unit)]
     elif kind == "architectures":
         out.append(fig(F.pareto(s, spec, unit)))
-    elif kind == "ddpm_schedule" and "schedule" in factors:
+    elif spec.task == "ddpm" and "schedule" in factors:
         T = sorted({int(v) for v in s.get("T", [])}) if "T" in s else [1000]
         out.append(fig(F.schedule_curves(sorted(s["schedule"].unique()), T or [1000])))
     elif len(factors) == 2:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -158,12 +159,13 @@ def schedule_curves(names: list[str], timesteps: list[int]) -> go.Figure:
     from denoise_core.diffusion import build_schedule
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("alpha-bar", "log SNR"))
-    for name in names:
-        for T in timesteps:
-            ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
-            x = np.arange(1, T + 1) / T
-            fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", row=1, col=1)
-            fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}",
-                            showlegend=False, row=1, col=2)
+    colors = plotly.colors.qualitative.Plotly
+    for i, (name, T) in enumerate((n, t) for n in names for t in timesteps):
+        ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
+        x = np.arange(1, T + 1) / T
+        line = dict(color=colors[i % len(colors)], dash="solid" if T == max(timesteps) else "dot")
+        fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line, row=1, col=1)
+        fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line,
+                        showlegend=False, row=1, col=2)
     fig.update_layout(title="noise schedules", xaxis_title="t / T", xaxis2_title="t / T", height=380)
     return fig

@@ -66,9 +66,15 @@ def confirm_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table[(table.phase == "confirm") & (table.status == "completed") & table[col].notna()]
 
 
+def question_factor(spec) -> str:
+    """The factor the study asks about: `question` in the spec, else the last factor with two or more levels."""
+    factors = list(spec.compare)
+    return spec.question or next((f for f in reversed(factors) if len(spec.compare[f]) > 1), factors[-1])
+
+
 def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
     """Plain sentences: within each slice of the other factors, the best level of the study's question
-    factor (the last one in `compare`: loss, target ...) against every other level, with the difference,
+    factor (`question_factor`: loss, target, schedule ...) against every other level, with the difference,
     its 95% CI (Welch) and the seeds behind it. The other factors (noise ...) define the slices."""
     metric, sign = spec.metric, (1 if spec.mode == "max" else -1)
     conf = confirm_values(table, metric)
@@ -78,7 +84,7 @@ def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
     factors = list(spec.compare)
     out = []
     better, worse = ("beats", "trails") if spec.mode == "max" else ("beats (lower is better)", "trails")
-    for f in factors[-1:]:
+    for f in [question_factor(spec)]:
         others = [o for o in factors if o != f]
         groups = conf.groupby([f"factor.{o}" for o in others]) if others else [((), conf)]
         for key, g in groups:
@@ -102,8 +108,9 @@ def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
                     out.append(f"{prefix}{f}={best} {better} {f}={level} by {abs(d.diff):.2f} {unit} "
                                f"(95% CI {min(abs(d.lo), abs(d.hi)):.2f} to {max(abs(d.lo), abs(d.hi)):.2f}, "
                                f"Welch's t-test p={d.p:.3g}, {seeds}).")
-                else:
+                else:  # the difference in the direction of "better", so its CI reads low to high
+                    lo, hi = sorted((d.lo * sign, d.hi * sign))
                     out.append(f"{prefix}{f}={best} and {f}={level} are not significantly different "
-                               f"(difference {d.diff * sign:+.2f} {unit}, 95% CI {d.lo * sign:+.2f} to {d.hi * sign:+.2f}, "
+                               f"(difference {d.diff * sign:+.2f} {unit} in {f}={best}'s favour, 95% CI {lo:+.2f} to {hi:+.2f}, "
                                f"p={d.p:.3g}, {seeds}).")
     return out

@@ -106,7 +106,9 @@ def show(name):
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Trials at a time [default: what the resources fit].")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
-              help="Fractions pack trials: 0.25 runs four trials per GPU.")
+              help="Fractions pack trials: 0.25 runs four trials per GPU. Default: the budget's, else 0.25 when "
+                   "the cluster has GPUs (0 without). The run measures one trial's GPU memory first and warns "
+                   "when the packing does not fit.")
 @click.option("--dataset", default=None, help="Override the study's dataset: natural, faces, digits, mnist, fashion_mnist, cifar10, folder:PATH.")
 @click.option("--data-root", default=None, help="Root of torchvision datasets; must be reachable from every node.")
 @click.option("--optuna-storage", default=None, help="An RDB URL for the Optuna studies [default: sqlite in the study directory].")

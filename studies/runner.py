@@ -53,6 +53,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     import ray
     from ray import tune
 
+    from studies.packing import check_packing, gpu_share
     from studies.records import StudyRecorder, trials_table
     from studies.scheduler import CellASHA
     from studies.searcher import CellSearcher
@@ -66,11 +67,13 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     experiment_path = f"{storage.rstrip('/')}/{spec.name}" if is_uri(storage) else str(sdir)
 
     cpus = opts.cpus_per_trial or budget.cpus_per_trial
-    gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else budget.gpus_per_trial
+    _init_ray(opts.address)
+    gpus = gpu_share(opts.gpus_per_trial, budget.gpus_per_trial, opts.budget, ray.cluster_resources().get("GPU", 0))
     extra = dict(opts.extra or {}) | {"_cpus": cpus, "_gpus": gpus}
     if gpus > 0:
         extra.setdefault("device", "cuda")
-    _init_ray(opts.address)
+        for line in check_packing(spec, opts.budget, extra, gpus, cpus):
+            print(line, file=sys.stderr, flush=True)
     concurrency = opts.max_concurrent or budget.max_concurrent or _fit_concurrency(cpus, gpus)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency))
 

@@ -80,7 +80,7 @@ class Budget(BaseModel):
     val_images: int | None = Field(None, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    gpus_per_trial: float | None = Field(None, ge=0)  # None: studies.packing's default when there are GPUs
     max_failures: int = Field(1, ge=0)  # FailureConfig retries per trial
     grace_evals: int = Field(2, ge=1)  # early stopping never stops a trial before this many evaluations
     fixed: dict[str, Any] = Field(default_factory=dict)  # any other trial keys for this budget
@@ -108,6 +108,7 @@ class StudySpec(BaseModel):
     budgets: dict[str, Budget]
     figure: str | None = None  # which comparison figure the report draws; defaults to the study's name
     also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
+    question: str | None = None  # the factor the findings compare; default: the last one with several levels
 
     @field_validator("compare")
     @classmethod
@@ -129,6 +130,12 @@ class StudySpec(BaseModel):
         if unknown:
             raise ValueError(f"unknown budget {unknown[0]!r}; allowed: {', '.join(BUDGETS)}")
         return v
+
+    @model_validator(mode="after")
+    def _question_is_a_factor(self):
+        if self.question is not None and self.question not in self.compare:
+            raise ValueError(f"question {self.question!r} is not a compared factor; factors: {', '.join(self.compare)}")
+        return self
 
     @model_validator(mode="after")
     def _no_tuning_of_factors(self):

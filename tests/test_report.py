@@ -66,3 +66,31 @@ def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):
     dom, errors = browser.load(build_report(part))
     assert errors == [] and 'id="partial"' in dom and "44 of 45 planned trials have finished (1 running)" in dom
     assert 'id="failures"' in dom and "non-finite training loss (inf) at step 3" in dom
+
+
+def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_cluster, tmp_path):
+    """The catalog's ddpm_schedule spec, cut to two schedules x one T x one prediction, at smoke size."""
+    spec = yaml.safe_load((DATA.parent.parent / "studies" / "catalog" / "ddpm_schedule.yaml").read_text())
+    spec["name"] = "ddpm_tiny"
+    spec["compare"] = {"schedule": ["linear", "cosine"], "T": {"50": {"timesteps": 50}}, "prediction": ["eps"]}
+    spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=2)
+    (tmp_path / "ddpm.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, err = cli("run", str(tmp_path / "ddpm.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
+                         "--address", ray_cluster.address)
+    assert code == 0, out + err
+    assert "bits_per_dim" in out  # progress lines show the study's metric
+    import pandas as pd
+
+    sdir = tmp_path / "s" / "ddpm_tiny"
+    df = pd.read_parquet(sdir / "trials.parquet")
+    assert len(df) == 2 * (1 + 2) and set(df.status) == {"completed"}
+    assert (df["final.bits_per_dim"] > 0).all() and df["final.psnr_reverse_sigma25"].notna().all()
+    for cell in ("schedule=linear,T=50,prediction=eps", "schedule=cosine,T=50,prediction=eps"):
+        best = sdir / "best" / cell
+        assert {"samples.png", "progress.png", "model.pt"} <= {p.name for p in best.iterdir()}, list(best.iterdir())
+    dom, errors = browser.load(sdir / "report.html", ARTIFACTS / "ddpm_smoke_report.png")
+    assert errors == []
+    assert "noise schedules" in dom and "bits/dim" in dom
+    assert "mean psnr_sigma25" in dom and "mean psnr_reverse_sigma25" in dom  # PSNR beside the compared metric
+    assert dom.count("(samples)") == 2 and dom.count("(progress)") == 2
+    assert browser.rendered_figures(dom) == browser.figure_divs(dom) >= 4

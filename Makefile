@@ -32,7 +32,7 @@ test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit gpu_busy; do \
+	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost gpu_busy; do \
 	  echo "== $$f"; ../$(VENV)/bin/python $$f.py || exit 1; done
 	@echo "== study_efficiency (the studies under $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies})"
 	@for d in $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies}/*/; do \

@@ -58,7 +58,7 @@ def main():
             per_hour, unit = 3600 / trial_s / b.cpus_per_trial, "CPU-core-hour"
         print(f"{a.study} {budget} on {trial.device}: {cfg['model']}, crop {trial.cfg.crop}, batch {trial.cfg.batch_size}, "
               f"{steps} steps: {step_s * 1000:.1f} ms/step, {eval_s:.2f} s/eval -> {trial_s / 60:.1f} min per trial, "
-              f"about {per_hour:.1f} trials per {unit}", flush=True)
+              f"about {per_hour:.3g} trials per {unit}", flush=True)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def denoise(name, cell, storage, inp, output):
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--workdir", default=None, help="Where the checkpoint and grid go [default: a temporary directory].")
+@click.option("--workdir", default=None, help="Where the checkpoint and images go [default: a temporary directory].")
 def trial(config, workdir):
     """Run one trial from a JSON config, without Ray (for debugging); print each report."""
     try:
@@ -229,7 +229,10 @@ def trial(config, workdir):
         raise Fail(f"{config}: {e}") from None
     out = run_trial(cfg, lambda m: click.echo(json.dumps({k: v for k, v in m.items() if k != "checkpoint"})),
                     workdir=workdir)
-    click.echo(f"checkpoint: {out['checkpoint']}\ngrid: {out['grid']}")
+    click.echo(f"checkpoint: {out['checkpoint']}")
+    for name in ("grid", "samples", "progress"):  # a denoiser's grid; a DDPM's samples and chain
+        if name in out:
+            click.echo(f"{name}: {out[name]}")
 
 
 if __name__ == "__main__":

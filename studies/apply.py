@@ -24,7 +24,9 @@ def pick_cell(sdir: Path, cell: str | None) -> str:
     return max(best, key=lambda c: sign * best[c][spec["metric"]])
 
 
-def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path) -> str:
+def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None) -> str:
+    """Denoise one image file with a cell's best model. A DDPM cell needs the noise level `sigma`
+    (0-255 scale): it denoises by one x0 prediction from the matching timestep."""
     from denoise_core.data import _read_image, _to_channels
     from denoise_core.models import build_model
 
@@ -33,8 +35,8 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path) -> str:
 
     ckpt = torch.load(best_dir(sdir, chosen) / "model.pt", weights_only=True, map_location="cpu")
     cfg = ckpt["config"]
-    if cfg.get("task") == "ddpm":
-        raise ValueError("the denoise command applies direct denoisers; this study trains DDPMs")
+    if cfg.get("task") == "ddpm" and sigma is None:
+        raise ValueError("a DDPM denoises Gaussian noise of a known level: pass --sigma (0-255 scale)")
     model = build_model(cfg["model"], cfg["channels"], **cfg["model_params"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
@@ -45,7 +47,15 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path) -> str:
     m = getattr(model, "size_multiple", 1)
     x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
     with torch.no_grad():
-        y = model(x).clamp(0, 1)[..., :h, :w]
+        if cfg.get("task") == "ddpm":
+            from denoise_core.diffusion import GaussianDiffusion, build_schedule
+
+            d = GaussianDiffusion(build_schedule(cfg["schedule"], cfg["timesteps"], **cfg["schedule_params"]),
+                                  cfg["prediction"])
+            y = (d.denoise(model, 2 * x - 1, 2 * sigma / 255) + 1) / 2
+        else:
+            y = model(x)
+        y = y.clamp(0, 1)[..., :h, :w]
     if cfg["channels"] == 1 and c_in >= 3:
         y = y.expand(1, 3, h, w)
     from torchvision.utils import save_image

@@ -197,7 +197,9 @@ def report(name, storage):
 @click.option("--storage", default=None, help=STORAGE_HELP)
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the denoised image.")
-def denoise(name, cell, storage, inp, output):
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The input's Gaussian noise level (0-255 scale); required for a DDPM study's model.")
+def denoise(name, cell, storage, inp, output, sigma):
     """Denoise the image IN with a study's best model and write it to OUTPUT."""
     sdir = _existing_study(name, storage)
     if not Path(inp).is_file():
@@ -205,7 +207,7 @@ def denoise(name, cell, storage, inp, output):
     from studies.apply import denoise_file
 
     try:
-        used = denoise_file(sdir, cell, Path(inp), Path(output))
+        used = denoise_file(sdir, cell, Path(inp), Path(output), sigma)
     except ValueError as e:
         raise Fail(str(e)) from None
     click.echo(f"{output} (model of cell {used})")

@@ -94,3 +94,21 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
     assert "mean psnr_sigma25" in dom and "mean psnr_reverse_sigma25" in dom  # PSNR beside the compared metric
     assert dom.count("(samples)") == 2 and dom.count("(progress)") == 2
     assert browser.rendered_figures(dom) == browser.figure_divs(dom) >= 4
+    # the study's best DDPM denoises a user's image at a given noise level, and asks for that level
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from denoise_core.data import load_dataset
+    from denoise_core.metrics import psnr
+
+    x = load_dataset("digits", split="val")[:1]
+    noisy = (x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    Image.fromarray((noisy[0, 0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / "noisy.png")
+    args = ("denoise", "--study", "ddpm_tiny", "--storage", str(tmp_path / "s"), str(tmp_path / "noisy.png"))
+    code, out, err = cli(*args, "-o", str(tmp_path / "no-sigma.png"))
+    assert code == 2 and "pass --sigma" in err and not (tmp_path / "no-sigma.png").exists()
+    code, out, err = cli(*args, "-o", str(tmp_path / "den.png"), "--sigma", "25")
+    assert code == 0, out + err
+    den = torch.from_numpy(np.asarray(Image.open(tmp_path / "den.png").convert("L"), dtype=np.float32) / 255)
+    assert den.shape == (32, 32) and torch.isfinite(psnr(den[None, None], x)).all()

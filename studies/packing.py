@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
-# when the budget names no share and the cluster has GPUs: a quarter GPU per trial. Small trials
-# (every catalog study's smoke and quick budgets, most full ones) fit four to a 24 GB GPU many
-# times over; the memory check below warns where one does not.
+# when the budget names no share and the cluster has GPUs: a quarter GPU per trial. The catalog's
+# trials (models under ~1M parameters, batches of 16-128 small crops) are expected to fit four to
+# a 24 GB GPU; that is not yet measured on a GPU, which is why the check below measures the real
+# peak before every study and warns where a share does not fit.
 DEFAULT_GPU_SHARE = {"smoke": 0.25, "quick": 0.25, "full": 0.25}
 HEADROOM = 0.9  # of a trial's share of memory: CUDA context, allocator fragmentation
 

@@ -7,7 +7,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.stats import cell_stat, confirm_values
+from reports.stats import cell_stat, confirm_values, question_factor
+from studies.spec import cell_key
 
 
 def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
@@ -22,7 +23,9 @@ def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
             if extra in g:
                 row[extra] = g[extra].mean()
         rows.append(row)
-    return pd.DataFrame(rows)
+    order = {cell_key(c): i for i, c in enumerate(spec.cells())}  # the spec's order, not finishing order
+    return pd.DataFrame(rows).sort_values("cell", key=lambda c: c.map(order)).reset_index(drop=True) if rows \
+        else pd.DataFrame(rows)
 
 
 def _err(s: pd.DataFrame):
@@ -30,16 +33,21 @@ def _err(s: pd.DataFrame):
 
 
 def bars(s: pd.DataFrame, spec, unit: str) -> go.Figure:
-    """Bars per cell with 95% CI error bars; colour by the first factor, x by the second."""
+    """Bars per cell with 95% CI error bars: one colour per level of the question factor, grouped
+    along x by the other factors' levels. A log axis when the means span more than 20x."""
     factors = list(spec.compare)
+    q = question_factor(spec)
+    others = [f for f in factors if f != q]
     fig = go.Figure()
-    x_f, c_f = (factors[-1], factors[0]) if len(factors) > 1 else (factors[0], None)
-    for level, g in (s.groupby(c_f, sort=False) if c_f else [(None, s)]):
-        x = g[x_f] if len(factors) <= 2 else g["cell"]
-        fig.add_bar(x=x, y=g["mean"], error_y=_err(g), name=f"{c_f}={level}" if c_f else spec.metric,
-                    hovertemplate="%{x}: %{y:.3f}<extra></extra>")
+    for level, g in s.groupby(q, sort=False):
+        x = g[others].astype(str).apply(lambda r: ",".join(f"{f}={v}" for f, v in r.items()), axis=1) \
+            if others else g[q].astype(str)
+        fig.add_bar(x=x, y=g["mean"], error_y=_err(g), name=f"{q}={level}",
+                    hovertemplate=f"{q}={level}, %{{x}}: %{{y:.3f}}<extra></extra>")
+    log = bool((s["mean"] > 0).all() and s["mean"].max() > 20 * s["mean"].min())
     fig.update_layout(barmode="group", title=f"{spec.metric} per cell (mean of confirm seeds, 95% CI)",
-                      yaxis_title=f"{spec.metric} ({unit})", xaxis_title=x_f)
+                      yaxis_title=f"{spec.metric} ({unit})" + (", log scale" if log else ""),
+                      yaxis_type="log" if log else "linear", xaxis_title=",".join(others) or q)
     return fig
 
 

@@ -97,6 +97,16 @@ def show(name):
         click.echo(f"# budget {b}: {n} cells x ({t} tuning + {s} confirm) = {n * (t + s)} trials")
 
 
+def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str | None, str | None]:
+    """Trials run in Ray's worker directories on any node: a relative path given here would point
+    elsewhere there, so local paths become absolute (URIs stay as they are)."""
+    if data_root is not None and "://" not in data_root:
+        data_root = str(Path(data_root).expanduser().resolve())
+    if dataset is not None and dataset.startswith("folder:") and "://" not in dataset:
+        dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
+    return dataset, data_root
+
+
 @cli.command()
 @click.argument("study")
 @click.option("--budget", type=click.Choice(BUDGETS), default="quick", show_default=True,
@@ -124,6 +134,7 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     from studies.spec import check_trial_configs
 
     spec = _spec(study)
+    dataset, data_root = absolute_data_paths(dataset, data_root)
     extra = {k: v for k, v in {"dataset": dataset, "data_root": data_root}.items() if v is not None}
     if extra:
         try:

@@ -79,3 +79,13 @@ def test_list_and_show():
     assert code == 0 and {"n2n_loss", "clean_vs_noisy", "noise_level", "architectures"} <= {ln.split()[0] for ln in out.splitlines()}
     code, out, _ = cli("show", "n2n_loss")
     assert code == 0 and "# budget quick: 15 cells x (2 tuning + 3 confirm) = 75 trials" in out
+
+
+def test_data_paths_given_on_the_command_line_become_absolute(tmp_path, monkeypatch):
+    """Trials run in Ray worker directories, so a relative --data-root or folder: would point elsewhere there."""
+    from studies.cli import absolute_data_paths
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_data_paths("folder:imgs", "data") == (f"folder:{tmp_path}/imgs", str(tmp_path / "data"))
+    assert absolute_data_paths("natural", "s3://bucket/data") == ("natural", "s3://bucket/data")
+    assert absolute_data_paths(None, None) == (None, None)

@@ -79,6 +79,17 @@ def test_list_and_show():
     assert code == 0 and {"n2n_loss", "clean_vs_noisy", "noise_level", "architectures"} <= {ln.split()[0] for ln in out.splitlines()}
     code, out, _ = cli("show", "n2n_loss")
     assert code == 0 and "# budget quick: 15 cells x (2 tuning + 3 confirm) = 75 trials" in out
+    code, out, _ = cli("show", "ddpm_schedule")
+    assert code == 0 and "# budget quick: 24 cells x (2 tuning + 2 confirm) = 96 trials" in out
+
+
+def test_every_catalog_study_validates_every_cell_at_every_budget():
+    from studies.spec import catalog_names, load_spec
+
+    names = catalog_names()
+    assert {"n2n_loss", "clean_vs_noisy", "noise_level", "architectures", "ddpm_schedule"} <= set(names)
+    for name in names:
+        load_spec(name, check=True)  # raises SpecError naming the cell and budget on any bad config
 
 
 def test_data_paths_given_on_the_command_line_become_absolute(tmp_path, monkeypatch):

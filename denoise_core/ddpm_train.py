@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from denoise_core.config import CommonConfig
 from denoise_core.data import random_crops
-from denoise_core.diffusion import PREDICTIONS, SCHEDULES, GaussianDiffusion, build_schedule
+from denoise_core.diffusion import GaussianDiffusion, build_schedule
 from denoise_core.errors import one_line_error
 from denoise_core.metrics import psnr
 from denoise_core.noise import build_noise
@@ -52,8 +52,7 @@ class DDPMConfig(CommonConfig):
     def _ddpm(self):
         if self.model != "ddpm_unet":
             raise ValueError(f"task ddpm trains the time-conditioned ddpm_unet, not {self.model!r}")
-        SCHEDULES.check(self.schedule)
-        build_schedule(self.schedule, self.timesteps, **self.schedule_params)
+        build_schedule(self.schedule, self.timesteps, **self.schedule_params)  # name, T and parameters
         for s in self.eval_sigmas:
             build_noise("gaussian", sigma=s)
         return self
@@ -73,6 +72,19 @@ def to_model_scale(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1
 
 
+def from_model_scale(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] back to [0, 1] images, clipped."""
+    return (x.clamp(-1, 1) + 1) / 2
+
+
+def denoise_image(diffusion: GaussianDiffusion, model, noisy: torch.Tensor, sigma: float, *, reverse: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Denoise [0, 1] images carrying Gaussian noise of std `sigma` on the 0-255 scale; returns [0, 1] images.
+    In the model's [-1, 1] scale that noise has std 2 sigma / 255."""
+    out = diffusion.denoise(model, to_model_scale(noisy), 2 * sigma / 255, reverse=reverse, generator=generator)
+    return from_model_scale(out)
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """8-bit data, as the discretized decoder assumes (DDPM section 3.3)."""
     return torch.round(x.clamp(0, 1) * 255) / 255
@@ -84,10 +96,8 @@ class DDPMTrial(Trial):
         self.diffusion = GaussianDiffusion(build_schedule(cfg.schedule, cfg.timesteps, **cfg.schedule_params),
                                            cfg.prediction)
         self.val_x0 = to_model_scale(quantize(self.val_clean))
-        self.val_noisy = {}
-        for s in cfg.eval_sigmas:  # the denoising studies' validation inputs: same crops, same seed
-            g = torch.Generator(device=self.device).manual_seed(cfg.val_seed)
-            self.val_noisy[s] = build_noise("gaussian", sigma=s)(self.val_clean, generator=g).noisy
+        # the denoising studies' validation inputs: same crops, same seed
+        self.val_noisy = {s: self.noisy_validation(build_noise("gaussian", sigma=s)) for s in cfg.eval_sigmas}
 
     def net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
@@ -99,23 +109,19 @@ class DDPMTrial(Trial):
         x0 = to_model_scale(random_crops(self.train_data, self.cfg.batch_size, self.cfg.crop, self.gen))
         return self.optimise(self.diffusion.training_loss(self.net, x0, generator=self.gen), step)
 
-    def _eval_gen(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(self.cfg.val_seed + offset)
-
     @torch.no_grad()
     def evaluate(self, final: bool = False) -> dict:
         cfg, d = self.cfg, self.diffusion
         self.model.eval()
-        metrics = {"bits_per_dim": d.bits_per_dim(self.net, self.val_x0, generator=self._eval_gen(),
+        metrics = {"bits_per_dim": d.bits_per_dim(self.net, self.val_x0, generator=self.eval_generator(),
                                                    timesteps=cfg.vlb_timesteps).mean().item()}
         for s, noisy in self.val_noisy.items():
-            y, sigma = to_model_scale(noisy), 2 * s / 255  # noise std in the [-1, 1] scale
-            one = (d.denoise(self.net, y, sigma) + 1) / 2
+            one = denoise_image(d, self.net, noisy, s)
             metrics[f"psnr_sigma{s:g}"] = psnr(one, self.val_clean).mean().item()
             metrics[f"input_psnr_sigma{s:g}"] = psnr(noisy.clamp(0, 1), self.val_clean).mean().item()
-            metrics[f"t_sigma{s:g}"] = d.timestep_for_sigma(sigma)
+            metrics[f"t_sigma{s:g}"] = d.timestep_for_sigma(2 * s / 255)
             if final:
-                rev = (d.denoise(self.net, y, sigma, reverse=True, generator=self._eval_gen(1)) + 1) / 2
+                rev = denoise_image(d, self.net, noisy, s, reverse=True, generator=self.eval_generator(1))
                 metrics[f"psnr_reverse_sigma{s:g}"] = psnr(rev, self.val_clean).mean().item()
         levels = [metrics[f"psnr_sigma{s:g}"] for s in cfg.eval_sigmas]
         metrics["psnr_levels_mean"] = sum(levels) / len(levels)
@@ -127,12 +133,11 @@ class DDPMTrial(Trial):
         cfg = self.cfg
         self.model.eval()
         shape = (cfg.n_samples, cfg.channels, cfg.crop, cfg.crop)
-        samples, chain = self.diffusion.sample(self.net, shape, generator=self._eval_gen(2), device=self.device,
+        samples, chain = self.diffusion.sample(self.net, shape, generator=self.eval_generator(2), device=self.device,
                                                method=cfg.sampler, steps=cfg.sample_steps, keep=10)
         self.model.train()
-        to01 = lambda x: (x.clamp(-1, 1) + 1) / 2  # noqa: E731
         n = max(1, int(cfg.n_samples ** 0.5))
-        rows = [to01(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
-        strip = torch.cat([to01(x[:1]) for x in chain])
+        rows = [from_model_scale(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
+        strip = torch.cat([from_model_scale(x[:1]) for x in chain])
         return {"samples": str(save_grid(d / "samples.png", rows, n=n)),
                 "progress": str(save_grid(d / "progress.png", [strip], n=len(strip)))}

@@ -111,6 +111,14 @@ class Trial:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.steps, cfg.rampdown))
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
+    def eval_generator(self, offset: int = 0) -> torch.Generator:
+        """A generator at the fixed validation seed: every trial of a study draws the same numbers."""
+        return torch.Generator(device=self.device).manual_seed(self.cfg.val_seed + offset)
+
+    def noisy_validation(self, noise) -> torch.Tensor:
+        """The validation crops corrupted by `noise` with the fixed seed (the same for every trial and task)."""
+        return noise(self.val_clean, generator=self.eval_generator()).noisy
+
     def train_step(self, step: int) -> float:
         raise NotImplementedError
 
@@ -211,11 +219,7 @@ class DenoiseTrial(Trial):
         param = NOISES.get(cfg.noise).param
         noises = {"": self.noise} | {f"_{param}{lvl:g}": build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
                                      for lvl in cfg.eval_levels}
-        out = {}
-        for key, noise in noises.items():
-            g = torch.Generator(device=self.device).manual_seed(cfg.val_seed)
-            out[key] = noise(self.val_clean, generator=g).noisy
-        return out
+        return {key: self.noisy_validation(noise) for key, noise in noises.items()}
 
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, chunk: int = 64) -> torch.Tensor:

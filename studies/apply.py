@@ -48,11 +48,12 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: floa
     x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
     with torch.no_grad():
         if cfg.get("task") == "ddpm":
+            from denoise_core.ddpm_train import denoise_image
             from denoise_core.diffusion import GaussianDiffusion, build_schedule
 
             d = GaussianDiffusion(build_schedule(cfg["schedule"], cfg["timesteps"], **cfg["schedule_params"]),
                                   cfg["prediction"])
-            y = (d.denoise(model, 2 * x - 1, 2 * sigma / 255) + 1) / 2
+            y = denoise_image(d, model, x, sigma)
         else:
             y = model(x)
         y = y.clamp(0, 1)[..., :h, :w]

@@ -12,11 +12,11 @@ trials; `study_efficiency.py` measures a finished study's real number.
 import argparse
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from _timing import rate
 from denoise_core.train import build_trial
 from studies.packing import DEFAULT_GPU_SHARE
 from studies.spec import load_spec, set_path
@@ -37,18 +37,9 @@ def main():
             set_path(cfg, name, p.middle())
         cfg.update(device=a.device, checkpoint_every=0)
         trial = build_trial(cfg, Path(tempfile.mkdtemp(prefix="bench-cost-")))
-        sync = torch.cuda.synchronize if trial.device.type == "cuda" else (lambda: None)
-        trial.train_step(0)
-        sync()
-        t0 = time.perf_counter()
-        for s in range(1, a.steps + 1):
-            trial.train_step(s)
-        sync()
-        step_s = (time.perf_counter() - t0) / a.steps
-        t0 = time.perf_counter()
-        trial.evaluate()
-        sync()
-        eval_s = time.perf_counter() - t0
+        step = iter(range(10**9))
+        step_s = 1 / rate(lambda: trial.train_step(next(step)), a.steps, 1, trial.device)
+        eval_s = 1 / rate(trial.evaluate, 1, 1, trial.device, warmup=0)
         steps = trial.cfg.steps
         trial_s = steps * step_s + math.ceil(steps / trial.cfg.eval_every) * eval_s
         if trial.device.type == "cuda":

@@ -83,34 +83,34 @@ def findings(table: pd.DataFrame, spec, unit: str) -> list[str]:
     col = f"final.{metric}"
     factors = list(spec.compare)
     out = []
-    better, worse = ("beats", "trails") if spec.mode == "max" else ("beats (lower is better)", "trails")
-    for f in [question_factor(spec)]:
-        others = [o for o in factors if o != f]
-        groups = conf.groupby([f"factor.{o}" for o in others]) if others else [((), conf)]
-        for key, g in groups:
-            key = key if isinstance(key, tuple) else (key,)
-            where = ", ".join(f"{o}={k}" for o, k in zip(others, key))
-            means = g.groupby(f"factor.{f}")[col].mean()
-            if len(means) < 2:
+    better = "beats" if spec.mode == "max" else "beats (lower is better)"
+    f = question_factor(spec)
+    others = [o for o in factors if o != f]
+    groups = conf.groupby([f"factor.{o}" for o in others]) if others else [((), conf)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        where = ", ".join(f"{o}={k}" for o, k in zip(others, key))
+        prefix = f"With {where}, " if where else ""
+        means = g.groupby(f"factor.{f}")[col].mean()
+        if len(means) < 2:
+            continue
+        best = (means * sign).idxmax()
+        a = g[g[f"factor.{f}"] == best][col]
+        for level in means.index:
+            if level == best:
                 continue
-            best = (means * sign).idxmax()
-            a = g[g[f"factor.{f}"] == best][col]
-            for level in means.index:
-                if level == best:
-                    continue
-                d = welch(a, g[g[f"factor.{f}"] == level][col])
-                prefix = f"With {where}, " if where else ""
-                seeds = f"{d.n_a} and {d.n_b} seeds" if d.n_a != d.n_b else f"{d.n_a} seeds each"
-                if math.isnan(d.lo):
-                    out.append(f"{prefix}{f}={best} scores {abs(d.diff):.2f} {unit} {'above' if d.diff * sign > 0 else 'below'} "
-                               f"{f}={level} ({seeds}: too few for a confidence interval).")
-                elif d.significant:
-                    out.append(f"{prefix}{f}={best} {better} {f}={level} by {abs(d.diff):.2f} {unit} "
-                               f"(95% CI {min(abs(d.lo), abs(d.hi)):.2f} to {max(abs(d.lo), abs(d.hi)):.2f}, "
-                               f"Welch's t-test p={d.p:.3g}, {seeds}).")
-                else:  # the difference in the direction of "better", so its CI reads low to high
-                    lo, hi = sorted((d.lo * sign, d.hi * sign))
-                    out.append(f"{prefix}{f}={best} and {f}={level} are not significantly different "
-                               f"(difference {d.diff * sign:+.2f} {unit} in {f}={best}'s favour, 95% CI {lo:+.2f} to {hi:+.2f}, "
-                               f"p={d.p:.3g}, {seeds}).")
+            d = welch(a, g[g[f"factor.{f}"] == level][col])
+            seeds = f"{d.n_a} and {d.n_b} seeds" if d.n_a != d.n_b else f"{d.n_a} seeds each"
+            if math.isnan(d.lo):
+                out.append(f"{prefix}{f}={best} scores {abs(d.diff):.2f} {unit} {'above' if d.diff * sign > 0 else 'below'} "
+                           f"{f}={level} ({seeds}: too few for a confidence interval).")
+            elif d.significant:
+                out.append(f"{prefix}{f}={best} {better} {f}={level} by {abs(d.diff):.2f} {unit} "
+                           f"(95% CI {min(abs(d.lo), abs(d.hi)):.2f} to {max(abs(d.lo), abs(d.hi)):.2f}, "
+                           f"Welch's t-test p={d.p:.3g}, {seeds}).")
+            else:  # the difference in the direction of "better", so its CI reads low to high
+                lo, hi = sorted((d.lo * sign, d.hi * sign))
+                out.append(f"{prefix}{f}={best} and {f}={level} are not significantly different "
+                           f"(difference {d.diff * sign:+.2f} {unit} in {f}={best}'s favour, 95% CI {lo:+.2f} to {hi:+.2f}, "
+                           f"p={d.p:.3g}, {seeds}).")
     return out

@@ -55,6 +55,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
 
     from studies.packing import check_packing, gpu_share
     from studies.records import StudyRecorder, trials_table
+    from studies.recovery import CheckpointRepair
     from studies.scheduler import CellASHA
     from studies.searcher import CellSearcher
     from studies.trainable import train_fn
@@ -113,7 +114,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
                 name=spec.name, storage_path=storage if is_uri(storage) else str(sdir.parent),
                 failure_config=tune.FailureConfig(max_failures=budget.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[recorder], verbose=0))
+                callbacks=[CheckpointRepair(), recorder], verbose=0))
     if not opts.quiet:
         print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
               f"{searcher.n_seeds} confirm) = {searcher.planned} trials, {concurrency} at a time, "

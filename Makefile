@@ -9,7 +9,7 @@ STUDY ?= n2n_loss
 BUDGET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: run test bench clean-venv browser
+.PHONY: run test bench gpu-check clean-venv browser
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,25 @@ test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost gpu_busy; do \
+	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost trial_overhead gpu_busy; do \
 	  echo "== $$f"; ../$(VENV)/bin/python $$f.py || exit 1; done
 	@echo "== study_efficiency (the studies under $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies})"
 	@for d in $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies}/*/; do \
 	  test -f $$d/trials.parquet && $(VENV)/bin/python benchmarks/study_efficiency.py $$d; done; true
+
+# On a CUDA machine: the gpu tests, n2n_loss and ddpm_schedule quick end to end (timed), trial overhead
+# under Ray, and packing 1 vs 0.25 vs 0.125 GPU per trial. Logs under $(GPU_CHECK_DIR).
+GPU_CHECK_DIR ?= /tmp/gpu-check
+gpu-check: $(STAMP)
+	mkdir -p $(GPU_CHECK_DIR)
+	nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $(GPU_CHECK_DIR)/device.txt
+	$(VENV)/bin/python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tee $(GPU_CHECK_DIR)/gpu-tests.log
+	for s in n2n_loss ddpm_schedule; do \
+	  /usr/bin/time -f "$$s quick on one GPU: %e s wall" $(VENV)/bin/denoise-study run $$s --budget quick \
+	    --storage $(GPU_CHECK_DIR)/studies --fresh --quiet 2>&1 | tail -3 | tee -a $(GPU_CHECK_DIR)/studies.log || exit 1; done
+	$(VENV)/bin/python benchmarks/trial_overhead.py --from $(GPU_CHECK_DIR)/studies/n2n_loss | tee $(GPU_CHECK_DIR)/overhead.log
+	$(VENV)/bin/python benchmarks/gpu_busy.py --study n2n_loss --budget quick --shares 1 0.25 0.125 | tee $(GPU_CHECK_DIR)/packing.log
+	$(VENV)/bin/python benchmarks/noise_throughput.py --device cuda | tee $(GPU_CHECK_DIR)/noise.log
 
 clean-venv:
 	rm -rf $(VENV)

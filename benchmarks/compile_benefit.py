@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from _timing import rate
-from denoise_core.train import build_trial
+from denoise_core.tasks import build_trial
 
 
 def measure(cfg: dict, steps: int) -> tuple[float, float]:

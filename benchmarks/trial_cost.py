@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from _timing import rate
-from denoise_core.train import build_trial
+from denoise_core.tasks import build_trial
 from studies.packing import DEFAULT_GPU_SHARE
 from studies.spec import load_spec, set_path
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from denoise_core.data import check_dataset_name
 from denoise_core.errors import one_line_error
 from denoise_core.losses import LOSSES
-from denoise_core.models import MODELS
+from denoise_core.models import MODELS, check_model_params, crop_error
 from denoise_core.noise import NOISES, build_noise
 
 
@@ -32,6 +32,11 @@ class CommonConfig(BaseModel):
     train_images: int | None = Field(None, ge=1)
     val_images: int = Field(32, ge=1)
     val_seed: int = 1234  # the fixed noise seed: every trial is scored on the same noisy inputs
+    # confirm runs: also score the held-out test split, with the weights of the evaluation that scored
+    # best on validation by `select` (test_*) and with the final weights (test_final_*)
+    test: bool = False
+    select: str | None = None  # the validation metric that picks the best evaluation (the study's metric)
+    select_mode: Literal["max", "min"] = "max"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = Field(None, ge=1)
@@ -40,6 +45,8 @@ class CommonConfig(BaseModel):
     # a resumable checkpoint every this many evaluations (0: only the final one); a retried trial
     # resumes from the last, so at most this many evaluations' work is lost to a fault
     checkpoint_every: int = Field(1, ge=0)
+    grad_clip: float | None = Field(None, gt=0)  # clip the gradient's global norm to this (None: no clipping)
+    deterministic: bool = True  # deterministic cuDNN/cuBLAS kernels on CUDA: same seed, same numbers
 
     @field_validator("model", "dataset")
     @classmethod
@@ -51,6 +58,16 @@ class CommonConfig(BaseModel):
     def _eval_within_steps(self):
         if self.eval_every > self.steps:
             self.eval_every = self.steps
+        return self
+
+    @model_validator(mode="after")
+    def _model_takes_params_and_crop(self):
+        """model_params bound against the model's builder, and the crop against the sizes the model
+        takes: both fail here, before any trial starts, naming the key."""
+        check_model_params(self.model, self.model_params)
+        err = crop_error(self.model, self.channels, self.crop, self.model_params)
+        if err:
+            raise ValueError(err if err.startswith("model_params") else f"crop={self.crop}: {err}")
         return self
 
 
@@ -70,32 +87,18 @@ class TrialConfig(CommonConfig):
         (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _direct_denoiser(cls, v):
+        if v == "ddpm_unet":
+            raise ValueError("ddpm_unet is time-conditioned; train it with task: ddpm")
+        return v
+
     @model_validator(mode="after")
     def _cross(self):
-        if self.model == "ddpm_unet":
-            raise ValueError("ddpm_unet is time-conditioned; train it with task: ddpm")
         build_noise(self.noise, **self.noise_params)  # parameter names and ranges
         if self.eval_levels:
             param = NOISES.get(self.noise).param
             for level in self.eval_levels:
                 build_noise(self.noise, **{**self.noise_params, param: level})
         return self
-
-
-def validate_config(config: dict):
-    """Validate a trial config of either task (denoise or ddpm)."""
-    if config.get("task", "denoise") == "ddpm":
-        from denoise_core.ddpm_train import validate_ddpm_config
-
-        return validate_ddpm_config(config)
-    return validate_trial_config(config)
-
-
-def validate_trial_config(config: dict) -> TrialConfig:
-    """Validate, turning pydantic's report into one line that names the key."""
-    from pydantic import ValidationError
-
-    try:
-        return TrialConfig.model_validate(config)
-    except ValidationError as e:
-        raise ValueError(one_line_error(e)) from None

@@ -12,15 +12,19 @@ tensor holds a whole split; training crops are drawn from the tiles on the devic
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-NATURAL_TRAIN = ["chelsea", "coffee", "rocket", "coins", "moon", "hubble_deep_field",
+# three disjoint splits by source image: tuning and early stopping see `val`, findings use `test`
+NATURAL_TRAIN = ["chelsea", "coffee", "coins", "moon", "hubble_deep_field",
                  "immunohistochemistry", "brick", "grass", "gravel", "clock"]
 NATURAL_VAL = ["camera", "astronaut"]  # never trained on
+NATURAL_TEST = ["rocket", "cell"]  # never trained on, never used to choose anything
+SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 DATASETS = BUNDLED + list(TORCHVISION) + ["folder:PATH"]
@@ -35,15 +39,17 @@ def check_dataset_name(name: str) -> None:
 
 def load_dataset(name: str, root: str | None = None, split: str = "train", channels: int = 1,
                  tile: int = 128, download: bool = False, limit: int | None = None) -> torch.Tensor:
-    """One split of a dataset as a float32 tensor [N, channels, H, W] in [0, 1] on the CPU."""
+    """One split (train, val or test; disjoint) of a dataset as a float32 tensor [N, channels, H, W] in
+    [0, 1] on the CPU. Bundled sets split by source image, folders by file, torchvision sets use their
+    official test split and hold out the last tenth of their training split for validation."""
     check_dataset_name(name)
-    if split not in ("train", "val"):
-        raise ValueError(f"split={split!r}; allowed: train, val")
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r}; allowed: 1, 3")
     if name == "natural":
-        images = [_skimage(n) for n in (NATURAL_TRAIN if split == "train" else NATURAL_VAL)]
-        x = torch.cat([_tiles(_to_channels(im, channels), tile) for im in images])
+        images = [_skimage(n) for n in {"train": NATURAL_TRAIN, "val": NATURAL_VAL, "test": NATURAL_TEST}[split]]
+        x = torch.cat([_tiles(to_channels(im, channels), tile) for im in images])
     elif name == "faces":
         x = _faces(split)
     elif name == "digits":
@@ -52,14 +58,14 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
         x = _torchvision(name, root, split, download)
     else:
         images = _folder(Path(name[len("folder:"):]).expanduser(), split)
-        x = torch.cat([_tiles(_to_channels(im, channels), tile) for im in images])
-    x = _to_channels(x, channels)
+        x = torch.cat([_tiles(to_channels(im, channels), tile) for im in images])
+    x = to_channels(x, channels)
     if limit is not None:
         x = x[:limit]
     return x.contiguous()
 
 
-def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """[.., C, H, W] with C in {1, 3, 4} -> `channels` (RGBA drops alpha, RGB->gray by luma)."""
     if x.shape[-3] == 4:
         x = x[..., :3, :, :]
@@ -105,7 +111,14 @@ def _faces(split: str) -> torch.Tensor:
 
     faces = torch.from_numpy(skimage.data.lfw_subset()[:100].astype(np.float32))[:, None]  # [100, 1, 25, 25]
     faces = faces[:, :, :24, :24]  # crop to a size the U-Nets take
-    return faces[:80] if split == "train" else faces[80:]
+    return _by_fraction(faces, split)
+
+
+def _by_fraction(x: torch.Tensor, split: str, val: float = 0.15, test: float = 0.15) -> torch.Tensor:
+    """The first 70% train, the next 15% val, the last 15% test (disjoint, in the set's own order)."""
+    n_val, n_test = round(val * len(x)), round(test * len(x))
+    n_train = len(x) - n_val - n_test
+    return {"train": x[:n_train], "val": x[n_train:n_train + n_val], "test": x[n_train + n_val:]}[split]
 
 
 def _digits(split: str, size: int = 32) -> torch.Tensor:
@@ -113,8 +126,7 @@ def _digits(split: str, size: int = 32) -> torch.Tensor:
 
     d = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]  # [1797, 1, 8, 8]
     d = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    n_train = int(0.8 * len(d))
-    return d[:n_train] if split == "train" else d[n_train:]
+    return _by_fraction(d, split)
 
 
 def _torchvision(name: str, root: str | None, split: str, download: bool) -> torch.Tensor:
@@ -127,7 +139,7 @@ def _torchvision(name: str, root: str | None, split: str, download: bool) -> tor
         raise FileNotFoundError(f"data root {str(root_path)!r} does not exist (dataset {name!r})")
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     try:
-        ds = cls(str(root_path), train=split == "train", download=download)
+        ds = cls(str(root_path), train=split != "test", download=download)
     except RuntimeError as e:
         raise FileNotFoundError(f"dataset {name!r} not found under {str(root_path)!r}: {e}") from None
     data = torch.as_tensor(np.asarray(ds.data))
@@ -135,26 +147,43 @@ def _torchvision(name: str, root: str | None, split: str, download: bool) -> tor
     data = data.float() / 255.0
     if data.shape[-1] == 28:  # MNIST-likes: pad to 32 so every U-Net takes them
         data = F.pad(data, (2, 2, 2, 2))
+    if split != "test":  # validation: the last tenth of the official training split
+        n_val = len(data) // 10
+        data = data[len(data) - n_val:] if split == "val" else data[:len(data) - n_val]
     return data
 
 
-def _read_image(path: Path) -> torch.Tensor:
+MAX_PIXELS = 64 * 2**20  # 64 megapixels (8192 x 8192): larger files are refused before decoding
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """One image file as [C, H, W] float32 in [0, 1]. A ValueError names the file when it is not an
+    image, is truncated, or has more than `max_pixels` pixels (a decompression bomb is refused from
+    its header, before any pixel is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # our own limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ValueError(f"{w}x{h} pixels is more than the {max_pixels / 2**20:.0f} megapixels allowed")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)
                 return _from_numpy((a / (65535.0 if a.max() > 255 else 255.0)).astype(np.float32))
             if im.mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGBA" if "A" in im.mode else "RGB")
             return _from_numpy(np.asarray(im))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
 
 
 def _folder(folder: Path, split: str) -> list[torch.Tensor]:
-    """Every image in `folder`; every fifth image (sorted by name) is validation, if there are >= 2."""
+    """The images of `folder`, split by file (sorted by name): every fifth (the 5th, 10th ...) is
+    validation and the one before it test; with fewer than 5 files, the last is validation and the one
+    before it test (with 2 files, test is the validation file: there is no third to hold out)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -162,8 +191,10 @@ def _folder(folder: Path, split: str) -> list[torch.Tensor]:
         raise ValueError(f"image folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if len(files) >= 2:
         val = [f for i, f in enumerate(files) if i % 5 == 4] or files[-1:]
-        files = val if split == "val" else [f for f in files if f not in val]
-    return [_read_image(f) for f in files]
+        test = [f for i, f in enumerate(files) if i % 5 == 3] if len(files) >= 5 else \
+            (files[-2:-1] if len(files) >= 3 else val)
+        files = {"val": val, "test": test}.get(split) or [f for f in files if f not in val and f not in test]
+    return [read_image(f) for f in files]
 
 
 def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generator) -> torch.Tensor:
@@ -184,11 +215,16 @@ def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generat
 
 
 def fixed_crops(data: torch.Tensor, crop: int, limit: int) -> torch.Tensor:
-    """Deterministic validation crops: a grid of non-overlapping crops, `limit` of them evenly spaced."""
+    """Deterministic validation crops: a grid of non-overlapping textured crops, `limit` of them evenly spaced."""
     N, C, H, W = data.shape
     crop = min(crop, H, W)
     grid = data[:, :, : H // crop * crop, : W // crop * crop].unfold(2, crop, crop).unfold(3, crop, crop)
     crops = grid.permute(0, 2, 3, 1, 4, 5).reshape(-1, C, crop, crop)
+    # a flat crop (a black border, say) has nothing to denoise, and a model that outputs its constant
+    # exactly scores an infinite PSNR there: such crops are left out when others exist
+    textured = crops.flatten(1).std(1) > 1 / 255
+    if textured.any():
+        crops = crops[textured]
     if len(crops) > limit:
         crops = crops[torch.linspace(0, len(crops) - 1, limit).long()]
     return crops.contiguous()

@@ -1,7 +1,7 @@
 """The DDPM trial (task `ddpm`): train `ddpm_unet` under a schedule, report the likelihood bound,
 denoising PSNR and samples. A plain function like the denoising trial, testable without Ray.
 
-    result = run_trial({"task": "ddpm", "schedule": "cosine", "timesteps": 100}, report)   # denoise_core.train
+    result = run_trial({"task": "ddpm", "schedule": "cosine", "timesteps": 100}, report)   # denoise_core.tasks
 
 Every evaluation reports `train_loss`, `bits_per_dim` (the variational bound on the validation
 images, 8-bit), `psnr_sigma{15,25,50}` (one x0 prediction from the matching timestep, on the
@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from denoise_core.config import CommonConfig
 from denoise_core.data import random_crops
 from denoise_core.diffusion import GaussianDiffusion, build_schedule
-from denoise_core.errors import one_line_error
 from denoise_core.metrics import psnr
 from denoise_core.noise import build_noise
-from denoise_core.train import Trial, save_grid
+from denoise_core.trial import Trial, save_grid
 
 
 class DDPMConfig(CommonConfig):
@@ -48,23 +47,22 @@ class DDPMConfig(CommonConfig):
     sampler: Literal["ancestral", "ddim"] = "ancestral"  # for the samples grid and the progress strip
     sample_steps: int = Field(50, ge=1)  # DDIM's steps (ancestral always takes all T)
 
+    @field_validator("model")
+    @classmethod
+    def _time_conditioned(cls, v):
+        if v != "ddpm_unet":
+            raise ValueError(f"task ddpm trains the time-conditioned ddpm_unet, not {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _ddpm(self):
-        if self.model != "ddpm_unet":
-            raise ValueError(f"task ddpm trains the time-conditioned ddpm_unet, not {self.model!r}")
-        build_schedule(self.schedule, self.timesteps, **self.schedule_params)  # name, T and parameters
+        try:
+            build_schedule(self.schedule, self.timesteps, **self.schedule_params)  # name, T and parameters
+        except (TypeError, AssertionError) as e:  # a schedule parameter the schedule does not take
+            raise ValueError(f"schedule: {e}") from None
         for s in self.eval_sigmas:
             build_noise("gaussian", sigma=s)
         return self
-
-
-def validate_ddpm_config(config: dict) -> DDPMConfig:
-    try:
-        return DDPMConfig.model_validate(config)
-    except ValidationError as e:
-        raise ValueError(one_line_error(e)) from None
-    except (TypeError, AssertionError) as e:  # a schedule parameter the schedule does not take
-        raise ValueError(f"schedule: {e}") from None
 
 
 def to_model_scale(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +83,15 @@ def denoise_image(diffusion: GaussianDiffusion, model, noisy: torch.Tensor, sigm
     return from_model_scale(out)
 
 
+def apply_ddpm(model, cfg: DDPMConfig, noisy: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    """A DDPM denoises Gaussian noise of a known level `sigma` (0-255 scale) by one x0 prediction
+    from the matching timestep."""
+    if sigma is None:
+        raise ValueError("a DDPM denoises Gaussian noise of a known level: pass --sigma (0-255 scale)")
+    d = GaussianDiffusion(build_schedule(cfg.schedule, cfg.timesteps, **cfg.schedule_params), cfg.prediction)
+    return denoise_image(d, model, noisy, sigma)
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """8-bit data, as the discretized decoder assumes (DDPM section 3.3)."""
     return torch.round(x.clamp(0, 1) * 255) / 255
@@ -94,10 +101,11 @@ class DDPMTrial(Trial):
     def __init__(self, cfg: DDPMConfig, workdir: Path):
         super().__init__(cfg, workdir)
         self.diffusion = GaussianDiffusion(build_schedule(cfg.schedule, cfg.timesteps, **cfg.schedule_params),
-                                           cfg.prediction)
-        self.val_x0 = to_model_scale(quantize(self.val_clean))
-        # the denoising studies' validation inputs: same crops, same seed
-        self.val_noisy = {s: self.noisy_validation(build_noise("gaussian", sigma=s)) for s in cfg.eval_sigmas}
+                                           cfg.prediction).to(self.device)
+        self.x0 = {split: to_model_scale(quantize(clean)) for split, clean in self.clean.items()}
+        # the denoising studies' evaluation inputs: same crops, same seed
+        self.noisy = {split: {s: self.noisy_validation(build_noise("gaussian", sigma=s), split) for s in cfg.eval_sigmas}
+                      for split in self.clean}
 
     def net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
@@ -105,24 +113,26 @@ class DDPMTrial(Trial):
         with self.autocast:
             return self.forward(x, t).float()
 
-    def train_step(self, step: int) -> float:
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x0 = to_model_scale(random_crops(self.train_data, self.cfg.batch_size, self.cfg.crop, self.gen))
-        return self.optimise(self.diffusion.training_loss(self.net, x0, generator=self.gen), step)
+        loss = self.diffusion.training_loss(self.net, x0, generator=self.gen)  # an MSE: its own monitor
+        self.optimise(loss)
+        return loss, loss
 
     @torch.no_grad()
-    def evaluate(self, final: bool = False) -> dict:
-        cfg, d = self.cfg, self.diffusion
+    def evaluate(self, final: bool = False, split: str = "val") -> dict:
+        cfg, d, clean = self.cfg, self.diffusion, self.clean[split]
         self.model.eval()
-        metrics = {"bits_per_dim": d.bits_per_dim(self.net, self.val_x0, generator=self.eval_generator(),
+        metrics = {"bits_per_dim": d.bits_per_dim(self.net, self.x0[split], generator=self.eval_generator(),
                                                    timesteps=cfg.vlb_timesteps).mean().item()}
-        for s, noisy in self.val_noisy.items():
+        for s, noisy in self.noisy[split].items():
             one = denoise_image(d, self.net, noisy, s)
-            metrics[f"psnr_sigma{s:g}"] = psnr(one, self.val_clean).mean().item()
-            metrics[f"input_psnr_sigma{s:g}"] = psnr(noisy.clamp(0, 1), self.val_clean).mean().item()
+            metrics[f"psnr_sigma{s:g}"] = psnr(one, clean).mean().item()
+            metrics[f"input_psnr_sigma{s:g}"] = psnr(noisy.clamp(0, 1), clean).mean().item()
             metrics[f"t_sigma{s:g}"] = d.timestep_for_sigma(2 * s / 255)
             if final:
                 rev = denoise_image(d, self.net, noisy, s, reverse=True, generator=self.eval_generator(1))
-                metrics[f"psnr_reverse_sigma{s:g}"] = psnr(rev, self.val_clean).mean().item()
+                metrics[f"psnr_reverse_sigma{s:g}"] = psnr(rev, clean).mean().item()
         levels = [metrics[f"psnr_sigma{s:g}"] for s in cfg.eval_sigmas]
         metrics["psnr_levels_mean"] = sum(levels) / len(levels)
         self.model.train()

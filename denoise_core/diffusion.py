@@ -30,7 +30,18 @@ MAX_BETA = 0.999  # improved DDPM section 3.2: avoid singularities near t = T
 
 
 def build_schedule(name: str, timesteps: int, **kw) -> torch.Tensor:
-    """Betas (float64, shape [T]) of a named schedule."""
+    """Betas (float64, shape [T]) of a named schedule.
+
+    >>> b = build_schedule("linear", 1000)
+    >>> round(b[0].item(), 6), round(b[-1].item(), 6)      # Ho et al.'s endpoints
+    (0.0001, 0.02)
+    >>> ab = torch.cumprod(1 - build_schedule("cosine", 1000), 0)
+    >>> round(ab[0].item(), 4), ab[-1].item() < 1e-4         # alpha-bar from ~1 to ~0
+    (0.9999, True)
+    >>> build_schedule("sigmoid", 2.5)
+    Traceback (most recent call last):
+    ValueError: schedule 'sigmoid' needs an integer number of timesteps T >= 2, got 2.5
+    """
     SCHEDULES.check(name)
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 2:
         raise ValueError(f"schedule {name!r} needs an integer number of timesteps T >= 2, got {timesteps!r}")
@@ -88,12 +99,6 @@ def sigmoid_schedule(T: int, start: float = -3.0, end: float = 3.0, tau: float =
     return _betas_from_alpha_bar(f, T)
 
 
-def _at(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """coef[t] as a [B, 1, 1, ...] tensor in `like`'s dtype and device."""
-    out = coef.to(like.device)[t].to(like.dtype)
-    return out.reshape(-1, *([1] * (like.dim() - 1)))
-
-
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -140,32 +145,51 @@ class GaussianDiffusion:
         self.post_logvar = torch.log(torch.cat([self.post_var[1:2], self.post_var[1:]]))
         self.post_c0 = betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)
         self.post_ct = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
+        self.one_minus_ab = 1 - self.alpha_bar
+        self._tables: dict[tuple, torch.Tensor] = {}  # (name, device, dtype) -> the table there
+
+    def to(self, device) -> "GaussianDiffusion":
+        """Copy the per-timestep tables to `device` once, in float32 (training and evaluation read them there)."""
+        for name in ("sqrt_ab", "sqrt_1m_ab", "post_var", "post_logvar", "post_c0", "post_ct", "one_minus_ab"):
+            self._table(name, torch.device(device), torch.float32)
+        return self
+
+    def _table(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (name, device, dtype)
+        if key not in self._tables:
+            self._tables[key] = getattr(self, name).to(device=device, dtype=dtype)
+        return self._tables[key]
+
+    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """table[t] as a [B, 1, 1, ...] tensor in `like`'s dtype and device (the table is copied there once)."""
+        out = self._table(name, like.device, like.dtype)[t]
+        return out.reshape(-1, *([1] * (like.dim() - 1)))
 
     # -- the forward process ------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Eq. 4: x_t = sqrt(alpha-bar_t) x0 + sqrt(1 - alpha-bar_t) eps."""
-        return _at(self.sqrt_ab, t, x0) * x0 + _at(self.sqrt_1m_ab, t, x0) * noise
+        return self._at("sqrt_ab", t, x0) * x0 + self._at("sqrt_1m_ab", t, x0) * noise
 
     def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         """Eqs. 6-7: the mean, variance and log variance of q(x_{t-1} | x_t, x0)."""
-        mean = _at(self.post_c0, t, xt) * x0 + _at(self.post_ct, t, xt) * xt
-        return mean, _at(self.post_var, t, xt), _at(self.post_logvar, t, xt)
+        mean = self._at("post_c0", t, xt) * x0 + self._at("post_ct", t, xt) * xt
+        return mean, self._at("post_var", t, xt), self._at("post_logvar", t, xt)
 
     # -- conversions between what a network may predict ------------------------------------------
     def x0_from_eps(self, xt, t, eps):
         """Eq. 4 solved for x0 (DDPM eq. 15)."""
-        return (xt - _at(self.sqrt_1m_ab, t, xt) * eps) / _at(self.sqrt_ab, t, xt)
+        return (xt - self._at("sqrt_1m_ab", t, xt) * eps) / self._at("sqrt_ab", t, xt)
 
     def eps_from_x0(self, xt, t, x0):
-        return (xt - _at(self.sqrt_ab, t, xt) * x0) / _at(self.sqrt_1m_ab, t, xt)
+        return (xt - self._at("sqrt_ab", t, xt) * x0) / self._at("sqrt_1m_ab", t, xt)
 
     def v_from(self, x0, eps, t):
         """Salimans & Ho 2022, section 4: v = alpha eps - sigma x0, with alpha = sqrt(alpha-bar)."""
-        return _at(self.sqrt_ab, t, x0) * eps - _at(self.sqrt_1m_ab, t, x0) * x0
+        return self._at("sqrt_ab", t, x0) * eps - self._at("sqrt_1m_ab", t, x0) * x0
 
     def x0_from_v(self, xt, t, v):
         """x0 = alpha x_t - sigma v (alpha^2 + sigma^2 = 1)."""
-        return _at(self.sqrt_ab, t, xt) * xt - _at(self.sqrt_1m_ab, t, xt) * v
+        return self._at("sqrt_ab", t, xt) * xt - self._at("sqrt_1m_ab", t, xt) * v
 
     def predict_x0(self, model, xt: torch.Tensor, t: torch.Tensor, clip: bool = True) -> torch.Tensor:
         """The network's estimate of x0, whatever it predicts; clipped to the data range [-1, 1]."""
@@ -241,7 +265,7 @@ class GaussianDiffusion:
     def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
         """L_T = KL(q(x_T | x0) || N(0, I)) in bits per dimension, per image."""
         t = torch.full((len(x0),), self.T - 1, device=x0.device, dtype=torch.long)
-        mean, logvar = _at(self.sqrt_ab, t, x0) * x0, torch.log(_at(1 - self.alpha_bar, t, x0))
+        mean, logvar = self._at("sqrt_ab", t, x0) * x0, torch.log(self._at("one_minus_ab", t, x0))
         return _mean_flat(normal_kl(mean, logvar, torch.zeros_like(mean), torch.zeros_like(logvar))) / math.log(2)
 
     def term_bpd(self, model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -266,12 +290,14 @@ class GaussianDiffusion:
         if timesteps <= 0 or timesteps >= self.T:
             ts, weights = list(range(self.T)), [1.0] * self.T
         else:
-            edges = torch.linspace(1, self.T, timesteps + 1).round().long().tolist()
-            ts, weights = [0], [1.0]
-            for lo, hi in zip(edges[:-1], edges[1:]):
-                if hi > lo:
-                    ts.append(int(torch.randint(lo, hi, (1,), generator=generator).item()))
-                    weights.append(float(hi - lo))
+            edges = torch.linspace(1, self.T, timesteps + 1).round().long()
+            lo, hi = edges[:-1], edges[1:]
+            lo, hi = lo[hi > lo], hi[hi > lo]
+            # one uniform draw per stratum, on the generator's own device (a CUDA generator draws on CUDA)
+            u = torch.rand(len(lo), generator=generator,
+                           device=generator.device if generator is not None else None).cpu().double()
+            draws = (lo + (u * (hi - lo)).floor().long()).clamp(max=hi - 1)
+            ts, weights = [0, *draws.tolist()], [1.0, *(hi - lo).double().tolist()]
         total = self.prior_bpd(x0)
         for t_int, w in zip(ts, weights):
             parts = []

@@ -18,6 +18,17 @@ L0_EPS = 1e-8
 
 
 def build_loss(name: str, **params) -> "Loss":
+    """A loss by name; `mask` (1 = observed) limits it to observed pixels.
+
+    >>> pred, target = torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]])
+    >>> build_loss("l1")(pred, target).item(), build_loss("l2")(pred, target).item()
+    (2.0, 5.0)
+    >>> build_loss("l2")(pred, target, mask=torch.tensor([[[[1.0, 0.0]]]])).item()   # only the observed pixel
+    1.0
+    >>> l0 = build_loss("l0")
+    >>> l0.gamma(0.0), l0.gamma(0.5), l0.gamma(1.0)     # annealed from L2 towards a mode seeker
+    (2.0, 1.0, 0.0)
+    """
     return LOSSES.build(name, **params)
 
 

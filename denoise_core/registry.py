@@ -24,6 +24,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def add(self, name: str, item: T) -> T:
+        """Register a ready object (a task description, say) rather than a builder."""
+        return self.register(name)(item)
+
     @property
     def names(self) -> list[str]:
         return sorted(self._builders)
@@ -33,7 +37,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names)}")
 
     def get(self, name: str) -> Callable[..., T]:
-        """The registered builder itself (a class, say), for its attributes."""
+        """The registered builder itself (a class, say), or the object `add` registered."""
         self.check(name)
         return self._builders[name]
 

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from denoise_core.tasks import TASKS
 from reports import figures as F
-from reports.stats import findings
+from reports.stats import confirm_values, findings, headlines, question_factor, score_column
+from reports.verdicts import verdicts
+from studies.spec import StudySpec
+from studies.store import DIVERGED, FAILED, FINISHED, best_dir, read_info, read_records, trials_table
 
 UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -30,117 +34,165 @@ def unit_of(metric: str) -> str:
 
 
 def build_report(sdir: Path) -> Path:
-    from studies.records import read_records, trials_table
-    from studies.runner import best_dir
-    from studies.spec import StudySpec
-
+    """Write <study>/report.html from the stored results; returns its path."""
     sdir = Path(sdir)
-    info = json.loads((sdir / "study.json").read_text())
+    info = read_info(sdir)
     spec = StudySpec.model_validate(info["spec"])
-    records = read_records(sdir)
     table = trials_table(sdir, spec)
-    unit = unit_of(spec.metric)
-    fig_html: list[str] = []
+    figs = Figures()
+    sections = [_header(spec, info, table), _verdicts(spec, info, table), _findings(spec, table),
+                _comparison(spec, table, figs, info),
+                _images(spec, info, sdir), '<h2 id="curves">Learning curves</h2>' + figs.add(
+                    F.learning_curves(read_records(sdir), spec)),
+                _tuning(info, spec, figs) + figs.add(F.parallel(table, spec)),
+                '<h2 id="best">Best configuration per cell</h2>' + _best_table(table, spec),
+                '<h2 id="run">How it ran</h2>' + _how_it_ran(info, table)]
+    return _write(sdir / "report.html", spec, "\n".join(sections), len(figs.html))
 
-    def fig(f) -> str:
+
+class Figures:
+    """Plotly figures as HTML fragments (plotly.js itself is embedded once, in the head)."""
+
+    def __init__(self):
+        self.html: list[str] = []
+
+    def add(self, f) -> str:
         if f is None:
             return ""
-        fig_html.append(f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
-        return f'<div class="figure">{fig_html[-1]}</div>'
+        self.html.append(f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
+        return f'<div class="figure">{self.html[-1]}</div>'
 
-    finished = int(table.status.isin(["completed", "stopped", "failed"]).sum()) if not table.empty else 0
-    running_now = info["runs"][-1].get("end") is None if info.get("runs") else False
-    partial = finished < info["planned"] or running_now
-    parts = [f"<h1>{escape(spec.name)}</h1>"]
-    if partial:
-        running = int((table.status == "running").sum()) if not table.empty else 0
-        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {info["planned"]} '
-                     f'planned trials have finished ({running} running). Findings may change.</div>')
 
-    # 1. the question and the answer
-    parts.append('<h2 id="findings">The question and the answer</h2>')
-    parts.append(f"<p>{escape(spec.description)}</p>")
-    parts.append(f'<p class="muted">Comparisons use the final {escape(spec.metric)} of the confirm runs '
-                 f"(each cell's best configuration re-run over seeds); intervals are 95% t-intervals, "
-                 f"differences use Welch's t-test.</p><ul>")
-    parts += [f'<li class="finding">{escape(s)}</li>' for s in findings(table, spec, unit)]
-    parts.append("</ul>")
-
-    # 2. the comparison figure
-    s = F.summary(table, spec)
-    parts.append('<h2 id="comparison">Comparison</h2>')
-    if not s.empty:
-        parts += _comparison(spec, s, table, unit, fig, info)
-    else:
-        parts.append("<p>No confirm run has finished yet.</p>")
-
-    # 3. image grids
-    what = ("samples, and one chain from x_T to x_0" if spec.task == "ddpm"
-            else "validation crops: clean / noisy / output")
-    parts.append(f'<h2 id="images">Images of each cell\'s best model: {what}</h2>')
-    for cell in info["cells"]:
-        for name in ("grid.png", "samples.png", "progress.png"):
-            p = best_dir(sdir, cell) / name
-            if p.exists():
-                data = base64.b64encode(p.read_bytes()).decode()
-                parts.append(f'<div class="grid"><div>{escape(cell)} ({name[:-4]})</div>'
-                             f'<img alt="{escape(cell)}" src="data:image/png;base64,{data}"></div>')
-
-    # 4. learning curves
-    parts.append('<h2 id="curves">Learning curves</h2>' + fig(F.learning_curves(records, spec)))
-
-    # 5. tuning
-    parts.append('<h2 id="tuning">Tuning</h2>')
-    parts += _tuning(info, spec, fig)
-    parts.append(fig(F.parallel(table, spec)))
-
-    # 6. best configuration per cell, and how it ran
-    parts.append('<h2 id="best">Best configuration per cell</h2>' + _best_table(table, spec))
-    parts.append('<h2 id="run">How it ran</h2>' + _how_it_ran(info, table))
-
-    body = "\n".join(parts)
+def _write(out: Path, spec, body: str, n_figures: int) -> Path:
     import plotly.offline
 
     html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(spec.name)} report</title>"
             f"<style>{CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head><body>{body}"
-            f"<p class='muted'>built {time.strftime('%Y-%m-%d %H:%M:%S')}; {len(fig_html)} figures</p></body></html>")
-    out = sdir / "report.html"
+            f"<p class='muted'>built {time.strftime('%Y-%m-%d %H:%M:%S')}; {n_figures} figures</p></body></html>")
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html)
     tmp.replace(out)
     return out
 
 
-def _comparison(spec, s, table, unit, fig, info) -> list[str]:
-    kind = spec.figure or spec.name
+def _header(spec, info, table: pd.DataFrame) -> str:
+    parts = [f"<h1>{escape(spec.name)}</h1>"]
+    finished = int(table.status.isin(FINISHED).sum()) if not table.empty else 0
+    running_now = info["runs"][-1].get("end") is None if info.get("runs") else False
+    if finished < info["planned"] or running_now:
+        running = int((table.status == "running").sum()) if not table.empty else 0
+        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {info["planned"]} '
+                     f'planned trials have finished ({running} running). Findings may change.</div>')
+    return "".join(parts)
+
+
+METHOD = ("Scores are the confirm runs' (each cell's best configuration re-run over seeds) {score}. "
+          "Differences use Welch's t-test; each family of comparisons (the findings; the claims) is corrected "
+          "for multiple testing by Benjamini-Hochberg at a false discovery rate of 5%, and its intervals are "
+          "false-coverage-rate adjusted (Benjamini & Yekutieli 2005, level 1 - R x 5% / m for R discoveries "
+          "among m comparisons), so a difference is significant exactly when its interval excludes zero.")
+
+
+def _score_words(spec, table: pd.DataFrame) -> str:
+    conf = confirm_values(table, spec.metric)
+    if not conf.empty and score_column(conf, spec.metric).startswith("final.test_"):
+        return (f"{spec.metric} on the held-out test split, with the weights of each run's best validation "
+                f"evaluation (tuning and early stopping saw only the validation split)")
+    return f"final validation {spec.metric} (this study was stored before test scores existed)"
+
+
+def _verdicts(spec, info, table: pd.DataFrame) -> str:
+    if not spec.expect:
+        return ""
+    unit = unit_of(spec.metric)
+    steps = _steps(table)
+    rows = []
+    for v in verdicts(table, spec, unit):
+        c = v.claim
+        where = ", ".join(f"{k}={x}" for k, x in c.where.items())
+        src_steps = f"{c.source_steps:,}" if c.source_steps else "not stated"
+        rows.append(f'<tr class="verdict {v.verdict.replace(" ", "-")}"><td>{escape(c.claim)}</td>'
+                    f"<td>{escape(c.source)}</td><td>{escape(f'{c.a} vs {c.b}' + (f' ({where})' if where else ''))}</td>"
+                    f"<td>{escape(v.effect)}</td><td><b>{escape(v.verdict)}</b></td>"
+                    f"<td>{escape(steps)} here ({escape(str(info['budget']))}); {escape(src_steps)} in the source</td></tr>")
+    return ('<h2 id="verdicts">Verdicts: the literature\'s claims at this budget</h2>'
+            '<table id="verdict-table"><tr><th>claim</th><th>source</th><th>compared</th><th>this run\'s effect '
+            f"(a minus b, in a's favour)</th><th>verdict</th><th>training steps</th></tr>{''.join(rows)}</table>"
+            '<p class="muted">A claim not reproduced at a small budget is not refuted: the source trained far '
+            "longer. Reproduced and contradicted verdicts need the corrected interval to exclude zero (or, for "
+            '"same", to lie within / beyond the margin).</p>')
+
+
+def _steps(table: pd.DataFrame) -> str:
+    conf = table[table.phase == "confirm"] if not table.empty else table
+    if conf.empty or "final.step" not in conf:
+        return "?"
+    return f"{int(conf['final.step'].max()):,}"
+
+
+def _findings(spec, table: pd.DataFrame) -> str:
+    unit = unit_of(spec.metric)
+    parts = ['<h2 id="findings">The question and the answer</h2>', f"<p>{escape(spec.description)}</p>"]
+    heads = headlines(table, spec, unit)
+    if heads:
+        parts.append('<h3 id="answer">Answer</h3><ul>' + "".join(f'<li class="headline">{escape(h)}</li>' for h in heads)
+                     + "</ul>")
+    parts.append(f'<p class="muted">{escape(METHOD.format(score=_score_words(spec, table)))}</p>')
+    parts.append('<h3 id="pairwise">Every comparison</h3><ul>')
+    parts += [f'<li class="finding">{escape(s)}</li>' for s in findings(table, spec, unit)]
+    return "".join(parts) + "</ul>"
+
+
+def _comparison(spec, table: pd.DataFrame, figs: Figures, info) -> str:
+    s = F.summary(table, spec)
+    if s.empty:
+        return '<h2 id="comparison">Comparison</h2><p>No confirm run has finished yet.</p>'
+    unit = unit_of(spec.metric)
     factors = list(spec.compare)
-    out = []
-    if kind == "n2n_loss" and {"noise", "loss"} <= set(factors):
-        out.append(fig(F.heatmap(s, spec, "noise", "loss", unit)))
-    elif kind == "clean_vs_noisy" and "target" in factors and len(factors) == 2:
-        other = next(f for f in factors if f != "target")
-        out.append(fig(F.gap(s, other, "target", "noisy", "clean", unit)))
-    elif kind == "noise_level":
-        out += [fig(f) for f in F.level_grid(table, spec, unit)]
-    elif kind == "architectures":
-        out.append(fig(F.pareto(s, spec, unit)))
-    elif spec.task == "ddpm" and "schedule" in factors:
-        T = sorted({int(v) for v in s.get("T", [])}) if "T" in s else [1000]
-        out.append(fig(F.schedule_curves(sorted(s["schedule"].unique()), T or [1000])))
-    elif len(factors) == 2:
-        out.append(fig(F.heatmap(s, spec, factors[0], factors[1], unit)))
-    out.append(fig(F.bars(s, spec, unit)))
+    out = ['<h2 id="comparison">Comparison</h2>']
+    kind = spec.comparison_figure()
+    if kind == "heatmap" and len(factors) >= 2:
+        q = question_factor(spec)
+        other = next(f for f in factors if f != q)
+        out.append(figs.add(F.heatmap(s, spec, other, q, unit)))
+    elif kind == "gap":
+        q = question_factor(spec)
+        levels = [lab for lab, _ in spec.factor_levels(q)]
+        other = next((f for f in factors if f != q), q)
+        out.append(figs.add(F.gap(s, other, q, levels[-1], levels[0], unit)))
+    elif kind == "levels":
+        out += [figs.add(f) for f in F.level_grid(table, spec, unit)]
+    elif kind == "pareto":
+        out.append(figs.add(F.pareto(s, spec, unit)))
+    schedules = F.schedules_compared(spec)
+    if schedules:
+        out.append(figs.add(F.schedule_curves(*schedules)))
+    out.append(figs.add(F.bars(s, spec, unit)))
     also = [f"final.{m}" for m in spec.also if f"final.{m}" in s]
-    cols = [*factors, "mean", "lo", "hi", "n", *also]
-    out.append(_html_table(s[cols].rename(columns={"mean": f"mean {spec.metric}", "lo": "95% CI low", "hi": "95% CI high",
-                                                   "n": "seeds", **{a: f"mean {a[6:]}" for a in also}})))
-    return out
+    cols = [*factors, "mean", "lo", "hi", "n", "diverged", *also]
+    out.append(_html_table(s[cols].rename(columns={
+        "mean": f"mean {spec.metric}", "lo": "95% CI low", "hi": "95% CI high", "n": "seeds",
+        "diverged": "diverged seeds", **{a: f"mean {a[6:]}" for a in also}})))
+    return "".join(out)
 
 
-def _tuning(info, spec, fig) -> list[str]:
-    out = []
-    if not spec.tune:
-        return ["<p>This study tunes nothing: every cell runs its fixed configuration.</p>"]
+def _images(spec, info, sdir: Path) -> str:
+    task = TASKS.get(spec.task)
+    parts = [f'<h2 id="images">Images of each cell\'s best model: {escape(task.images_caption)}</h2>']
+    for cell in info["cells"]:
+        for name in task.images:
+            p = best_dir(sdir, cell) / f"{name}.png"
+            if p.exists():
+                data = base64.b64encode(p.read_bytes()).decode()
+                parts.append(f'<div class="grid"><div>{escape(cell)} ({name})</div>'
+                             f'<img alt="{escape(cell)}" src="data:image/png;base64,{data}"></div>')
+    return "".join(parts)
+
+
+def _tuning(info, spec, figs: Figures) -> str:
+    out = ['<h2 id="tuning">Tuning</h2>']
+    if not spec.tune_for(info["budget"]):
+        return out[0] + "<p>This study tunes nothing: every cell runs its fixed configuration.</p>"
     try:
         import optuna
 
@@ -151,10 +203,10 @@ def _tuning(info, spec, fig) -> list[str]:
             except KeyError:
                 continue
             if study.trials:
-                out.append(f"<h3>{escape(cell)}</h3>" + "".join(fig(f) for f in F.tuning(study, spec)))
+                out.append(f"<h3>{escape(cell)}</h3>" + "".join(figs.add(f) for f in F.tuning(study, spec)))
     except Exception as e:  # noqa: BLE001 - an unreadable Optuna storage still leaves a useful report
         out.append(f"<p>Optuna storage could not be read: {escape(str(e).splitlines()[0])}</p>")
-    return out
+    return "".join(out)
 
 
 def _best_table(table: pd.DataFrame, spec) -> str:
@@ -175,9 +227,10 @@ def _how_it_ran(info, table: pd.DataFrame) -> str:
              f"({len(info['cells'])} cells x ({info['trials_per_cell']} tuning + {info['seeds']} confirm)); "
              f"trials by status: {escape(json.dumps(counts))}. Wall time {wall / 60:.1f} min over {len(runs)} "
              f"run(s); trial-hours {dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]
-    failed = table[table.status == "failed"] if not table.empty else table
+    failed = table[table.status.isin([FAILED, DIVERGED])] if not table.empty else table
     if not failed.empty:
-        parts.append('<h3 id="failures">Failed trials</h3>' + _html_table(failed[["trial_id", "cell", "phase", "attempts", "error"]]))
+        parts.append('<h3 id="failures">Failed and diverged trials</h3>'
+                     + _html_table(failed[["trial_id", "cell", "phase", "status", "attempts", "error"]]))
     if runs:
         last = runs[-1]
         parts.append(f"<p>Command: <code>{escape(last.get('command') or '')}</code></p>")

@@ -7,21 +7,25 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.stats import cell_stat, confirm_values, question_factor
+from reports.stats import cell_stat, confirm_values, diverged_confirms, question_factor, score_column
 from studies.spec import cell_key
 
 
 def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
     """Per cell: factor levels, mean and 95% CI of the confirm runs' final metric."""
     conf = confirm_values(table, spec.metric)
+    diverged = diverged_confirms(table)
+    col = score_column(conf, spec.metric)
+    test = col.startswith("final.test_")
     rows = []
     for cell, g in conf.groupby("cell", sort=False):
-        s = cell_stat(cell, g[f"final.{spec.metric}"])
-        row = {"cell": cell, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n}
+        s = cell_stat(cell, g[col])
+        row = {"cell": cell, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n, "diverged": diverged.get(cell, 0)}
         row.update({f: g[f"factor.{f}"].iloc[0] for f in spec.compare})
-        for extra in ("final.params", "final.images_per_s", *(f"final.{m}" for m in spec.also)):
-            if extra in g:
-                row[extra] = g[extra].mean()
+        for extra in ("params", "images_per_s", *spec.also):  # `also` metrics on the same split as the score
+            src = f"final.test_{extra}" if test and f"final.test_{extra}" in g else f"final.{extra}"
+            if src in g:
+                row[f"final.{extra}"] = g[src].mean()
         rows.append(row)
     order = {cell_key(c): i for i, c in enumerate(spec.cells())}  # the spec's order, not finishing order
     return pd.DataFrame(rows).sort_values("cell", key=lambda c: c.map(order)).reset_index(drop=True) if rows \
@@ -76,13 +80,14 @@ def gap(s: pd.DataFrame, factor: str, target: str, a: str, b: str, unit: str) ->
 def level_grid(table: pd.DataFrame, spec, unit: str) -> list[go.Figure]:
     """noise_level: train level x test level heatmap and PSNR-vs-test-level curves."""
     conf = confirm_values(table, spec.metric)
-    cols = sorted((c for c in conf.columns if c.startswith("final.psnr_") and c[len("final.psnr_"):][:1].isalpha()
-                   and c != "final.psnr_levels_mean"), key=lambda c: float("".join(ch for ch in c if ch.isdigit() or ch == ".") or 0))
+    prefix = "final.test_psnr_" if score_column(conf, spec.metric).startswith("final.test_") else "final.psnr_"
+    cols = sorted((c for c in conf.columns if c.startswith(prefix) and c[len(prefix):][:1].isalpha()
+                   and not c.endswith("levels_mean")), key=lambda c: float("".join(ch for ch in c if ch.isdigit() or ch == ".") or 0))
     if not cols:
         return []
     factor = f"factor.{list(spec.compare)[0]}"
     mean = conf.groupby(factor, sort=False)[cols].mean()
-    tests = [c.removeprefix("final.psnr_") for c in cols]
+    tests = [c.removeprefix(prefix) for c in cols]
     heat = go.Figure(go.Heatmap(z=mean.values, x=tests, y=list(mean.index), texttemplate="%{z:.2f}", colorscale="Viridis"))
     heat.update_layout(title=f"PSNR ({unit}): trained at (rows) x tested at (columns)", xaxis_title="test level",
                        yaxis_title="train level")
@@ -158,6 +163,16 @@ def tuning(study, spec) -> list[go.Figure]:
     for f in figs:
         f.update_layout(height=320, title=f"{f.layout.title.text}: {study.study_name.split(':', 1)[-1]}")
     return figs
+
+
+def schedules_compared(spec) -> tuple[list[str], list[int]] | None:
+    """(schedule names, timestep counts) when the study's cells train under noise schedules, else None."""
+    budget = next(iter(spec.budgets))
+    cfgs = [spec.cell_config(c, budget) for c in spec.cells()]
+    names = sorted({c["schedule"] for c in cfgs if "schedule" in c})
+    if not names:
+        return None
+    return names, sorted({int(c.get("timesteps", 1000)) for c in cfgs})
 
 
 def schedule_curves(names: list[str], timesteps: list[int]) -> go.Figure:

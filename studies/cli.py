@@ -35,7 +35,7 @@ def _spec(name_or_path: str):
 
 
 def _existing_study(name: str, storage: str | None) -> Path:
-    from studies.runner import study_dir
+    from studies.store import study_dir
 
     sdir = study_dir(storage, Path(name).stem if name.endswith((".yaml", ".yml")) else name)
     if not (sdir / "study.json").exists():
@@ -143,20 +143,34 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
             raise Fail(str(e)) from None
     if data_root is not None and "://" not in data_root and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
+    from studies.store import DEFAULT_STORAGE, is_uri, storage_problem, study_dir, upload
+
+    if problem := storage_problem(storage):
+        raise Fail(problem)
+    from studies.lock import DriverLock, StudyLocked
     from studies.runner import RunOptions, run_study
 
+    lock = DriverLock(study_dir(storage, spec.name))
+    try:
+        lock.acquire()
+    except StudyLocked as e:
+        raise Fail(str(e)) from None
     opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
                       optuna_storage=optuna_storage, extra=extra, command=" ".join(["denoise-study", *sys.argv[1:]]))
     try:
         sdir = run_study(spec, opts)
+        path = _write_report(sdir)
+        if is_uri(opts.storage or DEFAULT_STORAGE):  # the report beside the results in the object store
+            upload(sdir, f"{(opts.storage or DEFAULT_STORAGE).rstrip('/')}/{spec.name}")
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - the run failed: say so in one line, exit 1
         click.echo(f"error: the study failed: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
-    path = _write_report(sdir)
+    finally:
+        lock.release()
     click.echo(f"results: {sdir}")
     click.echo(f"report: {path}")
 
@@ -172,19 +186,24 @@ def _write_report(sdir: Path) -> Path:
 @click.option("--storage", default=None, help=STORAGE_HELP)
 def status(name, storage):
     """How far a study is: trials by cell and status (works while it runs)."""
-    from studies.records import read_records
+    from studies.store import FINISHED, SHOWN, read_info, read_records
 
     sdir = _existing_study(name, storage)
-    info = json.loads((sdir / "study.json").read_text())
+    info = read_info(sdir)
     recs = read_records(sdir)
     per_cell = info["trials_per_cell"] + info["seeds"]
-    finished = [r for r in recs if r["status"] in ("completed", "stopped", "failed")]
+    finished = [r for r in recs if r["status"] in FINISHED]
     click.echo(f"{sdir.name}: {len(finished)}/{info['planned']} trials finished, budget {info['budget']}, {sdir}")
+    from studies.lock import describe, is_stale, read_holder
+
+    holder = read_holder(sdir / "driver.lock")
+    if holder is not None and not is_stale(holder, sdir / "driver.lock"):
+        click.echo(f"running: driver {describe(holder)}")
     for cell in info["cells"]:
         mine = [r for r in recs if r["cell"] == cell]
-        counts = {s: sum(r["status"] == s for r in mine) for s in ("completed", "stopped", "failed", "running")}
+        counts = {s: sum(r["status"] == s for r in mine) for s in SHOWN}
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        click.echo(f"  {cell}: {sum(r['status'] in ('completed', 'stopped', 'failed') for r in mine)}/{per_cell}"
+        click.echo(f"  {cell}: {sum(r['status'] in FINISHED for r in mine)}/{per_cell}"
                    + (f" ({shown})" if shown else ""))
 
 
@@ -193,12 +212,10 @@ def status(name, storage):
 @click.option("--storage", default=None, help=STORAGE_HELP)
 def report(name, storage):
     """Rebuild NAME's HTML report from its stored results (also while it runs: marked partial)."""
-    from studies.records import trials_table
-    from studies.spec import StudySpec
+    from studies.store import read_spec, write_trials_table
 
     sdir = _existing_study(name, storage)
-    spec = StudySpec.model_validate(json.loads((sdir / "study.json").read_text())["spec"])
-    trials_table(sdir, spec).to_parquet(sdir / "trials.parquet", index=False)
+    write_trials_table(sdir, read_spec(sdir))
     click.echo(f"report: {_write_report(sdir)}")
 
 
@@ -233,8 +250,7 @@ def trial(config, workdir):
         cfg = json.loads(Path(config).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise Fail(f"cannot read trial config {config!r}: {e}") from None
-    from denoise_core.config import validate_config
-    from denoise_core.train import run_trial
+    from denoise_core.tasks import run_trial, validate_config
 
     try:
         validate_config(cfg)

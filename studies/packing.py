@@ -47,7 +47,7 @@ def probe_configs(spec, budget: str, extra: dict) -> list[dict]:
     shapes = {}
     for cell in spec.cells():
         cfg = spec.cell_config(cell, budget, extra)
-        for name, p in spec.tune.items():
+        for name, p in spec.tune_for(budget).items():
             numeric = [v for v in (p.values or []) if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if p.type == "int" or (p.type == "choice" and numeric and len(numeric) == len(p.values)):
                 set_path(cfg, name, int(p.high) if p.type == "int" else max(numeric))
@@ -66,7 +66,7 @@ def check_packing(spec, budget: str, extra: dict, share: float, cpus: float, tim
         return []
     if ray.cluster_resources().get("GPU", 0) == 0:
         return [f"note: --gpus-per-trial {share:g} but the cluster has no GPU now; trials wait for GPU workers"]
-    from denoise_core.train import measure_step_memory
+    from denoise_core.tasks import measure_step_memory
 
     probe = ray.remote(num_gpus=share, num_cpus=cpus)(measure_step_memory)
     out = []

@@ -1,36 +1,17 @@
-"""Per-trial records the driver keeps while a study runs, and the tidy `trials.parquet`.
+"""The driver's Tune callback that keeps a record per trial while a study runs.
 
-The records are small JSON files (`records/<trial_id>.json`) rewritten at every result, so
-`status` and `report` can read a study while it runs, without Ray.
+The records are small JSON files (`records/<trial_id>.json`, see `studies.store`) rewritten at
+every result, so `status` and `report` read a study while it runs, without Ray.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from ray.tune import Callback
 
-FINAL = ("completed", "stopped", "failed")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: a reader never sees half a file, a kill never leaves one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
-
-
-def read_records(study_dir: Path) -> list[dict]:
-    recs = []
-    for p in sorted((study_dir / "records").glob("*.json")):
-        try:
-            recs.append(json.loads(p.read_text()))
-        except (json.JSONDecodeError, OSError):
-            continue
-    return recs
-
+from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, read_records, write_json
 
 class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
@@ -67,7 +48,7 @@ class StudyRecorder(Callback):
         self._pruned = True
         known = {t.trial_id for t in trials}
         for p in self.dir.glob("*.json") if self.dir.exists() else []:
-            if p.stem not in known and json.loads(p.read_text()).get("status") not in FINAL:
+            if p.stem not in known and json.loads(p.read_text()).get("status") not in FINISHED:
                 p.unlink()
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -91,13 +72,17 @@ class StudyRecorder(Callback):
         rec["node_id"] = result.get("node_id", rec["node_id"])
         rec["resumed"] = bool(result.get("resumed")) or rec.get("resumed", False)
         rec["status"] = "running"
+        if result.get("diverged"):
+            rec["diverged"] = {"step": result.get("diverged_step"), "reason": result.get("diverged_reason")}
         self._save(rec)
 
     def _finish(self, trials, trial, status: str):
         rec = self._load(trial)
         rec["status"], rec["end"] = status, time.time()
-        if status == "failed":
+        if status == FAILED:
             rec["error"] = _first_line(trial)
+        elif status == DIVERGED:
+            rec["error"] = f"diverged at step {rec['diverged']['step']}: {rec['diverged']['reason']}"
         if trial.checkpoint is not None:
             rec["checkpoint"] = trial.checkpoint.path
         self._save(rec)
@@ -106,20 +91,22 @@ class StudyRecorder(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self._load(trial)
-        done_evals = len(rec["history"])
-        self._finish(trials, trial, "completed" if done_evals >= self.n_evals else "stopped")
+        if rec.get("diverged"):
+            status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
+        else:
+            status = COMPLETED if len(rec["history"]) >= self.n_evals else STOPPED
+        self._finish(trials, trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trials, trial, "failed")
+        self._finish(trials, trial, FAILED)
 
     def _progress(self, rec: dict) -> None:
-        recs = [r for r in read_records(self.dir.parent) if r["status"] in FINAL]
+        recs = [r for r in read_records(self.dir.parent) if r["status"] in FINISHED]
         in_cell = sum(r["cell"] == rec["cell"] for r in recs)
         metric = rec["history"][-1] if rec["history"] else {}
         shown = ", ".join(f"{k} {metric[k]:.3f}" for k in ("psnr", "bits_per_dim") if k in metric)
-        what = rec["status"] if rec["status"] != "completed" else shown
-        if rec["status"] == "failed":
-            what = f"failed: {rec['error']}"
+        what = {COMPLETED: shown, FAILED: f"failed: {rec['error']}", DIVERGED: rec["error"]}.get(rec["status"],
+                                                                                                 rec["status"])
         print(f"[{len(recs)}/{self.planned}] {rec['cell']} {rec['phase']}: {what} "
               f"(cell {in_cell}/{self.per_cell})", flush=True)
 
@@ -138,31 +125,3 @@ def _first_line(trial) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # Ray wraps the trial's exception; the last line names it and its message
     return (lines[-1] if lines else text)[:300]
-
-
-def trials_table(study_dir: Path, spec=None):
-    """One row per trial: cell, factors, phase, params, seed, status, final and best metrics, errors, times."""
-    import pandas as pd
-
-    rows = []
-    for r in read_records(study_dir):
-        hist = r["history"]
-        last = hist[-1] if hist else {}
-        row = {"trial_id": r["trial_id"], "cell": r["cell"], "phase": r["phase"], "seed": r["seed"],
-               "status": r["status"], "error": r["error"], "attempts": r["attempts"], "resumed": r.get("resumed", False),
-               "start": r["start"], "end": r["end"],
-               "duration_s": (r["end"] - r["start"]) if r["end"] and r["start"] else None,
-               "cpus": r["resources"]["cpu"], "gpus": r["resources"]["gpu"], "node_id": r["node_id"],
-               "evals": len(hist), "checkpoint": r["checkpoint"], "params": json.dumps(r["params"], sort_keys=True)}
-        row.update({f"factor.{k}": v for k, v in r["factors"].items()})
-        row.update({f"param.{k}": v for k, v in r["params"].items()})
-        for k, v in last.items():
-            if k not in ("step", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
-                         "iterations_since_restore", "time_since_restore"):
-                row[f"final.{k}"] = v
-        if spec is not None and hist and spec.metric in last:
-            values = [h[spec.metric] for h in hist if spec.metric in h]
-            row[f"best.{spec.metric}"] = max(values) if spec.mode == "max" else min(values)
-        row["final.step"] = last.get("step")
-        rows.append(row)
-    return pd.DataFrame(rows)

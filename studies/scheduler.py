@@ -39,8 +39,8 @@ class CellASHA(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
         cell, phase = _cell(trial)
-        if phase != "tune" or self._metric not in result:
-            return TrialScheduler.CONTINUE
+        if phase != "tune" or self._metric not in result or result.get("diverged"):
+            return TrialScheduler.CONTINUE  # a diverged trial ends itself; its score must not set a rung
         decision = self._asha(cell).on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and result.get("training_iteration", 0) < self.max_t:
             self.stopped.append(trial.trial_id)
@@ -48,7 +48,7 @@ class CellASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result):
         cell, phase = _cell(trial)
-        if phase == "tune" and result is not None and self._metric in result:
+        if phase == "tune" and result is not None and self._metric in result and not result.get("diverged"):
             self._asha(cell).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial):

@@ -28,6 +28,7 @@ class CellSearcher(Searcher):
         self.spec, self.budget, self.storage_url, self.extra = spec, budget, storage_url, extra or {}
         self.cells = spec.cells()
         self.keys = [cell_key(c) for c in self.cells]
+        self.space = spec.tune_for(budget)
         self.n_tune = spec.budgets[budget].trials_per_cell
         self.n_seeds = spec.seeds_for(budget)
         self.n_evals = 1  # set by the runner: evaluations per trial, to tell pruned from finished
@@ -72,7 +73,7 @@ class CellSearcher(Searcher):
         if pruned:
             sign = 1 if self.spec.mode == "max" else -1
             return max(pruned, key=lambda t: sign * t.intermediate_values[max(t.intermediate_values)]).params
-        return {k: p.middle() for k, p in self.spec.tune.items()}
+        return {k: p.middle() for k, p in self.space.items()}
 
     # -- Tune's Searcher API ----------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -101,7 +102,7 @@ class CellSearcher(Searcher):
         return cfg
 
     def _tune_trial(self, trial_id: str, key: str) -> dict:
-        dists = {k: p.distribution() for k, p in self.spec.tune.items()}
+        dists = {k: p.distribution() for k, p in self.space.items()}
         otrial = self.study(key).ask(dists)
         index = self.asked[key]
         self.asked[key] += 1
@@ -112,11 +113,15 @@ class CellSearcher(Searcher):
         index = self.confirmed[key]
         self.confirmed[key] += 1
         self.slots[trial_id] = {"cell": key, "phase": "confirm", "number": None, "index": index}
-        return self._config(key, "confirm", self.best_params(key), seed=CONFIRM_SEED_BASE + index, number=index)
+        cfg = self._config(key, "confirm", self.best_params(key), seed=CONFIRM_SEED_BASE + index, number=index)
+        # confirm runs are what findings compare: scored on the held-out test split, with the weights of
+        # their best validation evaluation (tuning and early stopping never see the test split)
+        return cfg | {"test": True, "select": self.spec.metric, "select_mode": self.spec.mode}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         slot = self.slots.get(trial_id)
-        if slot and slot["phase"] == "tune" and self.metric in result and "step" in result:
+        if slot and slot["phase"] == "tune" and self.metric in result and "step" in result \
+                and not result.get("diverged"):
             try:
                 _report_intermediate(self.study(slot["cell"]), slot["number"], result[self.metric], result["step"])
             except Exception as e:  # a finished trial replayed after a restore: nothing to record
@@ -134,8 +139,8 @@ class CellSearcher(Searcher):
         key = slot["cell"]
         self.finished[key] += 1
         value = (result or {}).get(self.metric)
-        if error or value is None:
-            state = optuna.trial.TrialState.FAIL
+        if error or value is None or (result or {}).get("diverged"):
+            state, value = optuna.trial.TrialState.FAIL, None  # a diverged trial failed: never a best value
         elif (result or {}).get("training_iteration", 0) < self.n_evals:
             state, value = optuna.trial.TrialState.PRUNED, None  # stopped early within its cell
         else:

@@ -57,6 +57,14 @@ class Param(BaseModel):
             return d.IntDistribution(int(self.low), int(self.high))
         return d.FloatDistribution(self.low, self.high, log=self.type == "loguniform")
 
+    def probes(self) -> list:
+        """The values validated before anything runs: both ends of a range, every choice."""
+        if self.type == "choice":
+            return list(self.values)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
     def middle(self):
         """A representative value, used to validate configs before anything runs."""
         if self.type == "choice":
@@ -82,12 +90,30 @@ class Budget(BaseModel):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float | None = Field(None, ge=0)  # None: studies.packing's default when there are GPUs
     max_failures: int = Field(1, ge=0)  # FailureConfig retries per trial
+    tune: dict[str, Param] = Field(default_factory=dict)  # this budget's ranges, replacing the study's per key
     grace_evals: int = Field(2, ge=1)  # early stopping never stops a trial before this many evaluations
     fixed: dict[str, Any] = Field(default_factory=dict)  # any other trial keys for this budget
 
     def overrides(self) -> dict[str, Any]:
         keys = ("steps", "eval_every", "crop", "batch_size", "train_images", "val_images")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | self.fixed
+
+
+class Claim(BaseModel):
+    """A finding from the literature that the study can reproduce or contradict: level `a` of the
+    question factor against level `b`, within the slice `where` of the other factors (factors left out
+    are pooled). `better`: a scores better than b (by the study's metric and mode); `same`: the two
+    differ by less than `margin` (in the metric's units)."""
+
+    model_config = ConfigDict(extra="forbid")
+    claim: str
+    source: str
+    where: dict[str, str] = Field(default_factory=dict)
+    a: str
+    b: str
+    relation: Literal["better", "same"] = "better"
+    margin: float = Field(0.5, gt=0)
+    source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
 
 # a factor is a list of scalar values for one trial key, or a mapping label -> trial overrides
@@ -98,7 +124,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str
-    task: Literal["denoise", "ddpm"] = "denoise"
+    task: str = "denoise"  # a name in denoise_core.tasks.TASKS
     metric: str = "psnr"
     mode: Literal["max", "min"] = "max"
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -106,9 +132,21 @@ class StudySpec(BaseModel):
     tune: dict[str, Param] = Field(default_factory=dict)
     seeds: int = Field(3, ge=1)
     budgets: dict[str, Budget]
-    figure: str | None = None  # which comparison figure the report draws; defaults to the study's name
+    # the report's comparison figure beside the bars: a heatmap of two factors, the gap between the
+    # question factor's two levels per level of the other factor, the levels grid (train level x
+    # each eval level), or quality against parameters; default: heatmap with two factors, else bars only
+    figure: Literal["heatmap", "gap", "levels", "pareto", "bars"] | None = None
     also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
     question: str | None = None  # the factor the findings compare; default: the last one with several levels
+    expect: list[Claim] = Field(default_factory=list)  # claims from the literature: the report's verdicts
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        from denoise_core.tasks import TASKS
+
+        TASKS.check(v)
+        return v
 
     @field_validator("compare")
     @classmethod
@@ -138,8 +176,29 @@ class StudySpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _claims_name_levels(self):
+        q = self.question_factor()
+        for i, c in enumerate(self.expect):
+            levels = [lab for lab, _ in self.factor_levels(q)]
+            for side in (c.a, c.b):
+                if side not in levels:
+                    raise ValueError(f"expect[{i}]: {side!r} is not a level of the question factor {q!r}; "
+                                     f"levels: {', '.join(levels)}")
+            for factor, level in c.where.items():
+                if factor == q or factor not in self.compare:
+                    raise ValueError(f"expect[{i}].where: {factor!r} is not one of the other compared factors")
+                if level not in [lab for lab, _ in self.factor_levels(factor)]:
+                    raise ValueError(f"expect[{i}].where: {level!r} is not a level of {factor!r}")
+        return self
+
+    def question_factor(self) -> str:
+        """The factor the study asks about: `question`, else the last factor with two or more levels."""
+        factors = list(self.compare)
+        return self.question or next((f for f in reversed(factors) if len(self.compare[f]) > 1), factors[-1])
+
+    @model_validator(mode="after")
     def _no_tuning_of_factors(self):
-        clash = set(self.tune) & set(self.compare)
+        clash = {k for b in self.budgets.values() for k in {*self.tune, *b.tune}} & set(self.compare)
         if clash:
             raise ValueError(f"{sorted(clash)[0]!r} is both compared and tuned; the optimiser must never choose a factor")
         return self
@@ -166,6 +225,13 @@ class StudySpec(BaseModel):
             _merge(cfg, dict(self.factor_levels(name))[label])
         _merge(cfg, extra or {})
         return cfg
+
+    def tune_for(self, budget: str) -> dict[str, Param]:
+        """The search space at this budget: the study's, with the budget's ranges in place of its own."""
+        return {**self.tune, **self.budgets[budget].tune}
+
+    def comparison_figure(self) -> str:
+        return self.figure or ("heatmap" if len(self.compare) == 2 else "bars")
 
     def seeds_for(self, budget: str) -> int:
         return self.budgets[budget].seeds or self.seeds
@@ -241,17 +307,24 @@ def parse_spec(raw: dict, source: str = "study", check: bool = True) -> StudySpe
 
 
 def check_trial_configs(spec: StudySpec, source: str, budgets=BUDGETS, extra: dict | None = None) -> None:
-    """Build every cell's trial config (tuned values at their middle) and validate it as the trial would,
-    so a bad model, noise, loss or dataset fails now, naming the spec field, not hours later in a trial."""
-    from denoise_core.config import validate_config
+    """Build every cell's trial config and validate it as the trial would, with each tuned parameter
+    at each of its probe values (the others at their middle), so a bad model, noise, loss, dataset,
+    model parameter or crop fails now, naming the spec field, not hours later in a trial."""
+    from denoise_core.tasks import validate_config
 
     for budget in budgets:
+        space = spec.tune_for(budget)
+        middle = {key: p.middle() for key, p in space.items()}
+        probes = [middle] + [{**middle, key: v} for key, p in space.items() for v in p.probes()]
         for cell in spec.cells():
-            cfg = spec.cell_config(cell, budget, extra)
-            for key, param in spec.tune.items():
-                set_path(cfg, key, param.middle())
-            try:
-                validate_config(cfg)
-            except ValueError as e:
-                where = f"cell {cell_key(cell)}, budget {budget}"
-                raise SpecError(f"{source}: {where}: {e}") from None
+            base = spec.cell_config(cell, budget, extra)
+            for values in probes:
+                cfg = _deep_copy(base)
+                for key, value in values.items():
+                    set_path(cfg, key, value)
+                try:
+                    validate_config(cfg)
+                except ValueError as e:
+                    tuned = ", ".join(f"{k}={v}" for k, v in values.items() if v != middle[k])
+                    where = f"cell {cell_key(cell)}, budget {budget}" + (f", tuned {tuned}" if tuned else "")
+                    raise SpecError(f"{source}: {where}: {e}") from None

@@ -14,7 +14,7 @@ def train_fn(config: dict) -> None:
     import ray
     from ray import tune
 
-    from denoise_core.train import run_trial
+    from denoise_core.tasks import run_trial
 
     meta = config.get("_study", {})
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}

@@ -39,6 +39,15 @@ CASES = [
     ("bad noise level", _set(["fixed", "noise_params"], {"sigma": -3}), "sigma=-3"),
     ("unknown dataset", _set(["fixed", "dataset"], "imagenet"), "unknown dataset 'imagenet'"),
     ("tuned factor", _set(["tune", "loss"], {"type": "choice", "values": ["l1"]}), "both compared and tuned"),
+    # caught before Ray starts, not inside every trial:
+    ("misspelt model param", _set(["fixed", "model_params"], {"widht": 8}), "simple_unet takes no 'widht'; it takes width"),
+    ("crop the model cannot take", _set(["budgets", "smoke", "crop"], 18),
+     "cell loss=l1, budget smoke: crop=18: SimpleUNet needs H and W divisible by 4, got 18x18"),
+    ("tuned value the model cannot take", _set(["tune", "model_params.width"], {"type": "choice", "values": [8, "wide"]}),
+     "tuned model_params.width=wide: model_params: simple_unet cannot be built"),
+    ("budget's own range", _set(["budgets", "full", "tune"], {"lr": {"type": "loguniform", "low": 0, "high": 1}}),
+     "loguniform needs low > 0"),
+    ("unknown task", _set(["task"], "segment"), "unknown task 'segment'; known: ddpm, denoise"),
 ]
 
 

@@ -3,24 +3,27 @@ import pytest
 import torch
 from PIL import Image
 
-from denoise_core.data import BUNDLED, NATURAL_TRAIN, NATURAL_VAL, fixed_crops, load_dataset, random_crops
+from denoise_core.data import BUNDLED, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, SPLITS, fixed_crops, load_dataset, random_crops
 
 
 @pytest.mark.parametrize("name", BUNDLED)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_bundled_sets_load_offline(name, channels):
-    for split in ("train", "val"):
+    for split in SPLITS:
         x = load_dataset(name, split=split, channels=channels)
         assert x.dtype == torch.float32 and x.ndim == 4 and x.shape[1] == channels and len(x) > 0
         assert 0 <= x.min() and x.max() <= 1 and x.std() > 0.05
 
 
-def test_natural_split_is_disjoint_by_source_image():
-    assert not set(NATURAL_TRAIN) & set(NATURAL_VAL)
-    train, val = load_dataset("natural", split="train"), load_dataset("natural", split="val")
-    # no validation tile appears among the training tiles
-    d = torch.cdist(val.flatten(1), train.flatten(1))
-    assert d.min() > 1.0
+@pytest.mark.parametrize("name", BUNDLED)
+def test_three_splits_are_disjoint(name):
+    """No validation or test image appears among the training images, nor a test image among the
+    validation ones (bundled sets split by source image; exact duplicates would give distance 0)."""
+    assert not (set(NATURAL_TRAIN) & set(NATURAL_VAL) or set(NATURAL_TRAIN) & set(NATURAL_TEST)
+                or set(NATURAL_VAL) & set(NATURAL_TEST))
+    train, val, test = (load_dataset(name, split=s) for s in SPLITS)
+    for a, b in ((val, train), (test, train), (test, val)):
+        assert torch.cdist(a.flatten(1), b.flatten(1)).min() > 0.5
 
 
 def test_torchvision_sets_never_download_unasked(tmp_path):
@@ -44,13 +47,13 @@ def test_folder_reads_every_kind(tmp_path):
     _save(tmp_path / "e_rgb.tiff", rng.integers(0, 255, (33, 40, 3), dtype=np.uint8))
     (tmp_path / "notes.txt").write_text("ignored")
     for channels in (1, 3):
-        train = load_dataset(f"folder:{tmp_path}", split="train", channels=channels, tile=32)
-        val = load_dataset(f"folder:{tmp_path}", split="val", channels=channels, tile=32)
-        assert train.shape[1:] == val.shape[1:] == (channels, 32, 32)
-        assert len(val) == 1 and len(train) >= 4
+        train, val, test = (load_dataset(f"folder:{tmp_path}", split=s, channels=channels, tile=32) for s in SPLITS)
+        assert train.shape[1:] == val.shape[1:] == test.shape[1:] == (channels, 32, 32)
+        assert len(val) == 1 and len(test) == 1 and len(train) >= 3  # e_rgb is val, d_16bit test, by file
+        assert torch.cdist(test.flatten(1), torch.cat([train, val]).flatten(1)).min() > 0
         assert 0 <= train.min() and train.max() <= 1
     # 16-bit values keep their scale: the tile's mean is near 0.5, not near 0 or clipped to 1
-    assert 0.3 < load_dataset(f"folder:{tmp_path}", split="train", tile=32)[-1].mean() < 0.7
+    assert 0.3 < load_dataset(f"folder:{tmp_path}", split="test", tile=32)[-1].mean() < 0.7
 
 
 def test_folder_errors_name_path_and_file(tmp_path):

@@ -8,10 +8,11 @@ from tests.conftest import DATA, cli
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
 
-def test_failing_trial_is_retried_then_recorded_and_study_reports(ray_cluster, tmp_path):
+def test_failing_trial_is_retried_then_recorded_and_diverged_trial_is_a_result(ray_cluster, tmp_path):
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "tiny_faults"
     spec["compare"] = {"noise": {"ok": {"noise_params": {"sigma": 25}},
+                                 "missing": {"dataset": f"folder:{tmp_path / 'no-such-folder'}"},  # raises in the trial
                                  "overflow": {"noise_params": {"sigma": 1e38}}}}  # loss overflows to inf
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, max_failures=1)
     (tmp_path / "faults.yaml").write_text(yaml.safe_dump(spec))
@@ -19,14 +20,24 @@ def test_failing_trial_is_retried_then_recorded_and_study_reports(ray_cluster, t
                          "--address", ray_cluster.address)
     assert code == 0, out + err
     df = pd.read_parquet(tmp_path / "s" / "tiny_faults" / "trials.parquet")
-    assert len(df) == 4  # every planned trial has exactly one row
-    bad = df[df["factor.noise"] == "overflow"]
+    assert len(df) == 6  # every planned trial has exactly one row
+    bad = df[df["factor.noise"] == "missing"]
     assert set(bad.status) == {"failed"} and (bad.attempts == 2).all()  # one retry (max_failures=1), then failed
-    assert bad.error.str.contains("non-finite training loss").all()
+    assert bad.error.str.contains("does not exist").all()
+    # divergence is a result, not a crash: no retry, recorded as diverged with its step, never ranked
+    over = df[df["factor.noise"] == "overflow"]
+    assert set(over.status) == {"diverged"} and (over.attempts == 1).all(), over[["status", "attempts"]]
+    assert over.error.str.contains("diverged at step 5: monitored loss is").all()
     assert set(df[df["factor.noise"] == "ok"].status) == {"completed"}
-    assert "failed: FloatingPointError: non-finite training loss" in out
+    assert "failed: FileNotFoundError" in out and "overflow confirm: diverged at step 5" in out
     html = (tmp_path / "s" / "tiny_faults" / "report.html").read_text()
-    assert 'id="failures"' in html and "non-finite training loss" in html
+    assert 'id="failures"' in html and "does not exist" in html and "diverged at step 5" in html
+    assert "noise=overflow diverged in 1 confirm seed(s)" in html
+    import optuna
+
+    study = optuna.load_study(study_name="tiny_faults:noise=overflow",
+                              storage=f"sqlite:///{tmp_path / 's' / 'tiny_faults' / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # Optuna is told it failed
 
 
 def test_worker_node_killed_mid_trial_retries_and_resumes_from_checkpoint(tmp_path):

@@ -35,7 +35,7 @@ def test_probe_configs_take_each_shape_once_with_tuned_sizes_at_their_largest():
 
 @pytest.mark.parametrize("name", ["n2n_loss", "ddpm_schedule"])
 def test_measure_step_memory_is_none_on_cpu(name):
-    from denoise_core.train import measure_step_memory
+    from denoise_core.tasks import measure_step_memory
 
     cfg = probe_configs(load_spec(name), "smoke", {})[0]
     assert measure_step_memory({**cfg, "device": "cpu"}) is None

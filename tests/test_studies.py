@@ -63,6 +63,43 @@ def test_denoise_applies_best_model_to_png(n2n_smoke, tmp_path):
     assert code == 2 and "unknown cell 'nope'" in err
 
 
+def _bomb(path, w=30000, h=30000):
+    """A w x h one-bit PNG: under 1 MB on disk, 900 megapixels once decoded at the default size."""
+    import zlib
+
+    row = b"\x00" + bytes(w // 8)
+    raw = zlib.compress(row * h, 9)
+
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return path
+
+
+def _truncated(path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    return path
+
+
+@pytest.mark.parametrize("make,needle", [
+    (_bomb, "could be decompression bomb"),  # refused by Pillow from the header
+    (lambda p: _bomb(p, 10000, 10000), "10000x10000 pixels is more than the 64 megapixels allowed"),
+    (_truncated, "cannot read image"),
+    (lambda p: p.write_text("not an image") and p, "cannot identify image file"),
+], ids=["decompression-bomb", "oversized", "truncated", "not-an-image"])
+def test_denoise_refuses_bad_images_with_one_line(n2n_smoke, tmp_path, make, needle):
+    sdir, _ = n2n_smoke
+    bad = make(tmp_path / "in.png")
+    assert bad.stat().st_size < 2**20
+    code, out, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), str(bad),
+                         "-o", str(tmp_path / "out" / "x.png"))
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
 def _overlaps(recs: pd.DataFrame) -> int:
     iv = sorted(zip(recs.start, recs.end))
     return sum(1 for (s1, e1), (s2, e2) in zip(iv, iv[1:]) if s2 < e1)
@@ -104,3 +141,19 @@ def test_address_spreads_trials_over_nodes(n2n_smoke, ray_cluster):
     df = pd.read_parquet(sdir / "trials.parquet")
     alive = {n["NodeID"] for n in __import__("ray").nodes() if n["Alive"]}
     assert df.node_id.nunique() >= 2 and set(df.node_id) <= alive
+
+
+def test_two_drivers_started_together_run_the_study_once(ray_cluster, tmp_path):
+    """Both start within milliseconds on one storage: one runs the study, the other exits 2 naming it;
+    no (cell, phase, seed) is run twice."""
+    storage = tmp_path / "s"
+    procs = [cli_process("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage),
+                         "--address", ray_cluster.address, "--quiet") for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = outs[[p.returncode for p in procs].index(2)]
+    assert "is being run by another driver (host " in loser, loser
+    df = pd.read_parquet(storage / "tiny" / "trials.parquet")
+    assert len(df) == 8 and not df.duplicated(["cell", "phase", "seed"]).any()  # 2 cells x (2 tuning + 2 confirm)
+    assert not (storage / "tiny" / "driver.lock").exists()  # released by the driver that ran

@@ -3,7 +3,8 @@ import shutil
 import pytest
 import torch
 
-from denoise_core.train import lr_factor, run_trial
+from denoise_core.tasks import run_trial
+from denoise_core.trial import lr_factor
 
 TINY = dict(model="simple_unet", model_params={"width": 16}, noise="gaussian", noise_params={"sigma": 25},
             loss="l2", lr=2e-3, batch_size=8, steps=60, eval_every=30, crop=32, val_images=8, threads=1)
@@ -56,10 +57,25 @@ def test_bad_config_names_the_key(bad, needle):
         run_trial({**TINY, **bad}, lambda m: None)
 
 
-def test_non_finite_loss_stops_with_clear_error(tmp_path):
-    with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        # sigma near float32's limit: the squared residual overflows to inf
-        run_trial({**TINY, "noise_params": {"sigma": 1e38}}, lambda m: None, workdir=tmp_path)
+def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
+    reports = []
+    # sigma near float32's limit: the squared residual overflows to inf
+    out = run_trial({**TINY, "noise_params": {"sigma": 1e38}}, reports.append, workdir=tmp_path)
+    assert out["diverged"] and len(reports) == 1  # stopped at the first evaluation, not trained to the end
+    last = reports[-1]
+    assert last["diverged"] == 1.0 and last["diverged_step"] == 30 and "monitored loss is" in last["diverged_reason"]
+    assert "checkpoint" in last  # its final state is kept, for the record
+
+
+def test_learning_rate_that_surely_diverges_is_caught(tmp_path):
+    """lr 0.9 with Adam on a U-Net: the loss blows up by orders of magnitude while staying finite (4e18 in
+    the first window here); the same config at a sane lr trains to the end without diverging."""
+    cfg = {**TINY, "steps": 120, "eval_every": 20, "rampdown": 0.0}
+    bad = run_trial({**cfg, "lr": 0.9}, lambda m: None, workdir=tmp_path / "bad")
+    assert bad["diverged"] and len(bad["history"]) == 1, bad["history"]
+    assert bad["metrics"]["monitor_loss"] > 1e3 and bad["metrics"]["diverged_step"] == 20
+    ok = run_trial(cfg, lambda m: None, workdir=tmp_path / "ok")
+    assert not ok["diverged"] and len(ok["history"]) == 6
 
 
 def test_lr_rampdown():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from denoise_core.models import MODELS, SizedModel
+from denoise_core.models.base import MODELS, SizedModel
 
 
 @MODELS.register("dncnn")
@@ -90,6 +90,10 @@ class DenseAutoencoder(SizedModel):
             nn.Flatten(), nn.Linear(n, width), nn.ReLU(inplace=True), nn.Linear(width, width // 4),
             nn.ReLU(inplace=True), nn.Linear(width // 4, width), nn.ReLU(inplace=True), nn.Linear(width, n), nn.Sigmoid(),
         )
+
+    def size_error(self, h: int, w: int) -> str | None:
+        size = self.shape[1]
+        return None if (h, w) == (size, size) else f"DenseAutoencoder takes {size}x{size} images (size={size}), got {h}x{w}"
 
     def forward(self, x):
         if tuple(x.shape[1:]) != self.shape:

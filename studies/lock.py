@@ -1,0 +1,131 @@
+"""One driver per study: `<study>/driver.lock`, created exclusively, kept alive by a heartbeat.
+
+Two `denoise-study run` of one study on one storage would each ask for every planned trial and
+confirm every cell twice. The first driver creates the lock file with O_CREAT | O_EXCL (atomic on
+local disks and on NFS v3 and later); a second finds it and stops, naming the running driver. A
+lock is stale, and is taken over, when its driver is gone: on the same host its pid no longer
+runs; from another host (shared storage) its heartbeat, rewritten every HEARTBEAT_S, is older
+than STALE_S. Taking over renames the stale file away first, so of two drivers that both found it
+stale only one wins the rename, and then the exclusive create decides.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+HEARTBEAT_S = 10.0
+STALE_S = 60.0  # a lock from another host whose heartbeat is older than this is stale
+
+
+class StudyLocked(Exception):
+    """Another live driver runs this study; the message names it."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+def describe(holder: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    return f"host {holder.get('host')}, pid {holder.get('pid')}, since {since}"
+
+
+def read_holder(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_stale(holder: dict | None, path: Path, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    if holder is None:  # empty or half-written (a driver between its create and its write): stale only when old
+        try:
+            return now - path.stat().st_mtime > STALE_S
+        except FileNotFoundError:
+            return True
+    if holder.get("host") == socket.gethostname():
+        return not _alive(int(holder.get("pid", -1)))
+    return now - float(holder.get("heartbeat", 0)) > STALE_S
+
+
+class DriverLock:
+    """`with DriverLock(sdir):` holds the study for this process, or raises StudyLocked."""
+
+    def __init__(self, sdir: Path):
+        self.path = Path(sdir) / "driver.lock"
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(), "token": uuid.uuid4().hex}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump({**self.me, "heartbeat": time.time()}, f)
+        return True
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        took_over = False
+        for _ in range(3):
+            if self._create():
+                if took_over:  # a contender that also found the lock stale may have renamed ours away
+                    time.sleep(0.5)
+                    holder = read_holder(self.path)
+                    if holder is None or holder.get("token") != self.me["token"]:
+                        raise StudyLocked(f"study {self.path.parent.name!r} was taken over by another driver"
+                                          + (f" ({describe(holder)})" if holder else ""))
+                self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-lock")
+                self._thread.start()
+                return
+            holder = read_holder(self.path)
+            if holder is not None and holder.get("token") == self.me["token"]:
+                return
+            if not is_stale(holder, self.path):
+                raise StudyLocked(f"study {self.path.parent.name!r} is being run by another driver ({describe(holder)}); "
+                                  f"wait for it to finish, or stop it and run again to resume")
+            try:  # take the stale lock over: only one of several contenders wins this rename
+                os.rename(self.path, self.path.with_name(f"driver.lock.stale-{self.me['token']}"))
+                os.unlink(self.path.with_name(f"driver.lock.stale-{self.me['token']}"))
+            except FileNotFoundError:
+                pass
+            took_over = True
+        raise StudyLocked(f"study {self.path.parent.name!r}: could not take its driver lock ({self.path})")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            holder = read_holder(self.path)
+            if holder is None or holder.get("token") != self.me["token"]:
+                return  # taken over (this driver was presumed dead): stop touching it
+            tmp = self.path.with_name(f"driver.lock.beat-{self.me['token']}")
+            tmp.write_text(json.dumps({**self.me, "heartbeat": time.time()}))
+            os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        holder = read_holder(self.path)
+        if holder is not None and holder.get("token") == self.me["token"]:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "DriverLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,161 @@
+"""The project's structure: every module imports alone, no import cycle, the layers point one way,
+and the CLI starts without its heavy libraries."""
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("denoise_core", "studies", "reports")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules that `name` imports, at module level or inside functions (both count: a
+    function-level import that closes a cycle is still a cycle, only deferred)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:  # `from pkg import name`: the module pkg.name, else pkg itself
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    # a task registry names its classes as "module:attr" strings, imported on use: those are edges too
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+            mod = node.value.split(":")[0]
+            if mod in known and mod != name:
+                found.add(mod)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    g = {name: imports_of(name, path, known) for name, path in mods.items()}
+    for name in g:  # a package's submodule imports its parent package's __init__ first: not an edge to it
+        g[name] = {t for t in g[name] if not name.startswith(t + ".")}
+    return g
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(g.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (c := visit(m)):
+                return c
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(g):
+        if n not in state and (c := visit(n)):
+            return c
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    g = graph()
+    assert len(g) > 30 and "denoise_core.tasks" in g["denoise_core.train"] | g["studies.trainable"]
+    assert find_cycle(g) is None, " -> ".join(find_cycle(g))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def reachable(g: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for m in g.get(todo.pop(), ()):
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
+
+
+def test_layers_point_one_way():
+    g = graph()
+    for name, deps in g.items():
+        if name.startswith("denoise_core"):  # the science imports neither the service nor the report
+            assert not {d for d in deps if d.startswith(("studies", "reports"))}, name
+    ray_users = {n for n, p in modules().items() if "ray" in {i.split(".")[0] for i in _external(p)}}
+    assert ray_users == {"studies.records", "studies.recovery", "studies.scheduler", "studies.searcher",
+                         "studies.runner", "studies.trainable", "studies.packing"}, ray_users
+    for reader in ("reports.build", "studies.store", "studies.apply"):  # what status, report, denoise load
+        assert not (reachable(g, reader) | {reader}) & ray_users, (reader, reachable(g, reader) & ray_users)
+    only_cli = {n for n, deps in g.items() if any(d.startswith("reports") for d in deps) and not n.startswith("reports")}
+    assert only_cli == {"studies.cli"}, only_cli  # the report is the CLI's last step; nothing else in studies needs it
+
+
+def _external(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_every_module_imports_alone(name):
+    """In a fresh interpreter, so no earlier import hides a missing one or an order dependence."""
+    r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_reading_a_study_loads_no_ray():
+    code = ("import sys, studies.store, studies.apply, reports.build, studies.cli; "
+            "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_cli_help_loads_no_heavy_library():
+    code = ("import sys; from studies.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'plotly', 'pandas') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith("[]"), r.stdout + r.stderr
+
+
+DOCTESTED = ["denoise_core.noise", "denoise_core.losses", "denoise_core.diffusion", "denoise_core.trial",
+             "denoise_core.models.base", "reports.stats"]
+
+
+@pytest.mark.parametrize("name", DOCTESTED)
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -65,6 +65,27 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
     return x.contiguous()
 
 
+def showcase_image(name: str, root: str | None = None, channels: int = 1, download: bool = False,
+                   multiple: int = 32, max_side: int = 512) -> torch.Tensor:
+    """One whole validation image [1, C, H, W] for the report (not a crop): the first source image of the
+    validation split, centre-cropped to a multiple of `multiple` (any model takes it) and at most `max_side`."""
+    check_dataset_name(name)
+    if name == "natural":
+        img = to_channels(_skimage(NATURAL_VAL[0]), channels)[None]
+    elif name.startswith("folder:"):
+        img = to_channels(_folder(Path(name[len("folder:"):]).expanduser(), "val")[0], channels)[None]
+    else:
+        img = load_dataset(name, root, "val", channels, download=download, limit=1)
+    h, w = img.shape[-2:]
+    th = min(max_side, max(multiple, h // multiple * multiple))
+    tw = min(max_side, max(multiple, w // multiple * multiple))
+    if h < th or w < tw:  # smaller than one multiple: upscale
+        img = F.interpolate(img, size=(max(h, th), max(w, tw)), mode="bilinear", align_corners=False)
+        h, w = img.shape[-2:]
+    top, left = (h - th) // 2, (w - tw) // 2
+    return img[..., top:top + th, left:left + tw].clamp(0, 1).contiguous()
+
+
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """[.., C, H, W] with C in {1, 3, 4} -> `channels` (RGBA drops alpha, RGB->gray by luma)."""
     if x.shape[-3] == 4:

@@ -52,8 +52,9 @@ class Task:
 
 TASKS: Registry[Task] = Registry("task")
 TASKS.add("denoise", Task("denoise", "denoise_core.config:TrialConfig", "denoise_core.train:DenoiseTrial",
-                          "denoise_core.tasks:apply_denoiser", ("grid",),
-                          "validation crops: clean / noisy / output"))
+                          "denoise_core.tasks:apply_denoiser", ("image_output", "grid"),
+                          "a whole validation image denoised by each cell (the noisy input on the left), "
+                          "then validation crops: clean / noisy / output"))
 TASKS.add("ddpm", Task("ddpm", "denoise_core.ddpm_train:DDPMConfig", "denoise_core.ddpm_train:DDPMTrial",
                        "denoise_core.ddpm_train:apply_ddpm", ("samples", "progress"),
                        "samples, and one chain from x_T to x_0", needs_sigma=True))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from denoise_core.config import TrialConfig
-from denoise_core.data import random_crops
+from denoise_core.data import random_crops, showcase_image
 from denoise_core.losses import build_loss
 from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, build_noise
@@ -81,5 +81,18 @@ class DenoiseTrial(Trial):
         return loss, (pred.detach() - target).square().mean()
 
     def final_outputs(self, d: Path) -> dict[str, str]:
+        """grid.png (validation crops: clean / noisy / output) and one whole validation image, clean, noisy
+        (the fixed seed) and denoised, as image_clean.png, image_noisy.png, image_output.png."""
+        from torchvision.utils import save_image
+
+        cfg = self.cfg
         out = self.predict(self.val_sets[""])
-        return {"grid": str(save_grid(d / "grid.png", [self.val_clean, self.val_sets[""].clamp(0, 1), out]))}
+        files = {"grid": str(save_grid(d / "grid.png", [self.val_clean, self.val_sets[""].clamp(0, 1), out]))}
+        clean = showcase_image(cfg.dataset, cfg.data_root, cfg.channels, cfg.download).to(self.device)
+        size_error = getattr(self.model, "size_error", lambda h, w: None)
+        if size_error(*clean.shape[-2:]) is None:  # a fixed-size model (dense autoencoder) shows the grid only
+            noisy = self.noise(clean, generator=self.eval_generator()).noisy
+            for name, img in (("image_clean", clean), ("image_noisy", noisy.clamp(0, 1)), ("image_output", self.predict(noisy))):
+                save_image(img.float().cpu(), str(d / f"{name}.png"))
+                files[name] = str(d / f"{name}.png")
+        return files

@@ -17,7 +17,7 @@ from denoise_core.tasks import TASKS
 from reports import figures as F
 from reports.stats import confirm_values, findings, headlines, question_factor, score_column
 from reports.verdicts import verdicts
-from studies.spec import StudySpec
+from studies.spec import StudySpec, cell_key
 from studies.store import DIVERGED, FAILED, FINISHED, best_dir, read_info, read_records, trials_table
 
 UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
@@ -26,6 +26,8 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margi
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.8em;margin:1em 0}
 .finding{margin:.3em 0} table{border-collapse:collapse;font-size:90%} td,th{border:1px solid #ccc;padding:.3em .6em}
 .grid{display:inline-block;margin:.5em;vertical-align:top} .grid img{image-rendering:pixelated;width:420px}
+#image-table img.whole{width:220px;image-rendering:pixelated} #image-table td{text-align:center;font-size:85%}
+tr.reproduced td{background:#e6f4ea} tr.contradicted td{background:#fce8e6} tr.inconclusive td{background:#f6f6f6}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.8em} .muted{color:#666}"""
 
 
@@ -44,7 +46,7 @@ def build_report(sdir: Path) -> Path:
                 _comparison(spec, table, figs, info),
                 _images(spec, info, sdir), '<h2 id="curves">Learning curves</h2>' + figs.add(
                     F.learning_curves(read_records(sdir), spec)),
-                _tuning(info, spec, figs) + figs.add(F.parallel(table, spec)),
+                _tuning(info, spec, table, figs) + figs.add(F.parallel(table, spec)),
                 '<h2 id="best">Best configuration per cell</h2>' + _best_table(table, spec),
                 '<h2 id="run">How it ran</h2>' + _how_it_ran(info, table)]
     return _write(sdir / "report.html", spec, "\n".join(sections), len(figs.html))
@@ -176,34 +178,69 @@ def _comparison(spec, table: pd.DataFrame, figs: Figures, info) -> str:
     return "".join(out)
 
 
+def _png(path: Path, alt: str, cls: str = "") -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img class="{cls}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
 def _images(spec, info, sdir: Path) -> str:
     task = TASKS.get(spec.task)
     parts = [f'<h2 id="images">Images of each cell\'s best model: {escape(task.images_caption)}</h2>']
-    for cell in info["cells"]:
-        for name in task.images:
+    for name in task.images:
+        if name == "image_output":
+            parts.append(_image_table(spec, sdir))
+            continue
+        for cell in info["cells"]:
             p = best_dir(sdir, cell) / f"{name}.png"
             if p.exists():
-                data = base64.b64encode(p.read_bytes()).decode()
-                parts.append(f'<div class="grid"><div>{escape(cell)} ({name})</div>'
-                             f'<img alt="{escape(cell)}" src="data:image/png;base64,{data}"></div>')
+                parts.append(f'<div class="grid"><div>{escape(cell)} ({name})</div>{_png(p, cell)}</div>')
     return "".join(parts)
 
 
-def _tuning(info, spec, figs: Figures) -> str:
+def _image_table(spec, sdir: Path) -> str:
+    """One whole validation image: a row per slice of the other factors (its noisy input first), a column
+    per level of the question factor (its best model's output)."""
+    q = question_factor(spec)
+    levels = [lab for lab, _ in spec.factor_levels(q)]
+    rows: dict[tuple, dict[str, str]] = {}
+    for cell in spec.cells():
+        key = cell_key(cell)
+        rows.setdefault(tuple((f, v) for f, v in cell.items() if f != q), {})[cell[q]] = key
+    head = "".join(f"<th>{escape(q)}={escape(lv)}</th>" for lv in levels)
+    body = []
+    for slice_, cells in rows.items():
+        first = best_dir(sdir, next(iter(cells.values())))
+        if not (first / "image_noisy.png").exists():
+            continue
+        label = ", ".join(f"{f}={v}" for f, v in slice_) or "input"
+        tds = [f"<td>{_png(first / 'image_noisy.png', f'noisy: {label}', 'whole')}<div>noisy input</div></td>"]
+        for lv in levels:
+            p = best_dir(sdir, cells.get(lv, "")) / "image_output.png"
+            tds.append(f"<td>{_png(p, cells[lv], 'whole')}</td>" if lv in cells and p.exists() else "<td></td>")
+        body.append(f"<tr><th>{escape(label)}</th>{''.join(tds)}</tr>")
+    if not body:
+        return ""
+    return (f'<table id="image-table"><tr><th></th><th>noisy input</th>{head}</tr>{"".join(body)}</table>')
+
+
+def _tuning(info, spec, table: pd.DataFrame, figs: Figures) -> str:
     out = ['<h2 id="tuning">Tuning</h2>']
     if not spec.tune_for(info["budget"]):
         return out[0] + "<p>This study tunes nothing: every cell runs its fixed configuration.</p>"
+    out.append(figs.add(F.tuning_view(table, spec)))
     try:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        studies = []
         for cell in info["cells"]:
             try:
-                study = optuna.load_study(study_name=f"{spec.name}:{cell}", storage=info["optuna_storage"])
+                studies.append(optuna.load_study(study_name=f"{spec.name}:{cell}", storage=info["optuna_storage"]))
             except KeyError:
                 continue
-            if study.trials:
-                out.append(f"<h3>{escape(cell)}</h3>" + "".join(figs.add(f) for f in F.tuning(study, spec)))
+        imp = F.importances(studies)
+        out.append(figs.add(imp) if imp else '<p class="muted">Parameter importances are not shown: they need two '
+                   "or more tuned parameters and at least 8 completed tuning trials per cell.</p>")
     except Exception as e:  # noqa: BLE001 - an unreadable Optuna storage still leaves a useful report
         out.append(f"<p>Optuna storage could not be read: {escape(str(e).splitlines()[0])}</p>")
     return "".join(out)

@@ -65,7 +65,8 @@ def heatmap(s: pd.DataFrame, spec, rows: str, cols: str, unit: str) -> go.Figure
                                texttemplate="%{text}", customdata=ci, colorscale="Viridis",
                                hovertemplate=f"{rows}=%{{y}}, {cols}=%{{x}}<br>mean %{{z:.2f}} {unit}"
                                              "<br>95% CI %{customdata[0]:.2f} to %{customdata[1]:.2f}<extra></extra>"))
-    fig.update_layout(title=f"mean {spec.metric} ({unit}): {rows} x {cols}", xaxis_title=cols, yaxis_title=rows)
+    fig.update_layout(title=f"mean {spec.metric} ({unit}): {rows} x {cols}", xaxis_title=cols, yaxis_title=rows,
+                      yaxis_autorange="reversed")  # rows top to bottom in the spec's order
     return fig
 
 
@@ -120,16 +121,97 @@ def pareto(s: pd.DataFrame, spec, unit: str) -> go.Figure:
     return fig
 
 
-def learning_curves(records: list[dict], spec) -> go.Figure:
-    fig = go.Figure()
+def learning_curves(records: list[dict], spec) -> go.Figure | None:
+    """Small multiples: one panel per slice of the other factors, one line per level of the question
+    factor: the mean validation metric over its confirm seeds at each step, with a min-max band."""
+    q = question_factor(spec)
+    others = [f for f in spec.compare if f != q]
+    curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
     for r in records:
         if r["phase"] != "confirm" or not r["history"]:
             continue
-        h = [x for x in r["history"] if spec.metric in x]
-        fig.add_scatter(x=[x["step"] for x in h], y=[x[spec.metric] for x in h], mode="lines",
-                        name=f"{r['cell']} (seed {r['seed']})", legendgroup=r["cell"])
-    fig.update_layout(title=f"validation {spec.metric} during training (confirm runs)", xaxis_title="step",
-                      yaxis_title=spec.metric, height=500)
+        panel = tuple(str(r["factors"].get(f)) for f in others)
+        by_step = curves.setdefault(panel, {}).setdefault(str(r["factors"].get(q)), {})
+        for h in r["history"]:
+            if spec.metric in h and h[spec.metric] == h[spec.metric]:  # not NaN
+                by_step.setdefault(int(h["step"]), []).append(h[spec.metric])
+    if not curves:
+        return None
+    panels = sorted(curves, key=lambda p: [_order(spec, f, v) for f, v in zip(others, p)])
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    titles = [", ".join(f"{f}={v}" for f, v in zip(others, p)) or spec.metric for p in panels]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True)
+    colors = plotly.colors.qualitative.Plotly
+    levels = [lab for lab, _ in spec.factor_levels(q)]
+    for i, panel in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
+        for j, level in enumerate(levels):
+            by_step = curves[panel].get(level)
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = [float(np.mean(by_step[s])) for s in steps]
+            lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+            color = colors[j % len(colors)]
+            fig.add_scatter(x=steps + steps[::-1], y=hi + lo[::-1], fill="toself", line=dict(width=0),
+                            fillcolor=color, opacity=0.2, hoverinfo="skip", showlegend=False, row=row, col=col)
+            fig.add_scatter(x=steps, y=mean, mode="lines+markers", line=dict(color=color), name=f"{q}={level}",
+                            legendgroup=level, showlegend=i == 0, row=row, col=col)
+    fig.update_layout(title=f"validation {spec.metric} during training: mean of the confirm seeds, band min to max",
+                      height=260 * rows + 80)
+    return fig
+
+
+def _order(spec, factor: str, level: str) -> int:
+    labels = [lab for lab, _ in spec.factor_levels(factor)]
+    return labels.index(level) if level in labels else len(labels)
+
+
+def tuning_view(table: pd.DataFrame, spec) -> go.Figure | None:
+    """Every tuning trial: each tuned parameter's value against the validation metric, coloured by cell."""
+    col = f"final.{spec.metric}"
+    params = [c for c in table.columns if c.startswith("param.")]
+    t = table[(table.phase == "tune") & table[col].notna()] if col in table and not table.empty else table.iloc[0:0]
+    if t.empty or not params:
+        return None
+    fig = make_subplots(rows=1, cols=len(params), subplot_titles=[p.removeprefix("param.") for p in params],
+                        shared_yaxes=True)
+    colors = plotly.colors.qualitative.Dark24
+    for i, cell in enumerate(sorted(t.cell.unique(), key=lambda c: [_order(spec, f, v) for f, v in
+                                                                     (kv.split("=", 1) for kv in c.split(","))])):
+        g = t[t.cell == cell]
+        for k, p in enumerate(params):
+            x = pd.to_numeric(g[p], errors="coerce")
+            fig.add_scatter(x=x if x.notna().all() else g[p].astype(str), y=g[col], mode="markers", name=cell,
+                            legendgroup=cell, showlegend=k == 0, marker=dict(color=colors[i % len(colors)], size=9),
+                            row=1, col=k + 1)
+    for k, p in enumerate(params):
+        numeric = pd.to_numeric(t[p], errors="coerce")
+        if numeric.notna().all() and numeric.min() > 0 and numeric.max() > 10 * numeric.min():
+            fig.update_xaxes(type="log", row=1, col=k + 1)
+    fig.update_layout(title=f"tuning: each trial's tuned values against its validation {spec.metric} (colour: cell)",
+                      yaxis_title=spec.metric, height=420)
+    return fig
+
+
+def importances(studies: list, min_trials: int = 8) -> go.Figure | None:
+    """Optuna's parameter importances, averaged over the cells, only where they can mean something: two or
+    more tuned parameters and at least `min_trials` completed trials in every cell counted."""
+    import optuna
+
+    per_cell = []
+    for study in studies:
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) >= min_trials and len(done[0].params) >= 2:
+            per_cell.append(optuna.importance.get_param_importances(study))
+    if not per_cell:
+        return None
+    names = sorted({k for imp in per_cell for k in imp})
+    mean = [float(np.mean([imp.get(k, 0.0) for imp in per_cell])) for k in names]
+    fig = go.Figure(go.Bar(x=names, y=mean))
+    fig.update_layout(title=f"parameter importance (fANOVA), mean over {len(per_cell)} cells", yaxis_title="importance",
+                      height=320)
     return fig
 
 
@@ -147,22 +229,6 @@ def parallel(table: pd.DataFrame, spec) -> go.Figure | None:
     fig = go.Figure(go.Parcoords(line=dict(color=t[col], colorscale="Viridis", showscale=True), dimensions=dims))
     fig.update_layout(title="all trials: parameters, factors and final metric")
     return fig
-
-
-def tuning(study, spec) -> list[go.Figure]:
-    """Optuna's optimisation history and parameter importances of one cell's study."""
-    import optuna
-
-    figs = [optuna.visualization.plot_optimization_history(study)]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) >= 2 and spec.tune:
-        try:
-            figs.append(optuna.visualization.plot_param_importances(study))
-        except (RuntimeError, ValueError):
-            pass
-    for f in figs:
-        f.update_layout(height=320, title=f"{f.layout.title.text}: {study.study_name.split(':', 1)[-1]}")
-    return figs
 
 
 def schedules_compared(spec) -> tuple[list[str], list[int]] | None:

@@ -145,9 +145,14 @@ def slices(conf: pd.DataFrame, spec):
     if not others:
         yield {}, conf
         return
+    order = {o: [lab for lab, _ in spec.factor_levels(o)] for o in others}
+    groups = []
     for key, g in conf.groupby([f"factor.{o}" for o in others], sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        yield dict(zip(others, map(str, key))), g
+        key = tuple(map(str, key if isinstance(key, tuple) else (key,)))
+        groups.append((dict(zip(others, key)), g))
+    # in the spec's order of levels, not the order the runs finished in
+    groups.sort(key=lambda wg: [order[o].index(v) if v in order[o] else len(order[o]) for o, v in wg[0].items()])
+    yield from groups
 
 
 def ranked(g: pd.DataFrame, f: str, col: str, sign: int, diverged: dict) -> list[str]:

@@ -80,8 +80,7 @@ def _resources(spec: StudySpec, opts: RunOptions) -> tuple[dict, float, float]:
     cpus = opts.cpus_per_trial or budget.cpus_per_trial
     gpus = gpu_share(opts.gpus_per_trial, budget.gpus_per_trial, opts.budget, ray.cluster_resources().get("GPU", 0))
     extra = dict(opts.extra or {}) | {"_cpus": cpus, "_gpus": gpus}
-    if gpus > 0:
-        extra.setdefault("device", "cuda")
+    if gpus > 0:  # a trial takes the GPU Ray gives it (device auto); a node whose GPU is not CUDA runs it on CPU
         for line in check_packing(spec, opts.budget, extra, gpus, cpus):
             print(line, file=sys.stderr, flush=True)
     return extra, cpus, gpus

@@ -14,7 +14,11 @@ def test_cluster_config_validates(name):
     raw = yaml.safe_load((ROOT / name).read_text())
     config = prepare_config(raw)
     validate_config(config)
-    assert any("denoise-study" in cmd and "pip install" in cmd for cmd in config["setup_commands"])
+    # the working copy itself travels (file_mounts) and is installed from where it lands: no URL to edit
+    assert config["file_mounts"] == {"~/denoise-study": "."}
+    assert {".venv", ".git", "test-artifacts"} <= set(config["rsync_exclude"])
+    assert any("pip install" in cmd and "-e ~/denoise-study" in cmd for cmd in config["setup_commands"])
+    assert "git+" not in (ROOT / name).read_text() and "YOUR-ORG" not in (ROOT / name).read_text()
     head_cmds = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_cmds  # the dashboard is not exposed beyond the head
 

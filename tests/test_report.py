@@ -1,5 +1,6 @@
 """The HTML report, loaded in headless Chromium."""
 import json
+import re
 import shutil
 
 import pytest
@@ -21,26 +22,40 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     path = build_report(sdir)
     html = path.read_text()
     # offline: plotly.js is inline, nothing is loaded from elsewhere
-    import re
 
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//', html)
     assert html.count("<script>") >= 1 and '<script src=' not in html
     dom, errors = browser.load(path, ARTIFACTS / "n2n_loss_smoke_report.png")
     assert errors == []
-    # heatmap + bars + learning curves + parallel coordinates + one Optuna history per cell (15)
-    expected = 1 + 1 + 1 + 1 + 15
+    # heatmap + bars + learning curves (small multiples) + one tuning view + parallel coordinates; no
+    # importances (one tuned parameter, one tuning trial per cell: they would mean nothing)
+    expected = 5
     assert browser.figure_divs(dom) == expected
     assert browser.rendered_figures(dom) == expected
-    assert 'id="findings"' in dom and "loss=" in dom and "95% CI" in dom
-    order = [dom.index(f'id="{s}"') for s in ("findings", "comparison", "images", "curves", "tuning", "best", "run")]
+    assert "Parameter importances are not shown" in dom
+    assert 'id="findings"' in dom and "loss=" in dom and "% CI" in dom and "Benjamini-Hochberg" in dom
+    assert "on the held-out test split" in dom  # findings compare test scores
+    order = [dom.index(f'id="{s}"') for s in ("verdicts", "findings", "answer", "pairwise", "comparison", "images",
+                                             "curves", "tuning", "best", "run")]
     assert order == sorted(order)
-    assert dom.count('<img alt="loss=') + dom.count('<img alt="noise=') == 15  # one clean/noisy/output grid per cell
+    # the verdict table: one row per claim of the catalog spec, each with a verdict
+    table = dom[dom.index('id="verdict-table"'):]
+    table = table[:table.index("</table>")]
+    assert table.count('<tr class="verdict') == 3 and "Lehtinen et al. 2018" in table
+    assert all(v in ("reproduced", "contradicted", "inconclusive") for v in re.findall(r"<td><b>([a-z ]+)</b></td>", table))
+    # one whole validation image per cell, laid out noise (rows) x loss (columns) after each row's noisy input
+    grid = dom[dom.index('id="image-table"'):]
+    grid = grid[:grid.index("</table>")]
+    assert grid.count('class="whole"') == 5 * (1 + 3) and grid.count("<tr>") == 1 + 5
+    assert len(re.findall(r'<img class="" alt="noise=[a-z]+,loss=l[012]"', dom)) == 15  # and the crop grids
 
 
 def test_description_is_escaped_in_the_browser(ray_cluster, tmp_path):
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "tiny_xss"
     spec["description"] = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
+    spec["expect"] = [{"claim": "<script>document.title='PWNED2'</script>", "source": "<b onmouseover=x>src</b>",
+                       "a": "l1", "b": "l2"}]
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, steps=4, eval_every=2)
     (tmp_path / "xss.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = cli("run", str(tmp_path / "xss.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
@@ -49,6 +64,7 @@ def test_description_is_escaped_in_the_browser(ray_cluster, tmp_path):
     dom, errors = browser.load(tmp_path / "s" / "tiny_xss" / "report.html")
     assert "<title>tiny_xss report</title>" in dom and "PWNED</title>" not in dom
     assert "&lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom and errors == []
+    assert "&lt;script&gt;document.title='PWNED2'&lt;/script&gt;" in dom and "&lt;b onmouseover=x&gt;" in dom
 
 
 def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):
@@ -73,6 +89,7 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
     spec = yaml.safe_load((DATA.parent.parent / "studies" / "catalog" / "ddpm_schedule.yaml").read_text())
     spec["name"] = "ddpm_tiny"
     spec["compare"] = {"schedule": ["linear", "cosine"], "T": {"50": {"timesteps": 50}}, "prediction": ["eps"]}
+    spec["expect"][0]["where"] = {"T": "50", "prediction": "eps"}  # the catalog's claim, on the cut study
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=2)
     (tmp_path / "ddpm.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     code, out, err = cli("run", str(tmp_path / "ddpm.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
@@ -90,7 +107,7 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
         assert {"samples.png", "progress.png", "model.pt"} <= {p.name for p in best.iterdir()}, list(best.iterdir())
     dom, errors = browser.load(sdir / "report.html", ARTIFACTS / "ddpm_smoke_report.png")
     assert errors == []
-    assert "noise schedules" in dom and "bits/dim" in dom
+    assert "noise schedules" in dom and "bits/dim" in dom and "Nichol &amp; Dhariwal 2021" in dom
     assert "mean psnr_sigma25" in dom and "mean psnr_reverse_sigma25" in dom  # PSNR beside the compared metric
     assert dom.count("(samples)") == 2 and dom.count("(progress)") == 2
     assert browser.rendered_figures(dom) == browser.figure_divs(dom) >= 4

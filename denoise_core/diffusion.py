@@ -36,8 +36,8 @@ def build_schedule(name: str, timesteps: int, **kw) -> torch.Tensor:
     >>> round(b[0].item(), 6), round(b[-1].item(), 6)      # Ho et al.'s endpoints
     (0.0001, 0.02)
     >>> ab = torch.cumprod(1 - build_schedule("cosine", 1000), 0)
-    >>> round(ab[0].item(), 4), ab[-1].item() < 1e-4         # alpha-bar from ~1 to ~0
-    (0.9999, True)
+    >>> ab[0].item() > 0.9999, ab[-1].item() < 1e-4         # alpha-bar from ~1 to ~0
+    (True, True)
     >>> build_schedule("sigmoid", 2.5)
     Traceback (most recent call last):
     ValueError: schedule 'sigmoid' needs an integer number of timesteps T >= 2, got 2.5

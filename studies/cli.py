@@ -35,9 +35,14 @@ def _spec(name_or_path: str):
 
 
 def _existing_study(name: str, storage: str | None) -> Path:
-    from studies.store import study_dir
+    """The study's local directory; with object storage, its store pulled into the local mirror first."""
+    from studies.store import fetch
 
-    sdir = study_dir(storage, Path(name).stem if name.endswith((".yaml", ".yml")) else name)
+    study = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    try:
+        sdir = fetch(storage, study)
+    except OSError as e:  # unreachable object store, no permission ...
+        raise Fail(f"cannot read study {study!r} from {storage!r}: {str(e).splitlines()[0]}") from None
     if not (sdir / "study.json").exists():
         raise Fail(f"no study {sdir.name!r} under {str(sdir.parent)!r}; run it first (denoise-study run {name})")
     return sdir
@@ -143,7 +148,7 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
             raise Fail(str(e)) from None
     if data_root is not None and "://" not in data_root and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
-    from studies.store import DEFAULT_STORAGE, is_uri, storage_problem, study_dir, upload
+    from studies.store import storage_problem, study_dir
 
     if problem := storage_problem(storage):
         raise Fail(problem)
@@ -160,9 +165,7 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
                       optuna_storage=optuna_storage, extra=extra, command=" ".join(["denoise-study", *sys.argv[1:]]))
     try:
         sdir = run_study(spec, opts)
-        path = _write_report(sdir)
-        if is_uri(opts.storage or DEFAULT_STORAGE):  # the report beside the results in the object store
-            upload(sdir, f"{(opts.storage or DEFAULT_STORAGE).rstrip('/')}/{spec.name}")
+        path = _write_report(sdir, opts.storage)
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(1)
@@ -175,10 +178,16 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     click.echo(f"report: {path}")
 
 
-def _write_report(sdir: Path) -> Path:
+def _write_report(sdir: Path, storage: str | None) -> Path:
+    """report.html in the study's directory, and beside the results when they live in an object store."""
     from reports.build import build_report
+    from studies.store import DEFAULT_STORAGE, is_uri, study_uri, upload
 
-    return build_report(sdir)
+    path = build_report(sdir)
+    storage = storage or DEFAULT_STORAGE
+    if is_uri(storage):
+        upload(sdir, study_uri(storage, sdir.name), ("trials.parquet", "report.html"))
+    return path
 
 
 @cli.command()
@@ -216,7 +225,7 @@ def report(name, storage):
 
     sdir = _existing_study(name, storage)
     write_trials_table(sdir, read_spec(sdir))
-    click.echo(f"report: {_write_report(sdir)}")
+    click.echo(f"report: {_write_report(sdir, storage)}")
 
 
 @cli.command()

@@ -11,14 +11,16 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, read_records, write_json
+from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, delete_file, read_records, upload_file, write_json
 
 class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
 
-    def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool):
+    def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool,
+                 remote: str | None = None):
         self.dir = Path(study_dir) / "records"
         self.planned, self.n_evals, self.cells, self.per_cell, self.quiet = planned, n_evals, cells, per_cell, quiet
+        self.remote = remote  # object storage: every record is pushed there too, so `status` works from anywhere
         self._pruned = False
 
     def _path(self, trial) -> Path:
@@ -38,7 +40,10 @@ class StudyRecorder(Callback):
 
     def _save(self, rec: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / f"{rec['trial_id']}.json", rec)
+        path = self.dir / f"{rec['trial_id']}.json"
+        write_json(path, rec)
+        if self.remote:
+            upload_file(path, self.remote, f"records/{path.name}")
 
     def on_step_begin(self, iteration, trials, **info):
         # after a driver restart, records of trials that Tune's restored state does not know were
@@ -50,6 +55,8 @@ class StudyRecorder(Callback):
         for p in self.dir.glob("*.json") if self.dir.exists() else []:
             if p.stem not in known and json.loads(p.read_text()).get("status") not in FINISHED:
                 p.unlink()
+                if self.remote:
+                    delete_file(self.remote, f"records/{p.name}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self._load(trial)
@@ -84,7 +91,7 @@ class StudyRecorder(Callback):
         elif status == DIVERGED:
             rec["error"] = f"diverged at step {rec['diverged']['step']}: {rec['diverged']['reason']}"
         if trial.checkpoint is not None:
-            rec["checkpoint"] = trial.checkpoint.path
+            rec["checkpoint"] = checkpoint_uri(trial.checkpoint)
         self._save(rec)
         if not self.quiet:
             self._progress(rec)
@@ -109,6 +116,12 @@ class StudyRecorder(Callback):
                                                                                                  rec["status"])
         print(f"[{len(recs)}/{self.planned}] {rec['cell']} {rec['phase']}: {what} "
               f"(cell {in_cell}/{self.per_cell})", flush=True)
+
+
+def checkpoint_uri(checkpoint) -> str:
+    """A local path as it is; on object storage a URI (Tune keeps the bucket path without its scheme)."""
+    kind = checkpoint.filesystem.type_name if checkpoint.filesystem is not None else "local"
+    return checkpoint.path if kind == "local" else f"{ {'gcs': 'gs'}.get(kind, kind)}://{checkpoint.path}"
 
 
 def _first_line(trial) -> str:

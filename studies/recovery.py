@@ -43,14 +43,25 @@ def repair_checkpoint(trial) -> bool:
     return True
 
 
-class CheckpointRepair(Callback):
-    """Runs `repair_checkpoint` over every trial once, before Tune starts or restores any."""
+class RestoreRepair(Callback):
+    """Once, before Tune starts or restores any trial: `repair_checkpoint` over every trial, and the
+    restored searcher reconciled with Tune's trials (`CellSearcher.reconcile`)."""
 
     def __init__(self):
         self._done = False
 
     def on_step_begin(self, iteration, trials, **info):
-        if not self._done:
-            self._done = True
-            for trial in trials:
-                repair_checkpoint(trial)
+        if self._done:
+            return
+        self._done = True
+        for trial in trials:
+            repair_checkpoint(trial)
+        from studies.searcher import CellSearcher
+
+        if CellSearcher.restored is not None:
+            for line in CellSearcher.restored.reconcile(trials):
+                print(f"resume: {line}", file=sys.stderr, flush=True)
+            CellSearcher.restored = None
+
+
+CheckpointRepair = RestoreRepair  # the name experiment states saved before 2026-11 pickled

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studies.spec import StudySpec
-from studies.store import DEFAULT_STORAGE, clear_study, copy_best_checkpoints, is_uri, read_info, study_dir, upload, write_json, \
-    write_trials_table
+from studies.store import DEFAULT_STORAGE, clear_study, copy_best_checkpoints, fetch, is_uri, read_info, study_dir, \
+    study_uri, upload, write_json, write_trials_table
 
 
 @dataclass
@@ -42,7 +42,9 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     sdir = study_dir(storage, spec.name)
     if opts.fresh:
         clear_study(sdir)
-    experiment_path = f"{storage.rstrip('/')}/{spec.name}" if is_uri(storage) else str(sdir)
+    elif is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
+        fetch(storage, spec.name)
+    experiment_path = study_uri(storage, spec.name) if is_uri(storage) else str(sdir)
     _init_ray(opts.address)
     extra, cpus, gpus = _resources(spec, opts)
     concurrency = opts.max_concurrent or budget.max_concurrent or _fit_concurrency(cpus, gpus)
@@ -55,6 +57,8 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     searcher = CellSearcher(spec, opts.budget, optuna_url, extra)
     searcher.n_evals = _evals_per_trial(spec, opts.budget, extra)
     info = _start_run(sdir, spec, opts, searcher, storage, optuna_url, concurrency)
+    if is_uri(storage):
+        upload(sdir, experiment_path, ("study.json",))
     tuner = _tuner(spec, opts, searcher, experiment_path, storage, sdir, cpus, gpus, concurrency)
     if not opts.quiet:
         print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
@@ -108,14 +112,15 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, experiment_path: str, st
     from ray import tune
 
     from studies.records import StudyRecorder
-    from studies.recovery import CheckpointRepair
+    from studies.recovery import RestoreRepair
     from studies.scheduler import CellASHA
     from studies.trainable import train_fn
 
     budget = spec.budgets[opts.budget]
     trainable = tune.with_resources(train_fn, {"cpu": cpus, "gpu": gpus})
     recorder = StudyRecorder(sdir, searcher.planned, searcher.n_evals, searcher.keys,
-                             searcher.n_tune + searcher.n_seeds, opts.quiet)
+                             searcher.n_tune + searcher.n_seeds, opts.quiet,
+                             remote=experiment_path if is_uri(storage) else None)
     if not opts.fresh and tune.Tuner.can_restore(experiment_path):
         if not opts.quiet:
             print(f"resuming {spec.name} from {experiment_path}", flush=True)
@@ -131,7 +136,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, experiment_path: str, st
             name=spec.name, storage_path=storage if is_uri(storage) else str(sdir.parent),
             failure_config=tune.FailureConfig(max_failures=budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[CheckpointRepair(), recorder], verbose=0))
+            callbacks=[RestoreRepair(), recorder], verbose=0))
 
 
 def _init_ray(address: str | None) -> None:

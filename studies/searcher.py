@@ -23,6 +23,8 @@ CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tu
 
 
 class CellSearcher(Searcher):
+    restored: "CellSearcher | None" = None  # the instance Tune restored in this driver, if any
+
     def __init__(self, spec: StudySpec, budget: str, storage_url: str, extra: dict[str, Any] | None = None):
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.spec, self.budget, self.storage_url, self.extra = spec, budget, storage_url, extra or {}
@@ -86,11 +88,25 @@ class CellSearcher(Searcher):
             key = min(open_cells, key=lambda k: (self.asked[k], self.keys.index(k)))
             return self._tune_trial(trial_id, key)
         for key in self.keys:  # then confirm runs of cells whose tuning is complete
-            if self.finished[key] == self.n_tune and self.confirmed[key] < self.n_seeds:
+            if self._tuned(key) >= self.n_tune and self.confirmed[key] < self.n_seeds:
                 return self._confirm_trial(trial_id, key)
         if all(self.confirmed[k] == self.n_seeds for k in self.keys):
             return Searcher.FINISHED
         return None  # waiting for tuning trials to finish
+
+    def _tuned(self, key: str) -> int:
+        """Finished tuning trials of a cell. After a driver restart the counter can lag: a trial that
+        finished after this searcher's state was last saved, and that Tune's own state already holds as
+        finished, is never reported again. Optuna's storage, told at once, has the truth then."""
+        if self.finished[key] >= self.n_tune or self.asked[key] < self.n_tune:
+            return self.finished[key]
+        import optuna
+
+        mine = {s["number"] for s in self.slots.values() if s["cell"] == key and s["phase"] == "tune"}
+        told = sum(1 for t in self.study(key).trials
+                   if t.number in mine and t.state != optuna.trial.TrialState.RUNNING)
+        self.finished[key] = max(self.finished[key], told)
+        return self.finished[key]
 
     def _config(self, key: str, phase: str, params: dict, seed: int, number: int) -> dict:
         cell = self.cells[self.keys.index(key)]
@@ -163,6 +179,36 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
         self.fail_orphans()
+        CellSearcher.restored = self  # studies.recovery.RestoreRepair reconciles it with Tune's trials
+
+    def reconcile(self, trials) -> list[str]:
+        """After a driver restart, agree with Tune's restored trials (saved at another moment than this
+        searcher's state): a slot whose trial Tune does not know is asked again; a trial Tune holds as
+        finished but this state does not is completed here. Returns what it changed, for the log."""
+        import optuna
+
+        known = {t.trial_id: t for t in trials}
+        changed = []
+        for trial_id, slot in list(self.slots.items()):
+            if slot.get("done"):
+                continue
+            trial = known.get(trial_id)
+            if trial is None:  # asked after Tune's last experiment checkpoint: ask this slot again
+                key = slot["cell"]
+                if slot["phase"] == "tune":
+                    self.asked[key] -= 1
+                    try:
+                        self.study(key).tell(slot["number"], state=optuna.trial.TrialState.FAIL)
+                    except (RuntimeError, ValueError):
+                        pass
+                else:
+                    self.confirmed[key] -= 1
+                del self.slots[trial_id]
+                changed.append(f"{key} {slot['phase']}: asked again")
+            elif trial.status in ("TERMINATED", "ERROR"):
+                self.on_trial_complete(trial_id, trial.last_result or {}, error=trial.status == "ERROR")
+                changed.append(f"{slot['cell']} {slot['phase']}: counted as finished")
+        return changed
 
     def fail_orphans(self) -> None:
         """Optuna trials asked after Tune's last experiment checkpoint belong to no Tune trial now:

@@ -160,12 +160,9 @@ def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
 
 
 def _copy_checkpoint(src: str, dest: Path) -> bool:
-    if is_uri(src):
-        import pyarrow.fs as pafs
-
+    if is_uri(src):  # the resumable state stays behind: best/ holds what `denoise` and the report need
         shutil.rmtree(dest, ignore_errors=True)
-        pafs.copy_files(src, str(dest))
-        return True
+        return download(src, dest, skip=("state.pt",))
     if Path(src).is_dir():
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("state.pt"))
@@ -173,10 +170,79 @@ def _copy_checkpoint(src: str, dest: Path) -> bool:
     return False
 
 
-def upload(sdir: Path, uri: str) -> None:
-    """The driver's local mirror of a URI study -> the object store, beside Tune's files."""
+# -- object storage: the driver's local mirror <-> <storage>/<study> ------------------------------
+# With `--storage s3://...` (any URI pyarrow reads) the driver works in a local mirror and pushes the
+# store beside Tune's own files; `status`, `report` and `denoise` on any machine pull it first.
+SYNCED = ("study.json", "records", "optuna.db", "trials.parquet", "best", "report.html")
+
+
+def study_uri(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def _fs(uri: str):
     import pyarrow.fs as pafs
 
-    for name in ("study.json", "trials.parquet", "best", "report.html"):
+    return pafs.FileSystem.from_uri(uri)
+
+
+def upload(sdir: Path, uri: str, names: tuple[str, ...] = SYNCED) -> None:
+    """The local mirror's store files -> the object store."""
+    import pyarrow.fs as pafs
+
+    for name in names:
         if (Path(sdir) / name).exists():
             pafs.copy_files(str(Path(sdir) / name), f"{uri}/{name}")
+
+
+def upload_file(path: Path, uri: str, relative: str) -> None:
+    """One small file (a trial's record, rewritten at every result) -> the object store."""
+    fs, base = _fs(uri)
+    with fs.open_output_stream(f"{base}/{relative}") as out:
+        out.write(Path(path).read_bytes())
+
+
+def delete_file(uri: str, relative: str) -> None:
+    fs, base = _fs(uri)
+    try:
+        fs.delete_file(f"{base}/{relative}")
+    except FileNotFoundError:
+        pass
+
+
+def fetch(storage: str | None, name: str) -> Path:
+    """The local directory of study `name`: for object storage, its store files pulled into the mirror
+    first (so it works on any machine, while the study runs or after). Returns the mirror."""
+    storage = storage or DEFAULT_STORAGE
+    sdir = study_dir(storage, name)
+    if not is_uri(storage):
+        return sdir
+    import pyarrow.fs as pafs
+
+    for item in SYNCED:
+        download(f"{study_uri(storage, name)}/{item}", sdir / item)
+    return sdir
+
+
+def download(uri: str, dest: Path, skip: tuple[str, ...] = ()) -> bool:
+    """A file or a directory tree of the object store -> `dest`; False when there is nothing at `uri`."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        files = [f for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
+    elif info.type == pafs.FileType.File:
+        files = [info]
+    else:
+        return False
+    for f in files:
+        if f.base_name in skip:
+            continue
+        target = Path(dest) / f.path[len(path) + 1:] if info.type == pafs.FileType.Directory else Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(f.path) as src:
+            part = target.with_name(target.name + ".part")
+            part.write_bytes(src.read())
+            os.replace(part, target)
+    return True

@@ -16,12 +16,33 @@ from tests.conftest import DATA, cli
 pytestmark = [pytest.mark.autoscaling, pytest.mark.ray]
 
 
-def test_study_runs_on_gpu_workers_the_autoscaler_starts_and_releases(tmp_path, monkeypatch):
-    import ray
+def fake_cluster(head_resources: dict, worker_node_types: dict, idle_timeout_minutes: float):
+    """Ray's AutoscalingCluster with its fake-multinode provider. Its base config is a YAML file that Ray's
+    wheel does not ship, so the same config is written out here."""
     from ray.cluster_utils import AutoscalingCluster
 
+    class Cluster(AutoscalingCluster):
+        def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
+            head = {"resources": dict(head_resources), "node_config": {}, "max_workers": 0}
+            return {"cluster_name": "fake_multinode", "max_workers": 8, "head_node_type": "ray.head.default",
+                    "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                                 "disable_launch_config_check": True},
+                    "available_node_types": {**worker_node_types, "ray.head.default": head},
+                    "auth": {}, "upscaling_speed": 1.0, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+                    "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+                    **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
+                                       "worker_setup_commands", "head_start_ray_commands",
+                                       "worker_start_ray_commands")},
+                    **config_kwargs}
+
+    return Cluster(head_resources, worker_node_types, idle_timeout_minutes=idle_timeout_minutes)
+
+
+def test_study_runs_on_gpu_workers_the_autoscaler_starts_and_releases(tmp_path, monkeypatch):
+    import ray
+
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # the `ray` CLI
-    cluster = AutoscalingCluster(
+    cluster = fake_cluster(
         head_resources={"CPU": 0},  # like cluster.yaml's head: the driver only, never a trial
         worker_node_types={"gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {},
                                           "min_workers": 0, "max_workers": 2}},

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoise_core.config import TrialConfig
+from denoise_core.tasks.denoise import DenoiseConfig, DenoiseTrial
 from _timing import rate
-from denoise_core.train import DenoiseTrial
 
 
 class TutorialDataset(torch.utils.data.Dataset):
@@ -44,7 +43,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
-    cfg = TrialConfig(model=a.model, crop=a.crop, batch_size=a.batch, steps=10**6, device=a.device, val_images=4)
+    cfg = DenoiseConfig(model=a.model, crop=a.crop, batch_size=a.batch, steps=10**6, device=a.device, val_images=4)
     trial = DenoiseTrial(cfg, __import__("pathlib").Path("/tmp/bench-train"))
     dev = trial.device
 

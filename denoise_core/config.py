@@ -1,4 +1,5 @@
-"""The trial's configuration: plain data, validated, unknown keys rejected."""
+"""What every trial's configuration has, whatever its task: plain data, validated, unknown keys
+rejected. Each task's config (`denoise_core.tasks.*`) adds its own keys to `CommonConfig`."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -6,10 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from denoise_core.data import check_dataset_name
-from denoise_core.errors import one_line_error
-from denoise_core.losses import LOSSES
 from denoise_core.models import MODELS, check_model_params, crop_error
-from denoise_core.noise import NOISES, build_noise
 
 
 class CommonConfig(BaseModel):
@@ -30,10 +28,11 @@ class CommonConfig(BaseModel):
     data_root: str | None = None
     download: bool = False
     train_images: int | None = Field(None, ge=1)
-    val_images: int = Field(32, ge=1)
+    val_images: int = Field(32, ge=1)  # validation images: tuning and early stopping score these
+    test_images: int = Field(32, ge=1)  # held-out test images: confirm runs score these, image by image
     val_seed: int = 1234  # the fixed noise seed: every trial is scored on the same noisy inputs
     # confirm runs: also score the held-out test split, with the weights of the evaluation that scored
-    # best on validation by `select` (test_*) and with the final weights (test_final_*)
+    # best on validation by `select`, and with the final weights (denoise_core.results.Score)
     test: bool = False
     select: str | None = None  # the validation metric that picks the best evaluation (the study's metric)
     select_mode: Literal["max", "min"] = "max"
@@ -68,37 +67,4 @@ class CommonConfig(BaseModel):
         err = crop_error(self.model, self.channels, self.crop, self.model_params)
         if err:
             raise ValueError(err if err.startswith("model_params") else f"crop={self.crop}: {err}")
-        return self
-
-
-class TrialConfig(CommonConfig):
-    """One denoising trial (task `denoise`). Every field round-trips through JSON."""
-
-    task: Literal["denoise"] = "denoise"
-    noise: str = "gaussian"
-    noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
-    eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
-    target: Literal["clean", "noisy"] = "clean"
-    loss: str = "l2"
-
-    @field_validator("loss", "noise")
-    @classmethod
-    def _known_name(cls, v, info):
-        (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _direct_denoiser(cls, v):
-        if v == "ddpm_unet":
-            raise ValueError("ddpm_unet is time-conditioned; train it with task: ddpm")
-        return v
-
-    @model_validator(mode="after")
-    def _cross(self):
-        build_noise(self.noise, **self.noise_params)  # parameter names and ranges
-        if self.eval_levels:
-            param = NOISES.get(self.noise).param
-            for level in self.eval_levels:
-                build_noise(self.noise, **{**self.noise_params, param: level})
         return self

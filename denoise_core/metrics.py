@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from denoise_core.registry import Registry
-
-METRICS: Registry = Registry("metric")
-SSIM_WINDOW = 11
+SSIM_WINDOW = 11  # the Gaussian window's size in pixels (sigma 1.5)
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 4:
         raise ValueError(f"expected two [B, C, H, W] tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-
-
-@METRICS.register("psnr")
-def _psnr_builder():
-    return psnr
-
-
-@METRICS.register("ssim")
-def _ssim_builder():
-    return ssim
-
-
-def build_metric(name: str):
-    return METRICS.build(name)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -49,10 +32,10 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _check(pred, target)
-    if min(pred.shape[-2:]) < 11:
-        raise ValueError(f"ssim needs images of at least 11x11 pixels, got {tuple(pred.shape[-2:])}")
+    if min(pred.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(pred.shape[-2:])}")
     _, ssim_map = structural_similarity_index_measure(
-        pred.float(), target.float(), gaussian_kernel=True, kernel_size=11, sigma=1.5,
+        pred.float(), target.float(), gaussian_kernel=True, kernel_size=SSIM_WINDOW, sigma=1.5,
         data_range=data_range, reduction="none", return_full_image=True,
     )  # [B, C, H, W]
     r = SSIM_WINDOW // 2

@@ -1,10 +1,12 @@
-"""What every trial shares: data on the device, the model and optimiser, the training loop with
-evaluations, divergence detection, and resumable checkpoints. A task's trial subclasses `Trial`
-(`denoise_core.train.DenoiseTrial`, `denoise_core.ddpm_train.DDPMTrial`) and defines
-`train_step`, `evaluate` and `final_outputs`.
+"""What every trial shares: data on the device, the fixed evaluation sets, the model and optimiser,
+the training loop with evaluations, divergence detection, and resumable checkpoints. A task's trial
+(`denoise_core.tasks.denoise.DenoiseTrial`, `denoise_core.tasks.ddpm.DDPMTrial`) subclasses `Trial`
+and defines `train_step`, `evaluate` and `final_outputs`.
 
 The loop never waits for the device between evaluations: each step's loss and its divergence
-monitor are summed on the device and read once per evaluation.
+monitor are summed on the device and read once per evaluation. Evaluations return one value per
+image; the loop reports their means (validation) and, for confirm runs, the held-out test scores
+with their per-image values (`denoise_core.results`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from denoise_core.data import fixed_crops, load_dataset
 from denoise_core.models import build_model, count_parameters
+from denoise_core.results import PER_IMAGE, Score
 
 Report = Callable[[dict], None]
 
@@ -65,13 +68,25 @@ def lr_factor(step: int, steps: int, rampdown: float) -> float:
     return 0.5 + 0.5 * math.cos(math.pi * (p - start) / rampdown)
 
 
+def save_png(path: Path, image: torch.Tensor) -> Path:
+    """One image [C, H, W] or [1, C, H, W] in [0, 1] as an 8-bit PNG, grayscale when C is 1 (a third of
+    the bytes of an RGB copy), compressed as far as PNG goes: the report embeds these."""
+    from PIL import Image
+
+    x = image.detach().float().clamp(0, 1).cpu()
+    x = x[0] if x.dim() == 4 else x
+    a = (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path, optimize=True)
+    return Path(path)
+
+
 def save_grid(path: Path, rows: list[torch.Tensor], n: int = 6) -> Path:
-    """Rows of images (clean, noisy, output ...) into one PNG, `n` images per row."""
-    from torchvision.utils import save_image
+    """Rows of images into one PNG, `n` images per row."""
+    from torchvision.utils import make_grid
 
     images = torch.cat([r[:n].float().clamp(0, 1).cpu() for r in rows])
-    save_image(images, str(path), nrow=min(n, len(rows[0])), padding=2, pad_value=1.0)
-    return path
+    grid = make_grid(images, nrow=min(n, len(rows[0])), padding=2, pad_value=1.0)
+    return save_png(path, grid[:1] if images.shape[1] == 1 else grid)
 
 
 # -- per-process caches: a Ray worker reused for the next trial keeps its data on the device ----
@@ -82,9 +97,21 @@ def _dataset(name: str, root: str | None, split: str, channels: int, download: b
 
 
 @lru_cache(maxsize=8)
-def _eval_crops(name: str, root: str | None, split: str, channels: int, download: bool, crop: int, n: int,
-                device: str) -> torch.Tensor:
-    return fixed_crops(_dataset(name, root, split, channels, download, None, device), crop, n)
+def eval_crops(name: str, root: str | None, split: str, channels: int, download: bool, crop: int, n: int,
+               device: str = "cpu") -> torch.Tensor:
+    """The split's fixed evaluation images [n, C, crop, crop] (the same for every trial of a study)."""
+    return fixed_crops(_dataset(name, root, split, channels, download, None, "cpu"), crop, n).to(device)
+
+
+def corrupt_fixed(noise, clean: torch.Tensor, seed: int) -> torch.Tensor:
+    """`clean` corrupted by `noise` with a CPU generator at `seed`: the same numbers whichever device
+    a trial runs on, so CPU and GPU trials and the classical baselines score the same noisy inputs."""
+    return noise(clean.cpu(), generator=torch.Generator().manual_seed(seed)).noisy.to(clean.device)
+
+
+def mean_of(value) -> float:
+    """An evaluation's value as one number: the mean over images of a per-image tensor."""
+    return float(value.float().mean()) if isinstance(value, torch.Tensor) else float(value)
 
 
 class Window:
@@ -142,10 +169,10 @@ class Trial:
         dev = str(self.device)
         self.train_data = _dataset(cfg.dataset, cfg.data_root, "train", cfg.channels, cfg.download,
                                    cfg.train_images, dev)
-        # the clean evaluation crops per split: validation always, test for confirm runs (cfg.test)
-        self.clean = {split: _eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.crop,
-                                         cfg.val_images, dev) for split in (("val", "test") if cfg.test else ("val",))}
-        self.val_clean = self.clean["val"]
+        # the clean evaluation images per split: validation always, test for confirm runs (cfg.test)
+        self.clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.crop,
+                                        cfg.val_images if split == "val" else cfg.test_images, dev)
+                      for split in (("val", "test") if cfg.test else ("val",))}
         self.best: dict | None = None  # the evaluation that scored best on validation: step, value, weights
         self.model = build_model(cfg.model, cfg.channels, **cfg.model_params).to(self.device)
         if cfg.channels_last:
@@ -161,7 +188,9 @@ class Trial:
         raise NotImplementedError
 
     def evaluate(self, final: bool = False, split: str = "val") -> dict:
-        """Metrics on the split's fixed crops (val, or test for confirm runs); `final` adds the costly ones."""
+        """Scores on the split's fixed images (val, or test for confirm runs), keyed by `Score(...).key`
+        on the validation split ("psnr", "input_psnr" ...): one value per image, or one number for
+        the whole set; `final` adds the costly ones."""
         raise NotImplementedError
 
     def final_outputs(self, d: Path) -> dict[str, str]:
@@ -174,8 +203,8 @@ class Trial:
         return torch.Generator(device=self.device).manual_seed(self.cfg.val_seed + offset)
 
     def noisy_validation(self, noise, split: str = "val") -> torch.Tensor:
-        """The split's crops corrupted by `noise` with the fixed seed (the same for every trial and task)."""
-        return noise(self.clean[split], generator=self.eval_generator()).noisy
+        """The split's images corrupted by `noise` with the fixed seed (the same for every trial, task and device)."""
+        return corrupt_fixed(noise, self.clean[split], self.cfg.val_seed)
 
     def keep_if_best(self, step: int, metrics: dict) -> None:
         """Remember the weights of the best validation evaluation so far (by `select`), for the test scores."""
@@ -188,16 +217,25 @@ class Trial:
                          "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
 
     def test_scores(self) -> dict:
-        """Held-out test metrics: test_* with the best validation evaluation's weights (the protocol's
-        score: early stopping by validation), test_final_* with the final weights."""
-        out = {f"test_final_{k}": v for k, v in self.evaluate(final=True, split="test").items()}
-        if self.best is None:
-            return out | {f"test_{k[len('test_final_'):]}": v for k, v in out.items()}
-        final_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.best["weights"])
-        out |= {f"test_{k}": v for k, v in self.evaluate(final=True, split="test").items()}
-        self.model.load_state_dict(final_weights)
-        return out | {"best_val_step": self.best["step"]}
+        """Held-out test scores: with the best validation evaluation's weights (the protocol's score:
+        early stopping by validation), and with the final weights; the former also per test image."""
+        final = self.evaluate(final=True, split="test")
+        best = final
+        if self.best is not None:
+            final_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best["weights"])
+            best = self.evaluate(final=True, split="test")
+            self.model.load_state_dict(final_weights)
+        out, per_image = {}, {}
+        for key, value in best.items():
+            test = Score.parse(key).on("test")
+            out[test.key] = mean_of(value)
+            if isinstance(value, torch.Tensor) and value.dim() == 1:
+                per_image[test.key] = [round(v, 5) for v in value.float().tolist()]
+        for key, value in final.items():
+            if not Score.parse(key).input:
+                out[Score.parse(key).on("test", "final").key] = mean_of(value)
+        return out | {PER_IMAGE: per_image, "best_val_step": self.best["step"] if self.best else self.cfg.steps}
 
     def optimise(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -239,7 +277,7 @@ class Trial:
         metrics = {"step": step, "train_loss": loss, "monitor_loss": monitor}
         why = divergence(monitor, history)
         t_eval = time.perf_counter()
-        metrics.update(self.evaluate(final=step == self.cfg.steps or why is not None))
+        metrics.update({k: mean_of(v) for k, v in self.evaluate(final=step == self.cfg.steps or why is not None).items()})
         if why:
             metrics.update(diverged=1.0, diverged_step=step, diverged_reason=why)
         else:
@@ -255,7 +293,7 @@ class Trial:
         step, history = self.load_state(resume_from) if resume_from else (0, [])
         evals_done = step // cfg.eval_every
         window, seen = Window(self.device), 0
-        checkpoint_s, last_periodic, final_dir, images = 0.0, None, None, {}
+        checkpoint_s, last_periodic, final_dir, images, per_image = 0.0, None, None, {}, {}
         setup_s = time.perf_counter() - self._created
         self._window_start = time.perf_counter()
         done = bool(history) and "diverged" in history[-1]  # resumed from a diverged trial's last checkpoint
@@ -266,7 +304,8 @@ class Trial:
                 continue
             metrics = self.measure(step, window, seen, history)
             metrics.update(checkpoint_s=checkpoint_s, setup_s=setup_s)
-            history.append({k: v for k, v in metrics.items() if k != "diverged_reason"})
+            history.append({k: v for k, v in metrics.items() if k not in ("diverged_reason", PER_IMAGE)})
+            per_image = metrics.get(PER_IMAGE, per_image)
             evals_done += 1
             t_ckpt, periodic = time.perf_counter(), None
             if step == cfg.steps or "diverged" in metrics:
@@ -285,6 +324,8 @@ class Trial:
             self._window_start, seen = time.perf_counter(), 0
         if final_dir is None:  # resumed from the final checkpoint: report the end once more
             final_dir, images = self.finish(step, history)
-            report({**history[-1], "checkpoint": str(final_dir)})
+            per_image = self.test_scores()[PER_IMAGE] if cfg.test else {}
+            report({**history[-1], PER_IMAGE: per_image, "checkpoint": str(final_dir)})
         return {"metrics": dict(history[-1]), "history": history, "checkpoint": str(final_dir / "model.pt"),
-                "checkpoint_dir": str(final_dir), "diverged": "diverged" in history[-1], **images}
+                "checkpoint_dir": str(final_dir), "diverged": "diverged" in history[-1], PER_IMAGE: per_image,
+                "images": images}

@@ -1,11 +1,15 @@
-"""One self-contained HTML report per study, built from its directory (no running Ray needed).
+"""One self-contained HTML report per study, built from its stored results (no running Ray needed).
 
-Opens offline: plotly.js is embedded once, images are embedded as data URIs, nothing is
-fetched. Every string that comes from a spec or a user is escaped.
+    build_report(sdir)   # -> <sdir>/report.html
+
+The page reads one `StudyResults` (loaded once) through one `Analysis` (one family of corrected
+comparisons at one confidence level): the verdicts, the answer, every comparison, the error bars and
+the image panel all state the same numbers. Sections: how the findings were made; the literature's
+claims; the answer per slice; every comparison; figures and the per-cell table; the image panel;
+learning curves; tuning; best configurations; how it ran.
 """
 from __future__ import annotations
 
-import base64
 import json
 import time
 from html import escape
@@ -13,269 +17,286 @@ from pathlib import Path
 
 import pandas as pd
 
-from denoise_core.tasks import TASKS
+from denoise_core.tasks import get_task
 from reports import figures as F
-from reports.stats import confirm_values, findings, headlines, question_factor, score_column
-from reports.verdicts import verdicts
-from studies.spec import StudySpec, cell_key
-from studies.store import DIVERGED, FAILED, FINISHED, best_dir, read_info, read_records, trials_table
-
-UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-.banner{background:#fff3cd;border:1px solid #e0c060;padding:.8em;margin:1em 0}
-.finding{margin:.3em 0} table{border-collapse:collapse;font-size:90%} td,th{border:1px solid #ccc;padding:.3em .6em}
-.grid{display:inline-block;margin:.5em;vertical-align:top} .grid img{image-rendering:pixelated;width:420px}
-#image-table img.whole{width:220px;image-rendering:pixelated} #image-table td{text-align:center;font-size:85%}
-tr.reproduced td{background:#e6f4ea} tr.contradicted td{background:#fce8e6} tr.inconclusive td{background:#f6f6f6}
-pre{white-space:pre-wrap;background:#f6f6f6;padding:.8em} .muted{color:#666}"""
-
-
-def unit_of(metric: str) -> str:
-    return next((u for k, u in UNITS.items() if metric.startswith(k)), "")
+from reports.analysis import BASELINE_NAMES, Analysis, analyse
+from reports.html import Figures, page, png, table
+from reports.stats import ALPHA
+from studies.runlog import run_span
+from studies.spec import cell_label, parse_cell
+from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, write_atomic
 
 
 def build_report(sdir: Path) -> Path:
     """Write <study>/report.html from the stored results; returns its path."""
-    sdir = Path(sdir)
-    info = read_info(sdir)
-    spec = StudySpec.model_validate(info["spec"])
-    table = trials_table(sdir, spec)
+    results = StudyResults.load(Path(sdir))
+    a = analyse(results)
     figs = Figures()
-    sections = [_header(spec, info, table), _verdicts(spec, info, table), _findings(spec, table),
-                _comparison(spec, table, figs, info),
-                _images(spec, info, sdir), '<h2 id="curves">Learning curves</h2>' + figs.add(
-                    F.learning_curves(read_records(sdir), spec)),
-                _tuning(info, spec, table, figs) + figs.add(F.parallel(table, spec)),
-                '<h2 id="best">Best configuration per cell</h2>' + _best_table(table, spec),
-                '<h2 id="run">How it ran</h2>' + _how_it_ran(info, table)]
-    return _write(sdir / "report.html", spec, "\n".join(sections), len(figs.html))
+    sections = [_header(a), _method(a), _verdicts(a), _answer(a), _comparisons(a), _figures(a, figs), _images(a),
+                _curves(a, figs), _tuning(a, figs), _best_table(a), _how_it_ran(a)]
+    html = page(f"{results.spec.name} report", "\n".join(s for s in sections if s), figs.n,
+                time.strftime("%Y-%m-%d %H:%M:%S"))
+    return write_atomic(results.sdir / "report.html", html)
 
 
-class Figures:
-    """Plotly figures as HTML fragments (plotly.js itself is embedded once, in the head)."""
-
-    def __init__(self):
-        self.html: list[str] = []
-
-    def add(self, f) -> str:
-        if f is None:
-            return ""
-        self.html.append(f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
-        return f'<div class="figure">{self.html[-1]}</div>'
+def _bname(name: str) -> str:
+    return BASELINE_NAMES.get(name, name)
 
 
-def _write(out: Path, spec, body: str, n_figures: int) -> Path:
-    import plotly.offline
-
-    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(spec.name)} report</title>"
-            f"<style>{CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head><body>{body}"
-            f"<p class='muted'>built {time.strftime('%Y-%m-%d %H:%M:%S')}; {n_figures} figures</p></body></html>")
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(html)
-    tmp.replace(out)
-    return out
+def _ci(a: Analysis, c) -> str:
+    return f"{a.level:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
 
 
-def _header(spec, info, table: pd.DataFrame) -> str:
-    parts = [f"<h1>{escape(spec.name)}</h1>"]
-    finished = int(table.status.isin(FINISHED).sum()) if not table.empty else 0
-    running_now = info["runs"][-1].get("end") is None if info.get("runs") else False
-    if finished < info["planned"] or running_now:
-        running = int((table.status == "running").sum()) if not table.empty else 0
-        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {info["planned"]} '
+def _header(a: Analysis) -> str:
+    r = a.results
+    parts = [f"<h1>{escape(r.spec.name)}</h1>", f"<p>{escape(r.spec.description)}</p>"]
+    t = r.table
+    finished = int(t.status.isin(FINISHED).sum()) if not t.empty else 0
+    running_now = bool(r.info.get("runs")) and run_span(r.info["runs"][-1])[1] == "running"
+    if finished < r.info["planned"] or running_now:
+        running = int((t.status == "running").sum()) if not t.empty else 0
+        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {r.info["planned"]} '
                      f'planned trials have finished ({running} running). Findings may change.</div>')
     return "".join(parts)
 
 
-METHOD = ("Scores are the confirm runs' (each cell's best configuration re-run over seeds) {score}. "
-          "Differences use Welch's t-test; each family of comparisons (the findings; the claims) is corrected "
-          "for multiple testing by Benjamini-Hochberg at a false discovery rate of 5%, and its intervals are "
-          "false-coverage-rate adjusted (Benjamini & Yekutieli 2005, level 1 - R x 5% / m for R discoveries "
-          "among m comparisons), so a difference is significant exactly when its interval excludes zero.")
+def _method(a: Analysis) -> str:
+    """The one statement of how every number below was made, and at which level."""
+    spec, fam = a.results.spec, a.family
+    if a.score.split == "test":
+        scored = (f"Scores are {spec.metric} on held-out test images that no trial trained or tuned on, "
+                  f"with each confirm run's weights from its best validation evaluation.")
+    else:
+        scored = f"Scores are the confirm runs' final validation {spec.metric} (this study predates test scores)."
+    methods = sorted({c.method for c in fam.comparisons})
+    return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} Every comparison below '
+            f"(each pair of {escape(spec.question_factor())} levels per slice, each slice's best cell against its best "
+            f"classical baseline, and each claim) belongs to one family of {fam.m} comparisons, estimated image by "
+            f"image and run by run ({escape('; '.join(methods)) or 'none yet'}) and corrected together by "
+            f"Benjamini-Hochberg at a {ALPHA:.0%} false discovery rate. <b>Every interval on this page is a "
+            f"{a.level:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
+            f"{fam.m} for {fam.discoveries} significant of {fam.m}), so a difference is significant exactly when its "
+            f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
 
 
-def _score_words(spec, table: pd.DataFrame) -> str:
-    conf = confirm_values(table, spec.metric)
-    if not conf.empty and score_column(conf, spec.metric).startswith("final.test_"):
-        return (f"{spec.metric} on the held-out test split, with the weights of each run's best validation "
-                f"evaluation (tuning and early stopping saw only the validation split)")
-    return f"final validation {spec.metric} (this study was stored before test scores existed)"
+def _steps(a: Analysis) -> str:
+    conf = a.results.confirm_runs()
+    return f"{int(conf['final.step'].max()):,}" if not conf.empty and "final.step" in conf else "?"
 
 
-def _verdicts(spec, info, table: pd.DataFrame) -> str:
-    if not spec.expect:
+def _verdicts(a: Analysis) -> str:
+    if not a.results.spec.expect:
         return ""
-    unit = unit_of(spec.metric)
-    steps = _steps(table)
     rows = []
-    for v in verdicts(table, spec, unit):
-        c = v.claim
-        where = ", ".join(f"{k}={x}" for k, x in c.where.items())
-        src_steps = f"{c.source_steps:,}" if c.source_steps else "not stated"
-        rows.append(f'<tr class="verdict {v.verdict.replace(" ", "-")}"><td>{escape(c.claim)}</td>'
-                    f"<td>{escape(c.source)}</td><td>{escape(f'{c.a} vs {c.b}' + (f' ({where})' if where else ''))}</td>"
-                    f"<td>{escape(v.effect)}</td><td><b>{escape(v.verdict)}</b></td>"
-                    f"<td>{escape(steps)} here ({escape(str(info['budget']))}); {escape(src_steps)} in the source</td></tr>")
+    for v in a.verdicts:
+        c, claim = v.comparison, v.claim
+        where = ", ".join(f"{k}={x}" for k, x in claim.where.items())
+        effect = f"{c.gain:+.2f} {a.unit} ({_ci(a, c)})" if c else "no completed confirm runs of both levels"
+        rule = (f"same within {claim.margin:g} {a.unit}" if claim.relation == "same" else f"{claim.a} better")
+        src_steps = f"{claim.source_steps:,}" if claim.source_steps else "not stated"
+        rows.append({"claim": claim.claim, "source": claim.source,
+                     "compared": f"{claim.a} vs {claim.b}" + (f" ({where})" if where else ""), "claims": rule,
+                     f"effect here ({claim.a} minus {claim.b}, in {claim.a}'s favour)": effect, "verdict": v.verdict,
+                     "training steps": f"{_steps(a)} here ({a.results.info['budget']}); {src_steps} in the source"})
+    note = ('<p class="muted">Each verdict rests on the row of the same two levels in "Every comparison" below. A claim '
+            "not reproduced at a small budget is not refuted: the source trained far longer.</p>")
     return ('<h2 id="verdicts">Verdicts: the literature\'s claims at this budget</h2>'
-            '<table id="verdict-table"><tr><th>claim</th><th>source</th><th>compared</th><th>this run\'s effect '
-            f"(a minus b, in a's favour)</th><th>verdict</th><th>training steps</th></tr>{''.join(rows)}</table>"
-            '<p class="muted">A claim not reproduced at a small budget is not refuted: the source trained far '
-            "longer. Reproduced and contradicted verdicts need the corrected interval to exclude zero (or, for "
-            '"same", to lie within / beyond the margin).</p>')
+            + table(pd.DataFrame(rows), "verdict-table", lambda i: f"verdict {a.verdicts[i].verdict.replace(' ', '-')}")
+            + note)
 
 
-def _steps(table: pd.DataFrame) -> str:
-    conf = table[table.phase == "confirm"] if not table.empty else table
-    if conf.empty or "final.step" not in conf:
-        return "?"
-    return f"{int(conf['final.step'].max()):,}"
+def headline(a: Analysis, sl) -> str:
+    """The answer in one slice: the best level, every significant difference between levels, the best
+    classical baseline and the noisy input."""
+    spec, q, u = a.results.spec, a.results.spec.question_factor(), a.unit
+    better = "beats" if spec.mode == "max" else "beats (lower is better)"
+    prefix = f"With {sl.label}: " if sl.label else ""
+    best = sl.winner
+    mean = a.cells[spec.key_of({**sl.where, q: best})].mean
+    sig = [c for c in sl.comparisons if c.significant]
+    ties = [c for c in sl.comparisons if not c.significant]
+    out = [f"{prefix}{q}={best} scores best ({a.score.split} {spec.metric} {mean:.2f} {u})."]
+    if sig:
+        out.append("Significant: " + "; ".join(f"{q}={c.a} {better} {q}={c.b} by {abs(c.gain):.2f} {u} ({_ci(a, c)})"
+                                                 for c in sig) + ".")
+    if ties:
+        out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({c.gain:+.2f} {u}, {_ci(a, c)})"
+                                                     for c in ties) + ".")
+    if sl.baseline:
+        b, c = sl.baseline, sl.baseline["comparison"]
+        rel = "above" if c.gain > 0 else "below"
+        verdict = "significantly" if c.significant else "not significantly"
+        out.append(f"It is {abs(c.gain):.2f} {u} {rel} the best classical baseline, {_bname(b['name'])} "
+                   f"({b['mean']:.2f} {u}), {verdict} ({_ci(a, c)})"
+                   + (f", and {mean - b['input_mean']:+.2f} {u} over the noisy input ({b['input_mean']:.2f} {u})."
+                      if b.get("input_mean") is not None else "."))
+    return " ".join(out)
 
 
-def _findings(spec, table: pd.DataFrame) -> str:
-    unit = unit_of(spec.metric)
-    parts = ['<h2 id="findings">The question and the answer</h2>', f"<p>{escape(spec.description)}</p>"]
-    heads = headlines(table, spec, unit)
-    if heads:
-        parts.append('<h3 id="answer">Answer</h3><ul>' + "".join(f'<li class="headline">{escape(h)}</li>' for h in heads)
-                     + "</ul>")
-    parts.append(f'<p class="muted">{escape(METHOD.format(score=_score_words(spec, table)))}</p>')
-    parts.append('<h3 id="pairwise">Every comparison</h3><ul>')
-    parts += [f'<li class="finding">{escape(s)}</li>' for s in findings(table, spec, unit)]
-    return "".join(parts) + "</ul>"
+def _answer(a: Analysis) -> str:
+    if not a.slices:
+        return '<h2 id="answer">Answer</h2><p>No confirm run has completed yet, so there is nothing to compare.</p>'
+    diverged = [f"{cell_label(parse_cell(cell))} diverged in {k} confirm run(s): it counts against the cell, which is "
+                f"never ranked first." for cell, k in a.results.diverged_confirms().items()]
+    items = [headline(a, sl) for sl in a.slices] + diverged + a.collapses
+    return '<h2 id="answer">Answer</h2><ul>' + "".join(f'<li class="headline">{escape(s)}</li>' for s in items) + "</ul>"
 
 
-def _comparison(spec, table: pd.DataFrame, figs: Figures, info) -> str:
-    s = F.summary(table, spec)
+def _comparisons(a: Analysis) -> str:
+    q = a.results.spec.question_factor()
+    rows = []
+    for c in a.family.comparisons:  # slice by slice in the spec's order, then the pooled claims
+        what = (f"{q}={c.a} vs {q}={c.b}" if c.kind != "baseline" else f"{q}={c.a} vs {_bname(c.b)}")
+        rows.append({"slice": ", ".join(f"{k}={v}" for k, v in c.where.items()) or "all", "comparison": what,
+                     f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
+                     "BH-adjusted p": c.q, "significant": "yes" if c.significant else "no",
+                     "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": c.n_images or "", "method": c.method})
+    if not rows:
+        return ""
+    return (f'<h2 id="comparisons">Every comparison ({a.level:.1%} intervals)</h2>'
+            + table(pd.DataFrame(rows), "comparison-table", lambda i: "sig" if rows[i]["significant"] == "yes" else ""))
+
+
+def _figures(a: Analysis, figs: Figures) -> str:
+    spec = a.results.spec
+    s = F.summary(a)
     if s.empty:
         return '<h2 id="comparison">Comparison</h2><p>No confirm run has finished yet.</p>'
-    unit = unit_of(spec.metric)
-    factors = list(spec.compare)
     out = ['<h2 id="comparison">Comparison</h2>']
-    kind = spec.comparison_figure()
-    if kind == "heatmap" and len(factors) >= 2:
-        q = question_factor(spec)
-        other = next(f for f in factors if f != q)
-        out.append(figs.add(F.heatmap(s, spec, other, q, unit)))
-    elif kind == "gap":
-        q = question_factor(spec)
-        levels = [lab for lab, _ in spec.factor_levels(q)]
-        other = next((f for f in factors if f != q), q)
-        out.append(figs.add(F.gap(s, other, q, levels[-1], levels[0], unit)))
-    elif kind == "levels":
-        out += [figs.add(f) for f in F.level_grid(table, spec, unit)]
-    elif kind == "pareto":
-        out.append(figs.add(F.pareto(s, spec, unit)))
-    schedules = F.schedules_compared(spec)
-    if schedules:
-        out.append(figs.add(F.schedule_curves(*schedules)))
-    out.append(figs.add(F.bars(s, spec, unit)))
-    also = [f"final.{m}" for m in spec.also if f"final.{m}" in s]
-    cols = [*factors, "mean", "lo", "hi", "n", "diverged", *also]
-    out.append(_html_table(s[cols].rename(columns={
-        "mean": f"mean {spec.metric}", "lo": "95% CI low", "hi": "95% CI high", "n": "seeds",
-        "diverged": "diverged seeds", **{a: f"mean {a[6:]}" for a in also}})))
+    kind = spec.figure or ("heatmap" if len(spec.compare) >= 2 else "bars")
+    out += [figs.add(f) for f in F.FIGURES.get(kind)(a)]
+    if (sched := F.schedules_compared(spec)) is not None:
+        out.append(figs.add(F.schedule_curves(*sched)))
+    out.append(figs.add(F.bars(a)))
+    base = {sl.label: sl.baseline for sl in a.slices if sl.baseline}
+    rows = []
+    for _, r in s.iterrows():
+        row = {f: r[f] for f in spec.compare} | {f"mean {a.score.split} {spec.metric}": r["mean"],
+                                                   "interval low": r["lo"], "interval high": r["hi"], "runs": int(r["n"]),
+                                                   "diverged runs": int(r["diverged"])}
+        row |= {f"mean {m}": r[m] for m in spec.also if m in r}
+        b = base.get(", ".join(f"{f}={r[f]}" for f in spec.other_factors()))
+        if b:
+            row["best baseline"] = f"{_bname(b['name'])} {b['mean']:.3g}"
+        rows.append(row)
+    out.append(table(pd.DataFrame(rows), "cell-table"))
+    if spec.task == "ddpm" and any(v == "x0" for c in spec.cells() for v in c.values()):
+        out.append('<p class="muted" id="x0-note">Why x0-prediction cells have a much larger bound: trained with the '
+                   "unweighted loss on x0 (L_simple on x0), a network spends as much effort on large t as on the "
+                   "smallest t, where the bound divides its x0 error by the tiny posterior variance beta-tilde_t; eps- "
+                   "and v-prediction weight small t far more (an eps error is an x0 error times sqrt(1 - alpha-bar)/"
+                   "sqrt(alpha-bar)). Its denoising PSNR is comparable; its bits/dim is not a bug.</p>")
     return "".join(out)
 
 
-def _png(path: Path, alt: str, cls: str = "") -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img class="{cls}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _images(spec, info, sdir: Path) -> str:
-    task = TASKS.get(spec.task)
-    parts = [f'<h2 id="images">Images of each cell\'s best model: {escape(task.images_caption)}</h2>']
-    for name in task.images:
-        if name == "image_output":
-            parts.append(_image_table(spec, sdir))
+def _images(a: Analysis) -> str:
+    r, spec = a.results, a.results.spec
+    task = get_task(spec.task)
+    if "image_output" not in task.images:
+        parts = [f'<h2 id="images">{escape(task.images_caption)}</h2>']
+        for cell in r.info["cells"]:
+            for name in task.images:
+                if (p := r.best_file(cell, f"{name}.png")) is not None:
+                    parts.append(f'<div class="grid"><div>{escape(cell_label(parse_cell(cell)))} ({name})</div>'
+                                 f"{png(p, cell)}</div>")
+        return "".join(parts)
+    q = spec.question_factor()
+    head = "".join(f"<th>{escape(q)}={escape(lv)}</th>" for lv in spec.labels(q))
+    body, clean = [], None
+    for sl in a.slices:
+        cells = {lv: spec.key_of({**sl.where, q: lv}) for lv in spec.labels(q)}
+        first = next((c for c in cells.values() if r.best_file(c, "images.json")), None)
+        if first is None:
             continue
-        for cell in info["cells"]:
-            p = best_dir(sdir, cell) / f"{name}.png"
-            if p.exists():
-                parts.append(f'<div class="grid"><div>{escape(cell)} ({name})</div>{_png(p, cell)}</div>')
-    return "".join(parts)
-
-
-def _image_table(spec, sdir: Path) -> str:
-    """One whole validation image: a row per slice of the other factors (its noisy input first), a column
-    per level of the question factor (its best model's output)."""
-    q = question_factor(spec)
-    levels = [lab for lab, _ in spec.factor_levels(q)]
-    rows: dict[tuple, dict[str, str]] = {}
-    for cell in spec.cells():
-        key = cell_key(cell)
-        rows.setdefault(tuple((f, v) for f, v in cell.items() if f != q), {})[cell[q]] = key
-    head = "".join(f"<th>{escape(q)}={escape(lv)}</th>" for lv in levels)
-    body = []
-    for slice_, cells in rows.items():
-        first = best_dir(sdir, next(iter(cells.values())))
-        if not (first / "image_noisy.png").exists():
-            continue
-        label = ", ".join(f"{f}={v}" for f, v in slice_) or "input"
-        tds = [f"<td>{_png(first / 'image_noisy.png', f'noisy: {label}', 'whole')}<div>noisy input</div></td>"]
-        for lv in levels:
-            p = best_dir(sdir, cells.get(lv, "")) / "image_output.png"
-            tds.append(f"<td>{_png(p, cells[lv], 'whole')}</td>" if lv in cells and p.exists() else "<td></td>")
-        body.append(f"<tr><th>{escape(label)}</th>{''.join(tds)}</tr>")
+        clean = clean or r.best_file(first, "image_clean.png")
+        shown = json.loads(r.best_file(first, "images.json").read_text())["psnr"]
+        tds = [_tile(r.best_file(first, "image_noisy.png"), "noisy input", shown["image_noisy"], a.unit)]
+        b = sl.baseline
+        img = (r.sdir / b["entry"]["images"][b["name"]]) if b and b["name"] in b["entry"].get("images", {}) else None
+        tds.append(_tile(img, _bname(b["name"]), b["entry"].get("showcase_psnr", {}).get(b["name"]), a.unit)
+                   if img is not None and img.exists() else "<td></td>")
+        for lv, cell in cells.items():
+            p, meta = r.best_file(cell, "image_output.png"), r.best_file(cell, "images.json")
+            tds.append(_tile(p, f"{q}={lv}", json.loads(meta.read_text())["psnr"]["image_output"], a.unit)
+                       if p and meta else "<td></td>")
+        body.append(f"<tr><th>{escape(sl.label or 'all')}</th>{''.join(tds)}</tr>")
     if not body:
         return ""
-    return (f'<table id="image-table"><tr><th></th><th>noisy input</th>{head}</tr>{"".join(body)}</table>')
+    top = f"<p>{png(clean, 'clean image', 'clean')}clean</p>" if clean else ""
+    return (f'<h2 id="images">The same held-out image, denoised by each cell\'s best model</h2>'
+            f'<p class="muted">PSNR against the clean image under each tile; the best classical baseline was chosen on '
+            f"validation images.</p>{top}"
+            f'<table id="image-table"><tr><th></th><th>noisy input</th><th>best baseline</th>{head}</tr>{"".join(body)}</table>')
 
 
-def _tuning(info, spec, table: pd.DataFrame, figs: Figures) -> str:
+def _tile(path, label: str, value, unit: str) -> str:
+    if path is None:
+        return "<td></td>"
+    v = f"{value:.2f} {unit}" if isinstance(value, (int, float)) else ""
+    return f"<td>{png(path, label, 'tile')}<div>{escape(label)}</div><div><b>{escape(v)}</b></div></td>"
+
+
+def _curves(a: Analysis, figs: Figures) -> str:
+    notes = "".join(f'<p class="collapse">{escape(c)}</p>' for c in a.collapses)
+    return '<h2 id="curves">Learning curves</h2>' + notes + figs.add(F.learning_curves(a))
+
+
+def _tuning(a: Analysis, figs: Figures) -> str:
+    r = a.results
     out = ['<h2 id="tuning">Tuning</h2>']
-    if not spec.tune_for(info["budget"]):
+    if not r.spec.tune_for(r.info["budget"]):
         return out[0] + "<p>This study tunes nothing: every cell runs its fixed configuration.</p>"
-    out.append(figs.add(F.tuning_view(table, spec)))
+    out += [figs.add(f) for f in F.tuning(a)]
     try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        studies = []
-        for cell in info["cells"]:
-            try:
-                studies.append(optuna.load_study(study_name=f"{spec.name}:{cell}", storage=info["optuna_storage"]))
-            except KeyError:
-                continue
-        imp = F.importances(studies)
+        imp = F.importances(r.optuna_studies())
         out.append(figs.add(imp) if imp else '<p class="muted">Parameter importances are not shown: they need two '
                    "or more tuned parameters and at least 8 completed tuning trials per cell.</p>")
     except Exception as e:  # noqa: BLE001 - an unreadable Optuna storage still leaves a useful report
         out.append(f"<p>Optuna storage could not be read: {escape(str(e).splitlines()[0])}</p>")
+    out.append(figs.add(F.parallel(a)))
     return "".join(out)
 
 
-def _best_table(table: pd.DataFrame, spec) -> str:
-    conf = table[(table.phase == "confirm")] if not table.empty else table
+def _best_table(a: Analysis) -> str:
+    conf = a.results.confirm_runs()
     if conf.empty:
-        return "<p>No confirm runs yet.</p>"
-    rows = conf.groupby("cell", sort=False).first()[["params"]].reset_index()
-    return _html_table(rows)
+        return '<h2 id="best">Best configuration per cell</h2><p>No confirm runs yet.</p>'
+    rows = []
+    for cell in a.results.spec.cell_keys():
+        g = conf[conf.cell == cell]
+        if g.empty:
+            continue
+        params = json.loads(g.params.iloc[0])
+        rows.append({**parse_cell(cell), **{k: (float(v) if isinstance(v, float) else v) for k, v in params.items()}})
+    return '<h2 id="best">Best configuration per cell</h2>' + table(pd.DataFrame(rows), "best-table")
 
 
-def _how_it_ran(info, table: pd.DataFrame) -> str:
-    runs = info.get("runs", [])
-    wall = sum(((r.get("end") or time.time()) - r["start"]) for r in runs)
-    dur = table["duration_s"].fillna(0) if "duration_s" in table else pd.Series(dtype=float)
-    gpu_h = float((dur * table["gpus"].fillna(0)).sum() / 3600) if not table.empty else 0.0
-    counts = table.status.value_counts().to_dict() if not table.empty else {}
-    parts = [f"<p>Budget <b>{escape(str(info['budget']))}</b>: {info['planned']} planned trials "
-             f"({len(info['cells'])} cells x ({info['trials_per_cell']} tuning + {info['seeds']} confirm)); "
-             f"trials by status: {escape(json.dumps(counts))}. Wall time {wall / 60:.1f} min over {len(runs)} "
-             f"run(s); trial-hours {dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]
-    failed = table[table.status.isin([FAILED, DIVERGED])] if not table.empty else table
+def _how_it_ran(a: Analysis) -> str:
+    r, t = a.results, a.results.table
+    runs = r.info.get("runs", [])
+    spans = [run_span(run) for run in runs]
+    dur = t["duration_s"].fillna(0) if "duration_s" in t else pd.Series(dtype=float)
+    gpu_h = float((dur * t["gpus"].fillna(0)).sum() / 3600) if not t.empty else 0.0
+    counts = t.status.value_counts().to_dict() if not t.empty else {}
+    parts = [f"<p>Budget <b>{escape(str(r.info['budget']))}</b>: {r.info['planned']} planned trials "
+             f"({len(r.info['cells'])} cells x ({r.info['trials_per_cell']} tuning + {r.info['seeds']} confirm)); "
+             f"trials by status: {escape(', '.join(f'{v} {k}' for k, v in counts.items()))}. "
+             f"Running time {sum(s for s, _ in spans) / 60:.1f} min over {len(runs)} run(s); trial-hours "
+             f"{dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]
+    rows = [{"run": i + 1, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run["start"])),
+             "minutes": s / 60, "ended": how} for i, (run, (s, how)) in enumerate(zip(runs, spans))]
+    if rows:
+        parts.append(table(pd.DataFrame(rows), "runs-table"))
+    failed = t[t.status.isin([FAILED, DIVERGED])] if not t.empty else t
     if not failed.empty:
         parts.append('<h3 id="failures">Failed and diverged trials</h3>'
-                     + _html_table(failed[["trial_id", "cell", "phase", "status", "attempts", "error"]]))
+                     + table(failed[["trial_id", "cell", "phase", "status", "attempts", "error"]].assign(
+                         cell=failed.cell.map(lambda c: cell_label(parse_cell(c))))))
     if runs:
         last = runs[-1]
         parts.append(f"<p>Command: <code>{escape(last.get('command') or '')}</code></p>")
-        parts.append(f"<p>Ray cluster: {last.get('nodes', '?')} node(s), resources "
-                     f"<code>{escape(json.dumps({k: v for k, v in last.get('resources', {}).items() if not k.startswith('node:')}))}</code></p>")
+        res = {k: v for k, v in (last.get("resources") or {}).items() if not k.startswith("node:")}
+        parts.append(f"<p>Ray cluster: {last.get('nodes', '?')} node(s), resources <code>{escape(json.dumps(res))}</code></p>")
         parts.append(f"<p>Versions: <code>{escape(json.dumps(last.get('versions', {})))}</code></p>")
-    return "".join(parts)
+    return '<h2 id="run">How it ran</h2>' + "".join(parts)
 
-
-def _html_table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, float_format=lambda v: f"{v:.3f}", na_rep="")

@@ -1,5 +1,12 @@
-"""Plotly figures for a study report: the comparison suited to the study, curves, tuning."""
+"""Plotly figures for a study report, all drawn from one `reports.analysis.Analysis`.
+
+The comparison figure beside the bars is chosen by the spec's `figure:` from FIGURES (a new one is a
+function registered here); the others (bars, learning curves, tuning, parallel coordinates, noise
+schedules) suit every study. Every axis has a title; colours follow the question factor's levels.
+"""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -7,192 +14,270 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.stats import cell_stat, confirm_values, diverged_confirms, question_factor, score_column
-from studies.spec import cell_key
+from denoise_core.registry import Registry
+from denoise_core.results import Score
+from studies.spec import parse_cell
+from studies.store import column, factor_column
+
+FIGURES: Registry = Registry("figure")
+COLORS = plotly.colors.qualitative.Plotly
 
 
-def summary(table: pd.DataFrame, spec) -> pd.DataFrame:
-    """Per cell: factor levels, mean and 95% CI of the confirm runs' final metric."""
-    conf = confirm_values(table, spec.metric)
-    diverged = diverged_confirms(table)
-    col = score_column(conf, spec.metric)
-    test = col.startswith("final.test_")
+def color(spec, level: str) -> str:
+    return COLORS[spec.level_index(spec.question_factor(), level) % len(COLORS)]
+
+
+def summary(a) -> pd.DataFrame:
+    """Per cell with confirm runs, in the spec's order: factor levels, mean and interval at the page's
+    level over runs, runs, diverged runs, the `also` metrics, parameters and training speed."""
+    r, spec = a.results, a.results.spec
+    conf = r.confirm_runs()
+    diverged = r.diverged_confirms()
     rows = []
-    for cell, g in conf.groupby("cell", sort=False):
-        s = cell_stat(cell, g[col])
-        row = {"cell": cell, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n, "diverged": diverged.get(cell, 0)}
-        row.update({f: g[f"factor.{f}"].iloc[0] for f in spec.compare})
-        for extra in ("params", "images_per_s", *spec.also):  # `also` metrics on the same split as the score
-            src = f"final.test_{extra}" if test and f"final.test_{extra}" in g else f"final.{extra}"
+    for cell in spec.cell_keys():
+        if cell not in a.cells:
+            continue
+        s, g = a.cells[cell], conf[conf.cell == cell]
+        row = {"cell": cell, **parse_cell(cell), "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n,
+               "diverged": diverged.get(cell, 0)}
+        for extra in (*spec.also, "params", "images_per_s"):
+            src = column(Score(extra, a.score.split)) if extra in spec.also else column(Score(extra))
             if src in g:
-                row[f"final.{extra}"] = g[src].mean()
+                row[extra] = g[src].mean()
         rows.append(row)
-    order = {cell_key(c): i for i, c in enumerate(spec.cells())}  # the spec's order, not finishing order
-    return pd.DataFrame(rows).sort_values("cell", key=lambda c: c.map(order)).reset_index(drop=True) if rows \
-        else pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
 def _err(s: pd.DataFrame):
-    return dict(type="data", symmetric=False, array=(s["hi"] - s["mean"]).fillna(0), arrayminus=(s["mean"] - s["lo"]).fillna(0))
+    return dict(type="data", symmetric=False, array=(s["hi"] - s["mean"]).fillna(0),
+                arrayminus=(s["mean"] - s["lo"]).fillna(0))
 
 
-def bars(s: pd.DataFrame, spec, unit: str) -> go.Figure:
-    """Bars per cell with 95% CI error bars: one colour per level of the question factor, grouped
-    along x by the other factors' levels. A log axis when the means span more than 20x."""
-    factors = list(spec.compare)
-    q = question_factor(spec)
-    others = [f for f in factors if f != q]
+def _slice_text(spec, row) -> str:
+    others = spec.other_factors()
+    return ", ".join(f"{f}={row[f]}" for f in others) if others else spec.question_factor()
+
+
+def bars(a) -> go.Figure:
+    """Bars per cell with their interval over runs: one colour per level of the question factor, grouped
+    along x by the other factors; the best classical baseline and the noisy input as reference marks."""
+    spec, s = a.results.spec, summary(a)
+    q = spec.question_factor()
+    s = s.assign(x=[_slice_text(spec, row) for _, row in s.iterrows()])
     fig = go.Figure()
     for level, g in s.groupby(q, sort=False):
-        x = g[others].astype(str).apply(lambda r: ",".join(f"{f}={v}" for f, v in r.items()), axis=1) \
-            if others else g[q].astype(str)
-        fig.add_bar(x=x, y=g["mean"], error_y=_err(g), name=f"{q}={level}",
-                    hovertemplate=f"{q}={level}, %{{x}}: %{{y:.3f}}<extra></extra>")
+        fig.add_bar(x=g["x"], y=g["mean"], error_y=_err(g), name=f"{q}={level}", marker_color=color(spec, level),
+                    hovertemplate=f"{q}={level}, %{{x}}: %{{y:.3g}}<extra></extra>")
+    refs = [(sl, sl.baseline) for sl in a.slices if sl.baseline]
+    if refs:
+        x = [sl.label or q for sl, _ in refs]
+        fig.add_scatter(x=x, y=[b["mean"] for _, b in refs], mode="markers", name="best classical baseline",
+                        marker=dict(symbol="line-ew-open", size=40, line=dict(width=3, color="black")),
+                        text=[b["name"] for _, b in refs], hovertemplate="%{text}: %{y:.3g}<extra></extra>")
+        if all(b["input_mean"] is not None for _, b in refs):
+            fig.add_scatter(x=x, y=[b["input_mean"] for _, b in refs], mode="markers", name="noisy input",
+                            marker=dict(symbol="line-ew-open", size=40, line=dict(width=2, color="#999")),
+                            hovertemplate="noisy input: %{y:.3g}<extra></extra>")
     log = bool((s["mean"] > 0).all() and s["mean"].max() > 20 * s["mean"].min())
-    fig.update_layout(barmode="group", title=f"{spec.metric} per cell (mean of confirm seeds, 95% CI)",
-                      yaxis_title=f"{spec.metric} ({unit})" + (", log scale" if log else ""),
-                      yaxis_type="log" if log else "linear", xaxis_title=",".join(others) or q)
+    fig.update_layout(barmode="group", title=f"test {spec.metric} per cell: mean over confirm runs, "
+                                             f"{a.level:.1%} interval over runs",
+                      yaxis_title=f"{a.score.split} {spec.metric} ({a.unit})" + (", log scale" if log else ""),
+                      yaxis_type="log" if log else "linear", xaxis_title=", ".join(spec.other_factors()) or q,
+                      xaxis_type="category", legend_title_text="")
     return fig
 
 
-def heatmap(s: pd.DataFrame, spec, rows: str, cols: str, unit: str) -> go.Figure:
-    m = s.pivot_table(index=rows, columns=cols, values="mean", sort=False)
-    lo = s.pivot_table(index=rows, columns=cols, values="lo", sort=False).reindex_like(m)
-    hi = s.pivot_table(index=rows, columns=cols, values="hi", sort=False).reindex_like(m)
-    text = [[f"{m.iat[i, j]:.2f}" for j in range(m.shape[1])] for i in range(m.shape[0])]
-    ci = np.dstack([lo.values, hi.values])
-    fig = go.Figure(go.Heatmap(z=m.values, x=[str(c) for c in m.columns], y=[str(r) for r in m.index], text=text,
-                               texttemplate="%{text}", customdata=ci, colorscale="Viridis",
-                               hovertemplate=f"{rows}=%{{y}}, {cols}=%{{x}}<br>mean %{{z:.2f}} {unit}"
-                                             "<br>95% CI %{customdata[0]:.2f} to %{customdata[1]:.2f}<extra></extra>"))
-    fig.update_layout(title=f"mean {spec.metric} ({unit}): {rows} x {cols}", xaxis_title=cols, yaxis_title=rows,
-                      yaxis_autorange="reversed")  # rows top to bottom in the spec's order
-    return fig
+@FIGURES.register("bars")
+def _bars_only(a) -> list[go.Figure]:
+    return []  # the bars are always drawn
 
 
-def gap(s: pd.DataFrame, factor: str, target: str, a: str, b: str, unit: str) -> go.Figure:
-    """The a - b gap per level of `factor` (e.g. noisy - clean targets per noise)."""
-    p = s.pivot_table(index=factor, columns=target, values="mean", sort=False)
-    fig = go.Figure(go.Bar(x=list(p.index), y=p[a] - p[b], marker_color="#c0504d"))
-    fig.update_layout(title=f"gap {target}={a} minus {target}={b} per {factor} ({unit})", yaxis_title=unit)
-    return fig
-
-
-def level_grid(table: pd.DataFrame, spec, unit: str) -> list[go.Figure]:
-    """noise_level: train level x test level heatmap and PSNR-vs-test-level curves."""
-    conf = confirm_values(table, spec.metric)
-    prefix = "final.test_psnr_" if score_column(conf, spec.metric).startswith("final.test_") else "final.psnr_"
-    cols = sorted((c for c in conf.columns if c.startswith(prefix) and c[len(prefix):][:1].isalpha()
-                   and not c.endswith("levels_mean")), key=lambda c: float("".join(ch for ch in c if ch.isdigit() or ch == ".") or 0))
-    if not cols:
+@FIGURES.register("heatmap")
+def heatmap(a) -> list[go.Figure]:
+    """Mean of each cell, the question factor along x, another factor down y."""
+    spec, s = a.results.spec, summary(a)
+    q = spec.question_factor()
+    rows = next((f for f in spec.other_factors()), None)
+    if rows is None or s.empty:
         return []
-    factor = f"factor.{list(spec.compare)[0]}"
-    mean = conf.groupby(factor, sort=False)[cols].mean()
-    tests = [c.removeprefix(prefix) for c in cols]
-    heat = go.Figure(go.Heatmap(z=mean.values, x=tests, y=list(mean.index), texttemplate="%{z:.2f}", colorscale="Viridis"))
-    heat.update_layout(title=f"PSNR ({unit}): trained at (rows) x tested at (columns)", xaxis_title="test level",
-                       yaxis_title="train level")
+    m = s.pivot_table(index=rows, columns=q, values="mean", sort=False)
+    m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index], columns=[v for v in spec.labels(q) if v in m.columns])
+    fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), texttemplate="%{z:.3g}",
+                               colorscale="Viridis", colorbar_title=a.unit,
+                               hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{z:.3g}} {a.unit}<extra></extra>"))
+    fig.update_layout(title=f"mean {a.score.split} {spec.metric} ({a.unit}): {rows} x {q}", xaxis_title=q,
+                      yaxis_title=rows, yaxis_autorange="reversed", height=160 + 60 * len(m.index),
+                      xaxis_type="category", yaxis_type="category")  # levels are names, even "50"
+    return [fig]
+
+
+@FIGURES.register("gap")
+def gap(a) -> list[go.Figure]:
+    """The difference between the question factor's last and first level per slice, with its interval."""
+    spec = a.results.spec
+    q = spec.question_factor()
+    first, last = spec.labels(q)[0], spec.labels(q)[-1]
+    rows = []
+    for sl in a.slices:
+        c = a.family.find(q, last, first, sl.where)
+        if c is not None:
+            rows.append((sl.label or q, c))
+    if not rows:
+        return []
+    fig = go.Figure(go.Bar(x=[r for r, _ in rows], y=[c.gain for _, c in rows], marker_color="#c0504d",
+                           error_y=dict(type="data", symmetric=False, array=[c.hi - c.gain for _, c in rows],
+                                        arrayminus=[c.gain - c.lo for _, c in rows])))
+    fig.add_hline(y=0, line_color="#444")
+    fig.update_layout(xaxis_type="category", title=f"{q}={last} minus {q}={first}, with its {a.level:.1%} interval",
+                      yaxis_title=f"difference in {a.score.split} {spec.metric} ({a.unit})",
+                      xaxis_title=", ".join(spec.other_factors()) or q)
+    return [fig]
+
+
+@FIGURES.register("levels")
+def levels(a) -> list[go.Figure]:
+    """Train level x test level: a heatmap and one curve per training level."""
+    spec, conf = a.results.spec, a.results.confirm_runs()
+    metrics = []
+    for col in conf.columns:
+        if col.startswith("final."):
+            s = Score.parse(col[len("final."):])
+            if s.split == a.score.split and s.weights == "best" and not s.input and re.fullmatch(r"psnr_[a-z]+[\d.]+", s.metric):
+                metrics.append(s)
+    if not metrics:
+        return []
+    metrics.sort(key=lambda s: float(re.sub(r"[^\d.]", "", s.metric)))
+    q = factor_column(spec.question_factor())
+    mean = conf.groupby(q, sort=False)[[column(s) for s in metrics]].mean()
+    tests = [s.metric.removeprefix("psnr_") for s in metrics]
+    heat = go.Figure(go.Heatmap(z=mean.values, x=tests, y=list(mean.index), texttemplate="%{z:.3g}",
+                                colorscale="Viridis", colorbar_title="dB"))
+    heat.update_layout(title=f"{a.score.split} PSNR (dB): trained at (rows) x tested at (columns)",
+                       xaxis_title="test level", yaxis_title="training level", xaxis_type="category",
+                       yaxis_type="category")
     curves = go.Figure()
     for train, row in mean.iterrows():
-        curves.add_scatter(x=tests, y=row.values, mode="lines+markers", name=str(train))
-    curves.update_layout(title="PSNR vs test level", xaxis_title="test level", yaxis_title=f"PSNR ({unit})")
+        curves.add_scatter(x=tests, y=row.values, mode="lines+markers", name=str(train), line_color=color(spec, str(train)))
+    curves.update_layout(title=f"{a.score.split} PSNR against the test level, one line per training level",
+                         xaxis_title="test level", yaxis_title="PSNR (dB)", legend_title_text="trained at")
     return [heat, curves]
 
 
-def pareto(s: pd.DataFrame, spec, unit: str) -> go.Figure:
-    """architectures: quality vs parameters, marker size by images/s, Pareto front marked."""
-    s = s.dropna(subset=["final.params"]).sort_values("final.params")
+@FIGURES.register("pareto")
+def pareto(a) -> list[go.Figure]:
+    """Quality against parameters, marker size by training images/s, the Pareto front dashed."""
+    spec = a.results.spec
+    s = summary(a)
+    if "params" not in s:
+        return []
+    s = s.dropna(subset=["params"]).sort_values("params")
     front, best = [], -np.inf
     for _, r in s.iterrows():
-        if r["mean"] > best:
+        if spec.sign * r["mean"] > best:
             front.append(r)
-            best = r["mean"]
-    ips = s.get("final.images_per_s", pd.Series(np.ones(len(s)), index=s.index))
-    size = 12 + 30 * (ips / ips.max()) if len(s) else []
+            best = spec.sign * r["mean"]
+    ips = s["images_per_s"] if "images_per_s" in s else pd.Series(np.ones(len(s)), index=s.index)
+    q = spec.question_factor()
     fig = go.Figure()
-    fig.add_scatter(x=s["final.params"], y=s["mean"], mode="markers+text", text=s[list(spec.compare)[0]],
-                    textposition="top center", marker=dict(size=size), error_y=_err(s), name="models",
-                    customdata=ips, hovertemplate="%{text}: %{y:.2f}, %{x} params, %{customdata:.0f} img/s<extra></extra>")
+    fig.add_scatter(x=s["params"], y=s["mean"], mode="markers+text", text=s[q], textposition="top center",
+                    marker=dict(size=12 + 30 * (ips / ips.max())), error_y=_err(s), name=q, customdata=ips,
+                    hovertemplate="%{text}: %{y:.3g}, %{x} parameters, %{customdata:.0f} images/s<extra></extra>")
     if front:
         f = pd.DataFrame(front)
-        fig.add_scatter(x=f["final.params"], y=f["mean"], mode="lines", line=dict(dash="dash"), name="Pareto front")
-    fig.update_layout(title=f"{spec.metric} ({unit}) vs parameters (marker size: training images/s)",
-                      xaxis_type="log", xaxis_title="parameters", yaxis_title=f"{spec.metric} ({unit})")
-    return fig
+        fig.add_scatter(x=f["params"], y=f["mean"], mode="lines", line=dict(dash="dash"), name="Pareto front")
+    fig.update_layout(title=f"{a.score.split} {spec.metric} ({a.unit}) against parameters (marker size: training images/s)",
+                      xaxis_type="log", xaxis_title="parameters (log scale)", yaxis_title=f"{spec.metric} ({a.unit})")
+    return [fig]
 
 
-def learning_curves(records: list[dict], spec) -> go.Figure | None:
-    """Small multiples: one panel per slice of the other factors, one line per level of the question
-    factor: the mean validation metric over its confirm seeds at each step, with a min-max band."""
-    q = question_factor(spec)
-    others = [f for f in spec.compare if f != q]
+def _facets(n: int, cols: int = 3) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return -(-n // cols), cols
+
+
+def learning_curves(a) -> go.Figure | None:
+    """One panel per slice, one line per level of the question factor: the mean validation metric of its
+    confirm runs at each step, with a band from the lowest to the highest run."""
+    spec = a.results.spec
+    q, others = spec.question_factor(), spec.other_factors()
     curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
-    for r in records:
+    for r in a.results.records:
         if r["phase"] != "confirm" or not r["history"]:
             continue
         panel = tuple(str(r["factors"].get(f)) for f in others)
         by_step = curves.setdefault(panel, {}).setdefault(str(r["factors"].get(q)), {})
         for h in r["history"]:
-            if spec.metric in h and h[spec.metric] == h[spec.metric]:  # not NaN
-                by_step.setdefault(int(h["step"]), []).append(h[spec.metric])
+            v = h.get(spec.metric)
+            if isinstance(v, (int, float)) and v == v:
+                by_step.setdefault(int(h["step"]), []).append(v)
     if not curves:
         return None
-    panels = sorted(curves, key=lambda p: [_order(spec, f, v) for f, v in zip(others, p)])
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
+    panels = sorted(curves, key=lambda p: [spec.level_index(f, v) for f, v in zip(others, p)])
+    rows, cols = _facets(len(panels))
     titles = [", ".join(f"{f}={v}" for f, v in zip(others, p)) or spec.metric for p in panels]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True)
-    colors = plotly.colors.qualitative.Plotly
-    levels = [lab for lab, _ in spec.factor_levels(q)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True, vertical_spacing=min(0.12, 0.6 / rows))
     for i, panel in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
-        for j, level in enumerate(levels):
+        for level in spec.labels(q):
             by_step = curves[panel].get(level)
             if not by_step:
                 continue
             steps = sorted(by_step)
             mean = [float(np.mean(by_step[s])) for s in steps]
             lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
-            color = colors[j % len(colors)]
+            c = color(spec, level)
             fig.add_scatter(x=steps + steps[::-1], y=hi + lo[::-1], fill="toself", line=dict(width=0),
-                            fillcolor=color, opacity=0.2, hoverinfo="skip", showlegend=False, row=row, col=col)
-            fig.add_scatter(x=steps, y=mean, mode="lines+markers", line=dict(color=color), name=f"{q}={level}",
+                            fillcolor=c, opacity=0.2, hoverinfo="skip", showlegend=False, row=row, col=col)
+            fig.add_scatter(x=steps, y=mean, mode="lines+markers", line=dict(color=c), name=f"{q}={level}",
                             legendgroup=level, showlegend=i == 0, row=row, col=col)
-    fig.update_layout(title=f"validation {spec.metric} during training: mean of the confirm seeds, band min to max",
-                      height=260 * rows + 80)
+    fig.update_xaxes(title_text="training step", row=rows)
+    fig.update_yaxes(title_text=f"val {spec.metric} ({a.unit})", col=1)
+    fig.update_layout(title=f"validation {spec.metric} during training: mean of the confirm runs, band lowest to highest",
+                      height=280 * rows + 100)
     return fig
 
 
-def _order(spec, factor: str, level: str) -> int:
-    labels = [lab for lab, _ in spec.factor_levels(factor)]
-    return labels.index(level) if level in labels else len(labels)
-
-
-def tuning_view(table: pd.DataFrame, spec) -> go.Figure | None:
-    """Every tuning trial: each tuned parameter's value against the validation metric, coloured by cell."""
-    col = f"final.{spec.metric}"
-    params = [c for c in table.columns if c.startswith("param.")]
-    t = table[(table.phase == "tune") & table[col].notna()] if col in table and not table.empty else table.iloc[0:0]
+def tuning(a) -> list[go.Figure]:
+    """Every tuning trial: one figure per tuned parameter, one panel per slice, colour by the question
+    factor's level, the trial's final validation metric against its value."""
+    spec, t = a.results.spec, a.results.table
+    col = column(Score(spec.metric))
+    params = [c for c in t.columns if c.startswith("param.")] if not t.empty else []
+    t = t[(t.phase == "tune") & t[col].notna()] if col in t else t.iloc[0:0]
     if t.empty or not params:
-        return None
-    fig = make_subplots(rows=1, cols=len(params), subplot_titles=[p.removeprefix("param.") for p in params],
-                        shared_yaxes=True)
-    colors = plotly.colors.qualitative.Dark24
-    for i, cell in enumerate(sorted(t.cell.unique(), key=lambda c: [_order(spec, f, v) for f, v in
-                                                                     (kv.split("=", 1) for kv in c.split(","))])):
-        g = t[t.cell == cell]
-        for k, p in enumerate(params):
-            x = pd.to_numeric(g[p], errors="coerce")
-            fig.add_scatter(x=x if x.notna().all() else g[p].astype(str), y=g[col], mode="markers", name=cell,
-                            legendgroup=cell, showlegend=k == 0, marker=dict(color=colors[i % len(colors)], size=9),
-                            row=1, col=k + 1)
-    for k, p in enumerate(params):
+        return []
+    q, others = spec.question_factor(), spec.other_factors()
+    slices = sorted({tuple(str(v) for v in r) for r in t[[factor_column(o) for o in others]].itertuples(index=False)},
+                    key=lambda p: [spec.level_index(f, v) for f, v in zip(others, p)]) if others else [()]
+    figs = []
+    for p in params:
+        rows, cols = _facets(len(slices))
+        fig = make_subplots(rows=rows, cols=cols, shared_yaxes=False,
+                            subplot_titles=[", ".join(f"{f}={v}" for f, v in zip(others, s)) or "all cells" for s in slices])
         numeric = pd.to_numeric(t[p], errors="coerce")
+        for i, sl in enumerate(slices):
+            g = t
+            for f, v in zip(others, sl):
+                g = g[g[factor_column(f)].astype(str) == v]
+            for level in spec.labels(q):
+                h = g[g[factor_column(q)].astype(str) == level]
+                if h.empty:
+                    continue
+                x = pd.to_numeric(h[p], errors="coerce")
+                fig.add_scatter(x=x if x.notna().all() else h[p].astype(str), y=h[col], mode="markers",
+                                marker=dict(color=color(spec, level), size=9), name=f"{q}={level}", legendgroup=level,
+                                showlegend=i == 0, row=i // cols + 1, col=i % cols + 1)
         if numeric.notna().all() and numeric.min() > 0 and numeric.max() > 10 * numeric.min():
-            fig.update_xaxes(type="log", row=1, col=k + 1)
-    fig.update_layout(title=f"tuning: each trial's tuned values against its validation {spec.metric} (colour: cell)",
-                      yaxis_title=spec.metric, height=420)
-    return fig
+            fig.update_xaxes(type="log")
+        name = p.removeprefix("param.")
+        fig.update_xaxes(title_text=name + (" (log scale)" if fig.layout.xaxis.type == "log" else ""), row=rows)
+        fig.update_yaxes(title_text=f"val {spec.metric} ({a.unit})", col=1)
+        if spec.mode == "min" and (t[col] > 0).all() and t[col].max() > 20 * t[col].min():
+            fig.update_yaxes(type="log")
+        fig.update_layout(title=f"tuning: each trial's {name} against its final validation {spec.metric}",
+                          height=260 * rows + 100)
+        figs.append(fig)
+    return figs
 
 
 def importances(studies: list, min_trials: int = 8) -> go.Figure | None:
@@ -210,24 +295,26 @@ def importances(studies: list, min_trials: int = 8) -> go.Figure | None:
     names = sorted({k for imp in per_cell for k in imp})
     mean = [float(np.mean([imp.get(k, 0.0) for imp in per_cell])) for k in names]
     fig = go.Figure(go.Bar(x=names, y=mean))
-    fig.update_layout(title=f"parameter importance (fANOVA), mean over {len(per_cell)} cells", yaxis_title="importance",
-                      height=320)
+    fig.update_layout(title=f"parameter importance (fANOVA), mean over {len(per_cell)} cells", xaxis_title="parameter",
+                      yaxis_title="importance", height=320)
     return fig
 
 
-def parallel(table: pd.DataFrame, spec) -> go.Figure | None:
-    col = f"final.{spec.metric}"
-    params = [c for c in table.columns if c.startswith("param.")]
-    t = table[table[col].notna()] if col in table else table.iloc[0:0]
+def parallel(a) -> go.Figure | None:
+    spec, t = a.results.spec, a.results.table
+    col = column(Score(spec.metric))
+    t = t[t[col].notna()] if col in t else t.iloc[0:0]
     if t.empty:
         return None
-    dims = [dict(label=c.removeprefix("param."), values=pd.to_numeric(t[c], errors="coerce").fillna(0)) for c in params]
+    dims = [dict(label=c.removeprefix("param."), values=pd.to_numeric(t[c], errors="coerce").fillna(0))
+            for c in t.columns if c.startswith("param.")]
     for f in spec.compare:
-        codes, levels = pd.factorize(t[f"factor.{f}"])
-        dims.append(dict(label=f, values=codes, tickvals=list(range(len(levels))), ticktext=[str(x) for x in levels]))
-    dims.append(dict(label=spec.metric, values=t[col]))
+        order = [v for v in spec.labels(f) if v in set(t[factor_column(f)].astype(str))]
+        codes = t[factor_column(f)].astype(str).map({v: i for i, v in enumerate(order)})
+        dims.append(dict(label=f, values=codes, tickvals=list(range(len(order))), ticktext=order))
+    dims.append(dict(label=f"val {spec.metric}", values=t[col]))
     fig = go.Figure(go.Parcoords(line=dict(color=t[col], colorscale="Viridis", showscale=True), dimensions=dims))
-    fig.update_layout(title="all trials: parameters, factors and final metric")
+    fig.update_layout(title=f"every trial: tuned parameters, factors and final validation {spec.metric}")
     return fig
 
 
@@ -242,19 +329,21 @@ def schedules_compared(spec) -> tuple[list[str], list[int]] | None:
 
 
 def schedule_curves(names: list[str], timesteps: list[int]) -> go.Figure:
-    """ddpm_schedule: alpha-bar and log-SNR of each schedule over normalised time."""
+    """alpha-bar and log-SNR of each schedule over normalised time."""
     import torch
 
     from denoise_core.diffusion import build_schedule
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("alpha-bar", "log SNR"))
-    colors = plotly.colors.qualitative.Plotly
     for i, (name, T) in enumerate((n, t) for n in names for t in timesteps):
         ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
         x = np.arange(1, T + 1) / T
-        line = dict(color=colors[i % len(colors)], dash="solid" if T == max(timesteps) else "dot")
+        line = dict(color=COLORS[names.index(name) % len(COLORS)], dash="solid" if T == max(timesteps) else "dot")
         fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line, row=1, col=1)
         fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line,
                         showlegend=False, row=1, col=2)
-    fig.update_layout(title="noise schedules", xaxis_title="t / T", xaxis2_title="t / T", height=380)
+    fig.update_xaxes(title_text="t / T")
+    fig.update_yaxes(title_text="alpha-bar", col=1)
+    fig.update_yaxes(title_text="log SNR", col=2)
+    fig.update_layout(title="noise schedules (solid: the largest T)", height=380)
     return fig

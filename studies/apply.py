@@ -1,50 +1,89 @@
-"""Apply a study's best model to a user's image file (reads the store; no Ray)."""
+"""Apply a study's best model to a user's image file (reads the store; no Ray).
+
+The model must suit the image's noise: with `--noise NAME` the best cell among those trained on that
+noise is used; with `--cell` that cell; with neither, the study must have trained on one noise only,
+else the user is asked to choose (the error lists the cells and noises). Grayscale comes back
+grayscale and RGB comes back RGB: a one-channel model denoises each colour channel on its own.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from studies.spec import cell_label, parse_cell
 from studies.store import best_cells, best_dir, read_spec
 
 
-def pick_cell(sdir: Path, cell: str | None) -> str:
-    """The named cell, or the cell whose best confirm run scored best."""
+def _noise_of(records: list[dict], cell: str) -> str:
+    """The noise a cell's models were trained on (a DDPM learns Gaussian noise)."""
+    cfg = next((r["config"] for r in records if r["cell"] == cell), {})
+    return str(cfg.get("noise", "gaussian")) if cfg.get("task", "denoise") == "denoise" else "gaussian"
+
+
+def pick_cell(sdir: Path, cell: str | None = None, noise: str | None = None) -> str:
+    """The named cell; else the best-scoring cell trained on `noise`; else the best cell when the study
+    trained on one noise only. A ValueError (the user's choice is wrong or missing) names the options."""
     best = best_cells(sdir)
     if not best:
         raise ValueError(f"study {sdir.name!r} has no finished confirm runs to take a model from")
     if cell is not None:
-        if cell not in best:
-            raise ValueError(f"unknown cell {cell!r}; cells with a model: {'; '.join(sorted(best))}")
-        return cell
+        wanted = _as_cell(cell)
+        match = [c for c in best if parse_cell(c) == wanted]
+        if not match:
+            raise ValueError(f"unknown cell {cell!r}; cells with a model: {'; '.join(cell_label(parse_cell(c)) for c in sorted(best))}")
+        return match[0]
+    from studies.store import read_records
+
+    records = read_records(sdir)
+    noises = {c: _noise_of(records, c) for c in best}
+    if noise is not None:
+        candidates = [c for c in best if noises[c] == noise or parse_cell(c).get("noise") == noise]
+        if not candidates:
+            raise ValueError(f"no cell of study {sdir.name!r} was trained on noise {noise!r}; "
+                             f"its noises: {', '.join(sorted(set(noises.values())))}")
+    elif len(set(noises.values())) > 1:
+        raise ValueError(f"study {sdir.name!r} trained on several noises ({', '.join(sorted(set(noises.values())))}): "
+                         f"pass --noise NAME for the best model of that noise, or --cell, one of: "
+                         f"{'; '.join(cell_label(parse_cell(c)) for c in sorted(best))}")
+    else:
+        candidates = list(best)
     spec = read_spec(sdir)
-    sign = 1 if spec.mode == "max" else -1
-    return max(best, key=lambda c: sign * best[c][spec.metric])
+    return max(candidates, key=lambda c: spec.sign * best[c][spec.metric])
 
 
-def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None) -> str:
+def _as_cell(text: str) -> dict[str, str]:
+    """A cell as the user typed it: 'noise=impulse,loss=l0' or the report's 'noise=impulse, loss=l0'."""
+    try:
+        return {k.strip(): v.strip() for k, v in parse_cell(text).items()}
+    except ValueError:
+        raise ValueError(f"--cell {text!r}: expected factor=level[,factor=level ...]") from None
+
+
+def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None,
+                 noise: str | None = None) -> str:
     """Denoise one image file with a cell's best model; returns the cell used. The task decides how
     (a DDPM needs the noise level `sigma`, 0-255 scale). Errors about the input are ValueErrors."""
     import torch
     import torch.nn.functional as F
-    from torchvision.utils import save_image
 
     from denoise_core.data import read_image, to_channels
-    from denoise_core.tasks import TASKS, load_model
+    from denoise_core.tasks import get_task, load_model
+    from denoise_core.trial import save_png
 
-    chosen = pick_cell(sdir, cell)
+    chosen = pick_cell(sdir, cell, noise)
     model, cfg = load_model(best_dir(sdir, chosen) / "model.pt")
-    task = TASKS.get(cfg.task)
+    task = get_task(cfg.task)
     if task.needs_sigma and sigma is None:
         raise ValueError(f"a {cfg.task} model denoises noise of a known level: pass --sigma (0-255 scale)")
-    img = read_image(inp)  # [C, H, W]
+    img = read_image(inp)[:3]  # [C, H, W]; alpha dropped
     c_in = img.shape[0]
-    x = to_channels(img, cfg.channels)[None]
+    # a one-channel model takes each colour channel as an image; a colour model takes gray as three equal channels
+    x = img[:, None] if cfg.channels == 1 else to_channels(img, 3)[None]  # [B, C, H, W]
     h, w = x.shape[-2:]
     m = getattr(model, "size_multiple", 1)
     x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
     with torch.no_grad():
         y = task.apply(model, cfg, x, sigma).clamp(0, 1)[..., :h, :w]
-    if cfg.channels == 1 and c_in >= 3:
-        y = y.expand(1, 3, h, w)
+    y = y[:, 0] if cfg.channels == 1 else (y[0] if c_in == 3 else to_channels(y[0], 1))  # [c_in, H, W]
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(y, str(out))
+    save_png(out, y)
     return chosen

@@ -26,17 +26,24 @@ class Fail(click.ClickException):
 
 
 def _spec(name_or_path: str):
+    """The study spec, every cell validated; its report figure checked against the registered ones."""
     from studies.spec import load_spec
 
     try:
-        return load_spec(name_or_path)
+        spec = load_spec(name_or_path)
     except SpecError as e:
         raise Fail(str(e)) from None
+    if spec.figure is not None:
+        from reports.figures import FIGURES
+
+        if spec.figure not in FIGURES:
+            raise Fail(f"{Path(name_or_path).name}: figure: unknown figure {spec.figure!r}; known: {', '.join(FIGURES.names)}")
+    return spec
 
 
 def _existing_study(name: str, storage: str | None) -> Path:
     """The study's local directory; with object storage, its store pulled into the local mirror first."""
-    from studies.store import fetch
+    from studies.remote import fetch
 
     study = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     try:
@@ -105,9 +112,11 @@ def show(name):
 def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str | None, str | None]:
     """Trials run in Ray's worker directories on any node: a relative path given here would point
     elsewhere there, so local paths become absolute (URIs stay as they are)."""
-    if data_root is not None and "://" not in data_root:
+    from studies.store import is_uri
+
+    if data_root is not None and not is_uri(data_root):
         data_root = str(Path(data_root).expanduser().resolve())
-    if dataset is not None and dataset.startswith("folder:") and "://" not in dataset:
+    if dataset is not None and dataset.startswith("folder:") and not is_uri(dataset):
         dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
     return dataset, data_root
 
@@ -129,14 +138,17 @@ def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str
 @click.option("--optuna-storage", default=None, help="An RDB URL for the Optuna studies [default: sqlite in the study directory].")
 @click.option("--fresh", is_flag=True, help="Discard stored results and start over instead of resuming.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--verbose", is_flag=True, help="Also Ray Tune's own status tables and hints.")
 def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_per_trial, dataset, data_root,
-        optuna_storage, fresh, quiet):
+        optuna_storage, fresh, quiet, verbose):
     """Run STUDY (a catalog name or a YAML path) through Ray Tune, then write its report.
 
     Each cell (combination of compared factors) is tuned by Optuna with the same number of trials,
-    its best configuration re-run over seeds; running the same study again resumes it.
+    its best configuration re-run over seeds; running the same study again resumes it. Progress: one
+    line per finished trial and a summary every 30 s.
     """
     from studies.spec import check_trial_configs
+    from studies.store import is_uri
 
     spec = _spec(study)
     dataset, data_root = absolute_data_paths(dataset, data_root)
@@ -146,26 +158,29 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
             check_trial_configs(spec, study, budgets=(budget,), extra=extra)
         except SpecError as e:
             raise Fail(str(e)) from None
-    if data_root is not None and "://" not in data_root and not Path(data_root).expanduser().is_dir():
+    if data_root is not None and not is_uri(data_root) and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
     from studies.store import storage_problem, study_dir
 
     if problem := storage_problem(storage):
         raise Fail(problem)
-    from studies.lock import DriverLock, StudyLocked
+    from studies.lock import StudyLocked, driver_lock
     from studies.runner import RunOptions, run_study
 
-    lock = DriverLock(study_dir(storage, spec.name))
+    lock = driver_lock(storage, spec.name)
     try:
         lock.acquire()
     except StudyLocked as e:
         raise Fail(str(e)) from None
     opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
-                      optuna_storage=optuna_storage, extra=extra, command=" ".join(["denoise-study", *sys.argv[1:]]))
+                      verbose=verbose, optuna_storage=optuna_storage, extra=extra,
+                      command=" ".join(["denoise-study", *sys.argv[1:]]))
     try:
         sdir = run_study(spec, opts)
         path = _write_report(sdir, opts.storage)
+    except SpecError as e:  # e.g. the study holds another budget's results: nothing was run
+        raise Fail(str(e)) from None
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(1)
@@ -181,12 +196,12 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
 def _write_report(sdir: Path, storage: str | None) -> Path:
     """report.html in the study's directory, and beside the results when they live in an object store."""
     from reports.build import build_report
-    from studies.store import DEFAULT_STORAGE, is_uri, study_uri, upload
+    from studies.remote import study_uri, upload
+    from studies.store import is_uri, resolve_storage
 
     path = build_report(sdir)
-    storage = storage or DEFAULT_STORAGE
-    if is_uri(storage):
-        upload(sdir, study_uri(storage, sdir.name), ("trials.parquet", "report.html"))
+    if is_uri(resolve_storage(storage)):
+        upload(sdir, study_uri(resolve_storage(storage), sdir.name), ("trials.parquet", "report.html"))
     return path
 
 
@@ -195,6 +210,10 @@ def _write_report(sdir: Path, storage: str | None) -> Path:
 @click.option("--storage", default=None, help=STORAGE_HELP)
 def status(name, storage):
     """How far a study is: trials by cell and status (works while it runs)."""
+    import time
+
+    from studies.runlog import run_span
+    from studies.spec import cell_label, parse_cell
     from studies.store import FINISHED, SHOWN, read_info, read_records
 
     sdir = _existing_study(name, storage)
@@ -203,16 +222,17 @@ def status(name, storage):
     per_cell = info["trials_per_cell"] + info["seeds"]
     finished = [r for r in recs if r["status"] in FINISHED]
     click.echo(f"{sdir.name}: {len(finished)}/{info['planned']} trials finished, budget {info['budget']}, {sdir}")
-    from studies.lock import describe, is_stale, read_holder
-
-    holder = read_holder(sdir / "driver.lock")
-    if holder is not None and not is_stale(holder, sdir / "driver.lock"):
-        click.echo(f"running: driver {describe(holder)}")
+    if info.get("runs"):
+        run = info["runs"][-1]
+        seconds, how = run_span(run)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["start"]))
+        click.echo(f"last run: {how}, {seconds / 60:.1f} min since {since} (host {run.get('host', '?')}, "
+                   f"pid {run.get('pid', '?')})")
     for cell in info["cells"]:
         mine = [r for r in recs if r["cell"] == cell]
         counts = {s: sum(r["status"] == s for r in mine) for s in SHOWN}
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        click.echo(f"  {cell}: {sum(r['status'] in FINISHED for r in mine)}/{per_cell}"
+        click.echo(f"  {cell_label(parse_cell(cell))}: {sum(r['status'] in FINISHED for r in mine)}/{per_cell}"
                    + (f" ({shown})" if shown else ""))
 
 
@@ -230,24 +250,30 @@ def report(name, storage):
 
 @cli.command()
 @click.option("--study", "name", required=True, help="A study that has run.")
-@click.option("--cell", default=None, help="Which cell's best model, e.g. 'noise=gaussian,loss=l2' [default: the best cell].")
+@click.option("--noise", default=None, help="The image's noise (e.g. impulse): the best model trained on it. Needed "
+                                            "when the study trained on several noises, unless --cell is given.")
+@click.option("--cell", default=None, help="Which cell's best model, e.g. 'noise=gaussian,loss=l2'.")
 @click.option("--storage", default=None, help=STORAGE_HELP)
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the denoised image.")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The input's Gaussian noise level (0-255 scale); required for a DDPM study's model.")
-def denoise(name, cell, storage, inp, output, sigma):
-    """Denoise the image IN with a study's best model and write it to OUTPUT."""
+def denoise(name, noise, cell, storage, inp, output, sigma):
+    """Denoise the image IN with a study's best model for its noise and write it to OUTPUT.
+
+    Grayscale in, grayscale out; RGB in, RGB out.
+    """
     sdir = _existing_study(name, storage)
     if not Path(inp).is_file():
         raise Fail(f"input image {inp!r} does not exist")
     from studies.apply import denoise_file
+    from studies.spec import cell_label, parse_cell
 
     try:
-        used = denoise_file(sdir, cell, Path(inp), Path(output), sigma)
+        used = denoise_file(sdir, cell, Path(inp), Path(output), sigma, noise)
     except ValueError as e:
         raise Fail(str(e)) from None
-    click.echo(f"{output} (model of cell {used})")
+    click.echo(f"{output} (model of cell {cell_label(parse_cell(used))})")
 
 
 @cli.command()
@@ -268,9 +294,8 @@ def trial(config, workdir):
     out = run_trial(cfg, lambda m: click.echo(json.dumps({k: v for k, v in m.items() if k != "checkpoint"})),
                     workdir=workdir)
     click.echo(f"checkpoint: {out['checkpoint']}")
-    for name in ("grid", "samples", "progress"):  # a denoiser's grid; a DDPM's samples and chain
-        if name in out:
-            click.echo(f"{name}: {out[name]}")
+    for name, path in out["images"].items():  # what the task wrote for the report
+        click.echo(f"{name}: {path}")
 
 
 if __name__ == "__main__":

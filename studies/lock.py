@@ -7,6 +7,11 @@ lock is stale, and is taken over, when its driver is gone: on the same host its 
 runs; from another host (shared storage) its heartbeat, rewritten every HEARTBEAT_S, is older
 than STALE_S. Taking over renames the stale file away first, so of two drivers that both found it
 stale only one wins the rename, and then the exclusive create decides.
+
+On S3 (`--storage s3://...`) the lock is an object beside the study's files (`ObjectLock`): created
+with a conditional write (If-None-Match: *, which S3 answers 412 when the object exists), its
+heartbeat and a stale lock's takeover written only if its ETag is still the one read (If-Match), so of
+two drivers on two machines exactly one holds it. `driver_lock(storage, name)` picks the lock.
 """
 from __future__ import annotations
 
@@ -129,3 +134,89 @@ class DriverLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class ObjectLock(DriverLock):
+    """driver.lock as an S3 object, written with conditional requests (boto3; any S3-compatible store
+    that honours If-None-Match and If-Match on PutObject: AWS S3 since 2024, MinIO, moto)."""
+
+    def __init__(self, uri: str):
+        from urllib.parse import urlparse
+
+        super().__init__(Path("/nonexistent"))
+        u = urlparse(uri)
+        self.uri, self.bucket, self.key = uri, u.netloc, f"{u.path.strip('/')}/driver.lock"
+        self.etag: str | None = None
+        import boto3
+
+        self.s3 = boto3.client("s3")
+
+    def _put(self, **condition) -> bool:
+        from botocore.exceptions import ClientError
+
+        body = json.dumps({**self.me, "heartbeat": time.time()}).encode()
+        try:
+            self.etag = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise
+
+    def _read(self) -> tuple[dict | None, str | None]:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        try:
+            return json.loads(obj["Body"].read()), obj["ETag"]
+        except json.JSONDecodeError:
+            return None, obj["ETag"]
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            if self._put(IfNoneMatch="*"):
+                break
+            holder, etag = self._read()
+            if etag is None:
+                continue  # released between our write and our read: try again
+            if holder is not None and not is_stale(holder, Path("/nonexistent")):
+                raise StudyLocked(f"study at {self.uri!r} is being run by another driver ({describe(holder)}); "
+                                  f"wait for it to finish, or stop it and run again to resume")
+            if self._put(IfMatch=etag):  # take the stale lock over: only one contender's ETag still matches
+                break
+            raise StudyLocked(f"study at {self.uri!r} was taken over by another driver")
+        else:
+            raise StudyLocked(f"study at {self.uri!r}: could not take its driver lock")
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-lock")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if not self._put(IfMatch=self.etag):
+                return  # taken over (this driver was presumed dead): stop touching it
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        holder, etag = self._read()
+        if holder is not None and holder.get("token") == self.me["token"] and etag == self.etag:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+
+
+def driver_lock(storage: str | None, name: str) -> DriverLock:
+    """The study's lock: an S3 object for s3:// storage, else a file in the study's (local or NFS) directory.
+    Other object stores (gs:// ...) fall back to a lock in this machine's mirror: one driver per machine."""
+    from studies.remote import study_uri
+    from studies.store import is_uri, resolve_storage, study_dir
+
+    storage = resolve_storage(storage)
+    if is_uri(storage) and storage.startswith("s3://"):
+        return ObjectLock(study_uri(storage, name))
+    return DriverLock(study_dir(storage, name))
+

@@ -1,7 +1,11 @@
-"""The driver's Tune callback that keeps a record per trial while a study runs.
+"""The driver's Tune callbacks: a record per trial while a study runs, and what the user sees.
 
 The records are small JSON files (`records/<trial_id>.json`, see `studies.store`) rewritten at
-every result, so `status` and `report` read a study while it runs, without Ray.
+every result, so `status` and `report` read a study while it runs, without Ray. Progress is one
+line per finished trial, and one summary line every SUMMARY_S seconds.
+
+Tune pickles its callbacks with the experiment and restores them on resume: they hold plain data,
+and whatever belongs to one run starts in `setup`.
 """
 from __future__ import annotations
 
@@ -11,16 +15,25 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, delete_file, read_records, upload_file, write_json
+from denoise_core.results import PER_IMAGE, Score
+from studies.spec import TrialMeta, parse_cell, cell_label
+from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, read_records, write_json
+
+SUMMARY_S = 30.0
+
 
 class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
 
     def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool,
-                 remote: str | None = None):
+                 metric: str = "psnr", remote: str | None = None):
         self.dir = Path(study_dir) / "records"
         self.planned, self.n_evals, self.cells, self.per_cell, self.quiet = planned, n_evals, cells, per_cell, quiet
+        self.metric = metric
         self.remote = remote  # object storage: every record is pushed there too, so `status` works from anywhere
+        self._pruned = False
+
+    def setup(self, **info):
         self._pruned = False
 
     def _path(self, trial) -> Path:
@@ -30,19 +43,18 @@ class StudyRecorder(Callback):
         p = self._path(trial)
         if p.exists():
             return json.loads(p.read_text())
-        meta = trial.config.get("_study", {})
-        return {"trial_id": trial.trial_id, "cell": meta.get("cell"), "phase": meta.get("phase"),
-                "factors": meta.get("factors", {}), "params": meta.get("params", {}),
-                "seed": trial.config.get("seed"), "config": {k: v for k, v in trial.config.items() if k != "_study"},
+        meta = TrialMeta.of(trial.config)
+        return {"trial_id": trial.trial_id, "cell": meta.cell, "phase": meta.phase, "factors": meta.factors,
+                "params": meta.params, "seed": trial.config.get("seed"), "config": TrialMeta.strip(trial.config),
                 "status": "pending", "history": [], "error": None, "start": None, "end": None,
-                "checkpoint": None, "node_id": None, "attempts": 0,
-                "resources": {"cpu": trial.config.get("_cpus", 1), "gpu": trial.config.get("_gpus", 0)}}
+                "checkpoint": None, "node_id": None, "attempts": 0, "resources": {"cpu": meta.cpus, "gpu": meta.gpus}}
 
     def _save(self, rec: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{rec['trial_id']}.json"
-        write_json(path, rec)
+        path = write_json(self.dir / f"{rec['trial_id']}.json", rec)
         if self.remote:
+            from studies.remote import upload_file
+
             upload_file(path, self.remote, f"records/{path.name}")
 
     def on_step_begin(self, iteration, trials, **info):
@@ -56,6 +68,8 @@ class StudyRecorder(Callback):
             if p.stem not in known and json.loads(p.read_text()).get("status") not in FINISHED:
                 p.unlink()
                 if self.remote:
+                    from studies.remote import delete_file
+
                     delete_file(self.remote, f"records/{p.name}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -76,6 +90,8 @@ class StudyRecorder(Callback):
         row["step"] = result.get("step")
         # a resumed trial repeats no step: keep history strictly increasing
         rec["history"] = [h for h in rec["history"] if h.get("step", 0) < (row["step"] or 0)] + [row]
+        if result.get(PER_IMAGE):
+            rec[PER_IMAGE] = result[PER_IMAGE]
         rec["node_id"] = result.get("node_id", rec["node_id"])
         rec["resumed"] = bool(result.get("resumed")) or rec.get("resumed", False)
         rec["status"] = "running"
@@ -94,28 +110,62 @@ class StudyRecorder(Callback):
             rec["checkpoint"] = checkpoint_uri(trial.checkpoint)
         self._save(rec)
         if not self.quiet:
-            self._progress(rec)
+            print(self.line(rec), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self._load(trial)
         if rec.get("diverged"):
             status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
         else:
-            status = COMPLETED if len(rec["history"]) >= self.n_evals else STOPPED
+            status = COMPLETED if len(rec["history"]) >= self.n_evals else "stopped"
         self._finish(trials, trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trials, trial, FAILED)
 
-    def _progress(self, rec: dict) -> None:
+    def line(self, rec: dict) -> str:
+        """'[12/75] trial 3/5 of cell 2/15 (noise=poisson, loss=l2), confirm: val psnr 27.91, test psnr 28.10'"""
         recs = [r for r in read_records(self.dir.parent) if r["status"] in FINISHED]
         in_cell = sum(r["cell"] == rec["cell"] for r in recs)
-        metric = rec["history"][-1] if rec["history"] else {}
-        shown = ", ".join(f"{k} {metric[k]:.3f}" for k in ("psnr", "bits_per_dim") if k in metric)
-        what = {COMPLETED: shown, FAILED: f"failed: {rec['error']}", DIVERGED: rec["error"]}.get(rec["status"],
-                                                                                                 rec["status"])
-        print(f"[{len(recs)}/{self.planned}] {rec['cell']} {rec['phase']}: {what} "
-              f"(cell {in_cell}/{self.per_cell})", flush=True)
+        cell_no = self.cells.index(rec["cell"]) + 1 if rec["cell"] in self.cells else 0
+        last = rec["history"][-1] if rec["history"] else {}
+        scores = [f"{s.split} {s.metric} {last[s.key]:.3f}" for s in (Score(self.metric), Score(self.metric, "test"))
+                  if isinstance(last.get(s.key), (int, float))]
+        what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec['error']}", DIVERGED: rec["error"]}.get(
+            rec["status"], f"{rec['status']} early ({', '.join(scores)})" if scores else rec["status"])
+        return (f"[{len(recs)}/{self.planned}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
+                f"({cell_label(parse_cell(rec['cell']))}), {rec['phase']}: {what}")
+
+
+class Progress(Callback):
+    """Every SUMMARY_S seconds one line: trials finished, running and to go, time so far and an estimate left."""
+
+    def __init__(self, study_dir: Path, planned: int, quiet: bool = False):
+        self.dir, self.planned, self.quiet = Path(study_dir), planned, quiet
+
+    def setup(self, **info):
+        self._start = self._last = time.time()
+        self._done_at_start = sum(r["status"] in FINISHED for r in read_records(self.dir))
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.time()
+        if self.quiet or now - self._last < SUMMARY_S:
+            return
+        self._last = now
+        print(self.summary(trials, now), flush=True)
+
+    def summary(self, trials, now: float) -> str:
+        done = sum(r["status"] in FINISHED for r in read_records(self.dir))
+        running = sum(t.status == "RUNNING" for t in trials)
+        left = self.planned - done
+        elapsed = now - self._start
+        this_run = done - self._done_at_start
+        eta = f"about {_minutes(elapsed / this_run * left)} left" if this_run and left else "estimating time left"
+        return f"[{_minutes(elapsed)}] {done}/{self.planned} trials finished, {running} running, {left} to go; {eta}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def checkpoint_uri(checkpoint) -> str:

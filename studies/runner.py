@@ -2,22 +2,26 @@
 
     sdir = run_study(load_spec("n2n_loss"), RunOptions(budget="quick", storage="~/denoise-studies"))
 
-Layout of a study directory (`<storage>/<name>`): Tune's experiment state and trial
-folders, plus ours: `study.json` (the spec and how it was run), `optuna.db` (one Optuna
-study per cell), `records/` (one JSON per trial, live), `trials.parquet` (tidy table, one
-row per trial), `best/<cell>/` (each cell's best checkpoint) and `report.html`.
+The study directory (`<storage>/<name>`, see `studies.store`) holds our files; Tune keeps its
+experiment state and per-trial folders under `ray/` while the study runs, and that folder is removed
+once every planned trial has finished (a complete study needs none of it; rerunning it rebuilds the
+report). How many trials run at once follows the cluster: Tune starts a trial whenever its resources
+are free and keeps one more pending, which is what makes an autoscaler add nodes.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studies.spec import StudySpec
-from studies.store import DEFAULT_STORAGE, clear_study, copy_best_checkpoints, fetch, is_uri, read_info, study_dir, \
-    study_uri, upload, write_json, write_trials_table
+from denoise_core.results import Score
+from studies.runlog import RunLog
+from studies.spec import SpecError, StudySpec
+from studies.store import COMPLETED, FINISHED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
+    read_records, resolve_storage, study_dir, write_trials_table
 
 
 @dataclass
@@ -30,6 +34,7 @@ class RunOptions:
     gpus_per_trial: float | None = None
     fresh: bool = False
     quiet: bool = False
+    verbose: bool = False
     optuna_storage: str | None = None
     extra: dict | None = None  # trial keys set for every cell (e.g. dataset, data_root)
     command: str = ""
@@ -37,45 +42,119 @@ class RunOptions:
 
 def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     """Run (or resume) the study through one Tune `Tuner`; leave the store complete for the report."""
-    budget = spec.budgets[opts.budget]
-    storage = opts.storage or DEFAULT_STORAGE
+    from studies.remote import delete_dir, fetch, local_or_uri, upload
+
+    storage = resolve_storage(opts.storage)
     sdir = study_dir(storage, spec.name)
     if opts.fresh:
         clear_study(sdir)
     elif is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
         fetch(storage, spec.name)
-    experiment_path = study_uri(storage, spec.name) if is_uri(storage) else str(sdir)
-    _init_ray(opts.address)
-    extra, cpus, gpus = _resources(spec, opts)
-    concurrency = opts.max_concurrent or budget.max_concurrent or _fit_concurrency(cpus, gpus)
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency))
+    if not opts.fresh and completed(sdir, opts.budget):
+        if not opts.quiet:
+            print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report "
+                  f"(--fresh runs it again)", flush=True)
+        return sdir
+    home = local_or_uri(storage, sdir, spec.name)  # the study's files: a directory, or a URI
+    _silence_tune(opts.verbose)
+    _init_ray(opts.address, spec.name)
+    cpus, gpus = _resources(spec, opts)
 
     from studies.searcher import CellSearcher
 
     sdir.mkdir(parents=True, exist_ok=True)
     optuna_url = opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}"
-    searcher = CellSearcher(spec, opts.budget, optuna_url, extra)
-    searcher.n_evals = _evals_per_trial(spec, opts.budget, extra)
-    info = _start_run(sdir, spec, opts, searcher, storage, optuna_url, concurrency)
-    if is_uri(storage):
-        upload(sdir, experiment_path, ("study.json",))
-    tuner = _tuner(spec, opts, searcher, experiment_path, storage, sdir, cpus, gpus, concurrency)
+    searcher = CellSearcher(spec, opts.budget, optuna_url, opts.extra)
+    searcher.resources = (cpus, gpus)
+    searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
+    log = RunLog(sdir, remote=home if is_uri(storage) else None)
+    log.start(spec=spec.model_dump(), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
+              n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,
+              trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
+              command=opts.command, **_cluster())
+    tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus)
     if not opts.quiet:
         print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
-              f"{searcher.n_seeds} confirm) = {searcher.planned} trials, {concurrency} at a time, "
-              f"budget {opts.budget}", flush=True)
-    tuner.fit()
-
-    info["runs"][-1]["end"] = time.time()
-    write_json(sdir / "study.json", info)
+              f"{searcher.n_seeds} confirm) = {searcher.planned} trials, budget {opts.budget}, "
+              f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " per trial",
+              flush=True)
+    baselines = _start_baselines(spec, opts, sdir)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        log.close("interrupted")
+        raise
+    except BaseException:
+        log.close("failed")
+        raise
+    done = _all_finished(sdir, searcher.planned)
+    if not done:  # Tune stops gracefully on Ctrl-C (SIGINT) and returns: the study was interrupted
+        write_trials_table(sdir, spec)
+        log.close("interrupted")
+        if is_uri(storage):
+            upload(sdir, home)
+        raise KeyboardInterrupt
+    if baselines is not None:
+        baselines.finish()
     copy_best_checkpoints(spec, write_trials_table(sdir, spec), sdir)
+    log.close("finished")
+    shutil.rmtree(sdir / RAY_DIR, ignore_errors=True)  # Tune's state is needed only to resume
     if is_uri(storage):
-        upload(sdir, experiment_path)
+        delete_dir(f"{home}/{RAY_DIR}")
+    if is_uri(storage):
+        upload(sdir, home)
     return sdir
 
 
-def _resources(spec: StudySpec, opts: RunOptions) -> tuple[dict, float, float]:
-    """(extra trial keys, CPUs per trial, GPU share per trial); checks the GPU packing when there are GPUs."""
+def completed(sdir: Path, budget: str) -> bool:
+    """The study's every planned trial finished at this budget (a rerun rebuilds the report only).
+    A study that holds another budget's results cannot be continued at this one: SpecError."""
+    if not (sdir / "study.json").exists():
+        return False
+    info = read_info(sdir)
+    if info.get("budget") not in (None, budget) and read_records(sdir):
+        raise SpecError(f"study {sdir.name!r} holds results of budget {info['budget']!r}; "
+                        f"run it with --fresh to start over at budget {budget!r}")
+    return bool(info.get("runs")) and info["runs"][-1].get("ended") == "finished"
+
+
+def _all_finished(sdir: Path, planned: int) -> bool:
+    return sum(r["status"] in FINISHED for r in read_records(sdir)) >= planned
+
+
+def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
+    """The best completed confirm run of every cell (by its validation metric) -> best/<cell>/."""
+    out = {}
+    col = column(Score(spec.metric))
+    if table.empty or col not in table:
+        return out
+    done = table[(table.phase == "confirm") & (table.status == COMPLETED) & table.checkpoint.notna()]
+    for cell, group in done.groupby("cell"):
+        best = group.sort_values(col, ascending=spec.mode == "min").iloc[0]
+        dest = best_dir(sdir, cell)
+        if not _copy_checkpoint(best.checkpoint, dest):
+            continue
+        (dest / "trial.json").write_text(json.dumps({"cell": cell, "trial_id": best.trial_id,
+                                                     spec.metric: float(best[col])}))
+        out[cell] = dest
+    return out
+
+
+def _copy_checkpoint(src: str, dest: Path) -> bool:
+    from studies.remote import download
+
+    if is_uri(src):  # the resumable state stays behind: best/ holds what `denoise` and the report need
+        shutil.rmtree(dest, ignore_errors=True)
+        return download(src, dest, skip=("state.pt",))
+    if Path(src).is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("state.pt"))
+        return True
+    return False
+
+
+def _resources(spec: StudySpec, opts: RunOptions) -> tuple[float, float]:
+    """(CPUs, GPU share) per trial; checks the GPU packing when the cluster has GPUs."""
     import ray
 
     from studies.packing import check_packing, gpu_share
@@ -83,63 +162,62 @@ def _resources(spec: StudySpec, opts: RunOptions) -> tuple[dict, float, float]:
     budget = spec.budgets[opts.budget]
     cpus = opts.cpus_per_trial or budget.cpus_per_trial
     gpus = gpu_share(opts.gpus_per_trial, budget.gpus_per_trial, opts.budget, ray.cluster_resources().get("GPU", 0))
-    extra = dict(opts.extra or {}) | {"_cpus": cpus, "_gpus": gpus}
     if gpus > 0:  # a trial takes the GPU Ray gives it (device auto); a node whose GPU is not CUDA runs it on CPU
-        for line in check_packing(spec, opts.budget, extra, gpus, cpus):
+        for line in check_packing(spec, opts.budget, opts.extra or {}, gpus, cpus):
             print(line, file=sys.stderr, flush=True)
-    return extra, cpus, gpus
+    return cpus, gpus
 
 
-def _start_run(sdir: Path, spec: StudySpec, opts: RunOptions, searcher, storage: str, optuna_url: str,
-               concurrency: int) -> dict:
-    """study.json: the spec and plan, and one more entry in `runs` (this run's start, cluster, versions)."""
+def _cluster() -> dict:
     import ray
 
-    info = read_info(sdir) if (sdir / "study.json").exists() else {"runs": []}
-    info.update(spec=spec.model_dump(), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
-                n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,
-                trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, concurrency=concurrency)
-    info["runs"].append({"start": time.time(), "end": None, "command": opts.command,
-                         "resources": ray.cluster_resources(),
-                         "nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "versions": _versions()})
-    write_json(sdir / "study.json", info)
-    return info
+    return {"resources": ray.cluster_resources(), "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
+            "versions": _versions()}
 
 
-def _tuner(spec: StudySpec, opts: RunOptions, searcher, experiment_path: str, storage: str, sdir: Path,
-           cpus: float, gpus: float, concurrency: int):
+def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, cpus: float, gpus: float):
     """A new Tuner, or the stored one restored: finished trials are kept, unfinished ones resume."""
     from ray import tune
 
-    from studies.records import StudyRecorder
+    from studies.records import Progress, StudyRecorder
     from studies.recovery import RestoreRepair
     from studies.scheduler import CellASHA
     from studies.trainable import train_fn
 
     budget = spec.budgets[opts.budget]
     trainable = tune.with_resources(train_fn, {"cpu": cpus, "gpu": gpus})
-    recorder = StudyRecorder(sdir, searcher.planned, searcher.n_evals, searcher.keys,
-                             searcher.n_tune + searcher.n_seeds, opts.quiet,
-                             remote=experiment_path if is_uri(storage) else None)
-    if not opts.fresh and tune.Tuner.can_restore(experiment_path):
+    # restored with the experiment (Tune pickles them): they hold plain data, and start afresh in setup()
+    recorder = StudyRecorder(sdir, searcher.planned, searcher.n_evals, searcher.keys, searcher.n_tune + searcher.n_seeds,
+                             opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None)
+    callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet)]
+    experiment = f"{home}/{RAY_DIR}"
+    if not opts.fresh and tune.Tuner.can_restore(experiment):
         if not opts.quiet:
-            print(f"resuming {spec.name} from {experiment_path}", flush=True)
-        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+            print(f"resuming {spec.name} from {experiment}", flush=True)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=CellASHA(spec.metric, spec.mode, searcher.n_evals, budget.grace_evals),
-            num_samples=searcher.planned, max_concurrent_trials=concurrency, reuse_actors=True,
-            trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
+            num_samples=searcher.planned, max_concurrent_trials=opts.max_concurrent or budget.max_concurrent,
+            reuse_actors=True, trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage if is_uri(storage) else str(sdir.parent),
+            name=RAY_DIR, storage_path=home,
             failure_config=tune.FailureConfig(max_failures=budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[RestoreRepair(), recorder], verbose=0))
+            callbacks=callbacks, verbose=2 if opts.verbose else 0))
 
 
-def _init_ray(address: str | None) -> None:
+def _silence_tune(verbose: bool) -> None:
+    """Tune's own tables, logger files and hints off (the study prints its own lines), unless --verbose."""
+    if not verbose:
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV/JSON per trial
+        # Tune's newer console output prints its configuration box at any verbosity; the classic one is silent at 0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _init_ray(address: str | None, study: str) -> None:
     import logging
 
     import ray
@@ -147,28 +225,29 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     # trial output stays in the workers' logs; errors reach the records and the report
-    kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+    kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, namespace=f"denoise-study-{study}")
     if address:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        ray.init(address=address, **kwargs)
     else:  # no address: a Ray of our own, never silently attached to another cluster on this machine
-        ray.init(address="local", **kwargs)
+        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
-def _fit_concurrency(cpus: float, gpus: float) -> int:
-    import ray
-
-    res = ray.cluster_resources()
-    by_cpu = int(res.get("CPU", 1) // cpus)
-    by_gpu = int(round(res.get("GPU", 0) / gpus)) if gpus > 0 else by_cpu
-    return max(1, min(by_cpu, by_gpu))
-
-
-def _evals_per_trial(spec: StudySpec, budget: str, extra: dict) -> int:
+def _evals_per_trial(spec: StudySpec, budget: str, extra: dict | None) -> int:
     from denoise_core.tasks import validate_config
 
-    cfg = validate_config({k: v for k, v in spec.cell_config(spec.cells()[0], budget, extra).items()
-                           if not k.startswith("_")})
+    cfg = validate_config(spec.cell_config(spec.cells()[0], budget, extra))
     return -(-cfg.steps // cfg.eval_every)
+
+
+def _start_baselines(spec: StudySpec, opts: RunOptions, sdir: Path):
+    """The classical denoisers on the study's test images, as Ray tasks beside the trials (denoise tasks)."""
+    from denoise_core.tasks import get_task
+
+    if not get_task(spec.task).baselines:
+        return None
+    from studies.baselines import BaselineRun
+
+    return BaselineRun.start(spec, opts.budget, opts.extra or {}, sdir, quiet=opts.quiet)
 
 
 def _versions() -> dict:
@@ -181,3 +260,4 @@ def _versions() -> dict:
         except PackageNotFoundError:
             pass
     return out
+

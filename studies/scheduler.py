@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from studies.spec import TrialMeta
+
 
 def _cell(trial) -> tuple[str, str]:
-    meta = trial.config.get("_study", {})
-    return meta.get("cell", ""), meta.get("phase", "tune")
+    meta = TrialMeta.of(trial.config)
+    return meta.cell, meta.phase
 
 
 class CellASHA(FIFOScheduler):

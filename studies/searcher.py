@@ -16,7 +16,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from studies.spec import StudySpec, cell_key, set_path
+from studies.spec import StudySpec, TrialMeta, set_path
+from studies.store import optuna_study_name
 
 log = logging.getLogger(__name__)
 CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
@@ -29,7 +30,8 @@ class CellSearcher(Searcher):
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.spec, self.budget, self.storage_url, self.extra = spec, budget, storage_url, extra or {}
         self.cells = spec.cells()
-        self.keys = [cell_key(c) for c in self.cells]
+        self.keys = spec.cell_keys()
+        self.resources = (1.0, 0.0)  # set by the runner: (CPUs, GPUs) each trial holds
         self.space = spec.tune_for(budget)
         self.n_tune = spec.budgets[budget].trials_per_cell
         self.n_seeds = spec.seeds_for(budget)
@@ -40,27 +42,43 @@ class CellSearcher(Searcher):
         self.finished = {k: 0 for k in self.keys}
         self.confirmed = {k: 0 for k in self.keys}
         self._studies: dict[str, Any] = {}
+        self._storage = None  # the Optuna storage, opened on first use (a handle does not pickle)
 
     @property
     def planned(self) -> int:
         return len(self.cells) * (self.n_tune + self.n_seeds)
 
     # -- Optuna ---------------------------------------------------------------------------------
+    def storage(self):
+        if self._storage is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self._storage = optuna.storages.get_storage(self.storage_url)
+        return self._storage
+
     def study(self, key: str):
         if key not in self._studies:
             import optuna
 
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
             seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.n_tune // 3))
             self._studies[key] = optuna.create_study(
-                study_name=f"{self.spec.name}:{key}", storage=self.storage_url, sampler=sampler,
+                study_name=optuna_study_name(self.spec.name, key), storage=self.storage(), sampler=sampler,
                 direction="maximize" if self.spec.mode == "max" else "minimize", load_if_exists=True)
         return self._studies[key]
 
+    def report_intermediate(self, key: str, number: int, value: float, step: int) -> None:
+        """A running trial's intermediate value, through the storage's public API (Tune holds the trial,
+        not an optuna.Trial object; after a driver restart there is none to hold)."""
+        storage = self.storage()
+        study_id = storage.get_study_id_from_name(optuna_study_name(self.spec.name, key))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        storage.set_trial_intermediate_value(trial_id, int(step), float(value))
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_studies"] = {}  # storage handles do not pickle; they reopen lazily
+        state["_studies"], state["_storage"] = {}, None  # storage handles do not pickle; they reopen lazily
         return state
 
     def best_params(self, key: str) -> dict[str, Any]:
@@ -73,8 +91,7 @@ class CellSearcher(Searcher):
         # every tuning trial failed or was pruned: confirm the one that got furthest
         pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
         if pruned:
-            sign = 1 if self.spec.mode == "max" else -1
-            return max(pruned, key=lambda t: sign * t.intermediate_values[max(t.intermediate_values)]).params
+            return max(pruned, key=lambda t: self.spec.sign * t.intermediate_values[max(t.intermediate_values)]).params
         return {k: p.middle() for k, p in self.space.items()}
 
     # -- Tune's Searcher API ----------------------------------------------------------------------
@@ -114,8 +131,8 @@ class CellSearcher(Searcher):
         for name, value in params.items():
             set_path(cfg, name, value)
         cfg["seed"] = seed
-        cfg["_study"] = {"cell": key, "phase": phase, "factors": cell, "params": params, "number": number}
-        return cfg
+        cpus, gpus = self.resources
+        return TrialMeta(key, phase, cell, params, number, cpus, gpus).attach(cfg)
 
     def _tune_trial(self, trial_id: str, key: str) -> dict:
         dists = {k: p.distribution() for k, p in self.space.items()}
@@ -139,7 +156,7 @@ class CellSearcher(Searcher):
         if slot and slot["phase"] == "tune" and self.metric in result and "step" in result \
                 and not result.get("diverged"):
             try:
-                _report_intermediate(self.study(slot["cell"]), slot["number"], result[self.metric], result["step"])
+                self.report_intermediate(slot["cell"], slot["number"], result[self.metric], result["step"])
             except Exception as e:  # a finished trial replayed after a restore: nothing to record
                 log.debug("intermediate value not recorded: %s", e)
 
@@ -221,9 +238,3 @@ class CellSearcher(Searcher):
                 if t.state == optuna.trial.TrialState.RUNNING and (key, t.number) not in known:
                     self.study(key).tell(t.number, state=optuna.trial.TrialState.FAIL)
 
-
-def _report_intermediate(study, number: int, value: float, step: int) -> None:
-    """Record a running trial's intermediate value through the storage API (no Trial object in hand)."""
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    storage.set_trial_intermediate_value(trial_id, int(step), float(value))

@@ -6,11 +6,17 @@
 A *cell* is one combination of the compared factors. Inside a cell Optuna tunes the
 `tune` space for `trials_per_cell` trials; the cell's best configuration is then re-run
 with `seeds` seeds (the confirm phase). Errors name the field, the value and what is allowed.
+
+A cell is a dict {factor: label}; `cell_key` names it in one string ("noise=gaussian,loss=l1",
+with backslash, comma and equals sign escaped inside names and labels, so any label text survives) and
+`parse_cell` reads it back. A trial's config carries its place in the study under `META`.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -86,6 +92,7 @@ class Budget(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     train_images: int | None = Field(None, ge=1)
     val_images: int | None = Field(None, ge=1)
+    test_images: int | None = Field(None, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float | None = Field(None, ge=0)  # None: studies.packing's default when there are GPUs
@@ -95,7 +102,7 @@ class Budget(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict)  # any other trial keys for this budget
 
     def overrides(self) -> dict[str, Any]:
-        keys = ("steps", "eval_every", "crop", "batch_size", "train_images", "val_images")
+        keys = ("steps", "eval_every", "crop", "batch_size", "train_images", "val_images", "test_images")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | self.fixed
 
 
@@ -124,7 +131,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str
-    task: str = "denoise"  # a name in denoise_core.tasks.TASKS
+    task: str = "denoise"  # a module of denoise_core.tasks, or a module path that registers a task
     metric: str = "psnr"
     mode: Literal["max", "min"] = "max"
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -135,7 +142,7 @@ class StudySpec(BaseModel):
     # the report's comparison figure beside the bars: a heatmap of two factors, the gap between the
     # question factor's two levels per level of the other factor, the levels grid (train level x
     # each eval level), or quality against parameters; default: heatmap with two factors, else bars only
-    figure: Literal["heatmap", "gap", "levels", "pareto", "bars"] | None = None
+    figure: str | None = None  # a name in reports.figures.FIGURES (checked by `run` before anything starts)
     also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
     question: str | None = None  # the factor the findings compare; default: the last one with several levels
     expect: list[Claim] = Field(default_factory=list)  # claims from the literature: the report's verdicts
@@ -143,9 +150,9 @@ class StudySpec(BaseModel):
     @field_validator("task")
     @classmethod
     def _known_task(cls, v):
-        from denoise_core.tasks import TASKS
+        from denoise_core.tasks import check_task_name
 
-        TASKS.check(v)
+        check_task_name(v)
         return v
 
     @field_validator("compare")
@@ -179,16 +186,24 @@ class StudySpec(BaseModel):
     def _claims_name_levels(self):
         q = self.question_factor()
         for i, c in enumerate(self.expect):
-            levels = [lab for lab, _ in self.factor_levels(q)]
             for side in (c.a, c.b):
-                if side not in levels:
+                if side not in self.labels(q):
                     raise ValueError(f"expect[{i}]: {side!r} is not a level of the question factor {q!r}; "
-                                     f"levels: {', '.join(levels)}")
+                                     f"levels: {', '.join(self.labels(q))}")
             for factor, level in c.where.items():
                 if factor == q or factor not in self.compare:
                     raise ValueError(f"expect[{i}].where: {factor!r} is not one of the other compared factors")
-                if level not in [lab for lab, _ in self.factor_levels(factor)]:
+                if level not in self.labels(factor):
                     raise ValueError(f"expect[{i}].where: {level!r} is not a level of {factor!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _labels_unique(self):
+        for name in self.compare:
+            labels = self.labels(name)
+            dup = next((lab for lab in labels if labels.count(lab) > 1), None)
+            if dup is not None:
+                raise ValueError(f"compare.{name}: level {dup!r} appears twice (as text, every level must differ)")
         return self
 
     def question_factor(self) -> str:
@@ -211,11 +226,37 @@ class StudySpec(BaseModel):
             return [(str(label), dict(over)) for label, over in values.items()]
         return [(str(v), {name: v}) for v in values]
 
+    def labels(self, name: str) -> list[str]:
+        """The levels of one factor, in the spec's order."""
+        return [lab for lab, _ in self.factor_levels(name)]
+
+    def level_index(self, name: str, label: str) -> int:
+        """Where `label` stands among the factor's levels (for sorting in the spec's order); unknown last."""
+        labels = self.labels(name)
+        return labels.index(label) if label in labels else len(labels)
+
+    @property
+    def sign(self) -> int:
+        """+1 when higher is better (mode max), -1 when lower is better: sign * value is 'goodness'."""
+        return 1 if self.mode == "max" else -1
+
+    def other_factors(self) -> list[str]:
+        """The compared factors other than the question factor: each combination of them is a slice."""
+        q = self.question_factor()
+        return [f for f in self.compare if f != q]
+
     def cells(self) -> list[dict[str, str]]:
         """Every combination of factor labels, in a stable order."""
         names = list(self.compare)
-        combos = itertools.product(*[[lab for lab, _ in self.factor_levels(n)] for n in names])
+        combos = itertools.product(*[self.labels(n) for n in names])
         return [dict(zip(names, combo)) for combo in combos]
+
+    def cell_keys(self) -> list[str]:
+        return [cell_key(c) for c in self.cells()]
+
+    def key_of(self, levels: dict[str, str]) -> str:
+        """The key of the cell with these levels (any order given; the key lists factors in the spec's order)."""
+        return cell_key({f: levels[f] for f in self.compare})
 
     def cell_config(self, cell: dict[str, str], budget: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full trial config of a cell, before tuning: fixed, then budget, then the cell's values."""
@@ -237,8 +278,74 @@ class StudySpec(BaseModel):
         return self.budgets[budget].seeds or self.seeds
 
 
+def _escape(text: str) -> str:
+    return re.sub(r"([\\,=])", r"\\\1", str(text))
+
+
 def cell_key(cell: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in cell.items())
+    r"""One string naming a cell; names and labels may hold any text.
+
+    >>> cell_key({"noise": "gaussian", "loss": "l1"})
+    'noise=gaussian,loss=l1'
+    >>> key = cell_key({"level": "sigma=25, clipped", "loss": "l1"}); key
+    'level=sigma\\=25\\, clipped,loss=l1'
+    >>> parse_cell(key)
+    {'level': 'sigma=25, clipped', 'loss': 'l1'}
+    """
+    return ",".join(f"{_escape(k)}={_escape(v)}" for k, v in cell.items())
+
+
+def parse_cell(key: str) -> dict[str, str]:
+    """The inverse of `cell_key`; a ValueError when `key` is not of the form factor=level,factor=level."""
+    cell, name, text, escaped = {}, None, "", False
+    for ch in key + ",":
+        if escaped:
+            text, escaped = text + ch, False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "=" and name is None:
+            name, text = text, ""
+        elif ch == ",":
+            if name is None:
+                raise ValueError(f"{key!r} is not a cell: expected factor=level[,factor=level ...]")
+            cell[name], name, text = text, None, ""
+        else:
+            text += ch
+    return cell
+
+
+def cell_label(cell: dict[str, str]) -> str:
+    """A cell as people read it: 'noise=gaussian, loss=l1' (not escaped: for display only)."""
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
+
+
+META = "_study"  # the config key under which a trial carries its place in the study
+
+
+@dataclass
+class TrialMeta:
+    """Where a trial stands in its study: its cell, phase and tuned values, and the resources it holds.
+    It travels in the trial's config under META; the trainable strips it before the trial sees it."""
+
+    cell: str = ""
+    phase: str = "tune"  # tune | confirm
+    factors: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    number: int | None = None  # the Optuna trial number (tune), the seed index (confirm)
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    @classmethod
+    def of(cls, config: dict) -> "TrialMeta":
+        return cls(**config.get(META, {}))
+
+    def attach(self, config: dict) -> dict:
+        return {**config, META: asdict(self)}
+
+    @staticmethod
+    def strip(config: dict) -> dict:
+        """The trial's own config: everything but META."""
+        return {k: v for k, v in config.items() if k != META}
 
 
 def set_path(cfg: dict, dotted: str, value: Any) -> None:
@@ -309,9 +416,20 @@ def parse_spec(raw: dict, source: str = "study", check: bool = True) -> StudySpe
 def check_trial_configs(spec: StudySpec, source: str, budgets=BUDGETS, extra: dict | None = None) -> None:
     """Build every cell's trial config and validate it as the trial would, with each tuned parameter
     at each of its probe values (the others at their middle), so a bad model, noise, loss, dataset,
-    model parameter or crop fails now, naming the spec field, not hours later in a trial."""
-    from denoise_core.tasks import validate_config
+    model parameter or crop fails now, naming the spec field, not hours later in a trial. The study's
+    `metric` and `also` must be metrics every cell's trials report."""
+    from denoise_core.tasks import get_task, validate_config
 
+    task = get_task(spec.task)
+    for cell in spec.cells():
+        try:
+            reported = task.metrics(validate_config(spec.cell_config(cell, "smoke", extra)))
+        except ValueError:
+            continue  # the loop below names the bad value
+        for where, name in [("metric", spec.metric), *((f"also[{i}]", m) for i, m in enumerate(spec.also))]:
+            if name not in reported:
+                raise SpecError(f"{source}: {where}: task {spec.task} does not report {name!r} "
+                                f"(cell {cell_label(cell)}); it reports: {', '.join(reported)}")
     for budget in budgets:
         space = spec.tune_for(budget)
         middle = {key: p.middle() for key, p in space.items()}
@@ -326,5 +444,5 @@ def check_trial_configs(spec: StudySpec, source: str, budgets=BUDGETS, extra: di
                     validate_config(cfg)
                 except ValueError as e:
                     tuned = ", ".join(f"{k}={v}" for k, v in values.items() if v != middle[k])
-                    where = f"cell {cell_key(cell)}, budget {budget}" + (f", tuned {tuned}" if tuned else "")
+                    where = f"cell {cell_label(cell)}, budget {budget}" + (f", tuned {tuned}" if tuned else "")
                     raise SpecError(f"{source}: {where}: {e}") from None

@@ -1,35 +1,48 @@
-"""A study's files on disk, read and written without Ray: the runner writes them, `status`,
-`report` and `denoise` read them, also while the study runs.
+"""A study's files, read and written without Ray: the runner writes them; `status`, `report` and
+`denoise` read them, also while the study runs.
 
     <storage>/<study>/study.json       the spec and how each run went
                       optuna.db        one Optuna study per cell
                       records/         one JSON per trial, rewritten at every result
                       trials.parquet   one row per trial
+                      baselines/       the classical denoisers' scores on the same test images, and images
                       best/<cell>/     each cell's best confirm checkpoint (model.pt and its images)
                       report.html
+                      ray/             Ray Tune's own state while the study runs (removed when it completes)
+
+`StudyResults.load(sdir)` reads all of it once, for the report.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_STORAGE = os.environ.get("DENOISE_STUDY_STORAGE", "~/denoise-studies")
+from denoise_core.results import PER_IMAGE, Score
 
 # a trial's status: pending, running or retrying while it runs, then one of FINISHED
 COMPLETED, STOPPED, FAILED, DIVERGED = "completed", "stopped", "failed", "diverged"
 FINISHED = (COMPLETED, STOPPED, FAILED, DIVERGED)  # stopped: early-stopped within its cell by the scheduler
 SHOWN = (*FINISHED, "running")  # what `status` counts per cell
+RAY_DIR = "ray"  # Tune's experiment directory inside a study
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
+def resolve_storage(storage: str | None) -> str:
+    """--storage, else $DENOISE_STUDY_STORAGE, else ~/denoise-studies."""
+    return storage or os.environ.get("DENOISE_STUDY_STORAGE") or "~/denoise-studies"
+
+
+def is_uri(path: str | None) -> bool:
+    """An object-store location (s3://, gs:// ...), as opposed to a local or NFS path."""
+    return path is not None and "://" in path
 
 
 def study_dir(storage: str | None, name: str) -> Path:
     """The local directory that holds a study's files (for URI storage: the local mirror)."""
-    storage = storage or DEFAULT_STORAGE
+    storage = resolve_storage(storage)
     if is_uri(storage):
         return Path(os.environ.get("DENOISE_STUDY_CACHE", "~/.cache/denoise-study")).expanduser() / name
     return Path(storage).expanduser().resolve() / name
@@ -37,7 +50,7 @@ def study_dir(storage: str | None, name: str) -> Path:
 
 def storage_problem(storage: str | None) -> str | None:
     """Why a local `--storage` cannot hold studies (a file in the way, no write permission), or None."""
-    storage = storage or DEFAULT_STORAGE
+    storage = resolve_storage(storage)
     if is_uri(storage):
         return None
     path = Path(storage).expanduser().absolute()
@@ -61,11 +74,17 @@ def clear_study(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: a reader never sees half a file, a kill never leaves one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write through a temporary file and a rename: a reader never sees half a file, a kill never leaves one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return write_atomic(path, json.dumps(data, default=str))
 
 
 def read_info(sdir: Path) -> dict:
@@ -88,8 +107,23 @@ def read_records(sdir: Path) -> list[dict]:
     return recs
 
 
+def optuna_study_name(study: str, cell: str) -> str:
+    """The Optuna study of one cell (one per cell, in the study's optuna.db)."""
+    return f"{study}:{cell}"
+
+
+# -- the trials table: one row per trial -------------------------------------------------------
 _BOOKKEEPING = {"step", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
                 "iterations_since_restore", "time_since_restore"}
+
+
+def column(score: Score) -> str:
+    """The trials table's column of a score, as the trial's last evaluation reported it."""
+    return f"final.{score.key}"
+
+
+def factor_column(factor: str) -> str:
+    return f"factor.{factor}"
 
 
 def _row(r: dict, spec) -> dict:
@@ -101,9 +135,9 @@ def _row(r: dict, spec) -> dict:
            "duration_s": (r["end"] - r["start"]) if r["end"] and r["start"] else None,
            "cpus": r["resources"]["cpu"], "gpus": r["resources"]["gpu"], "node_id": r["node_id"],
            "evals": len(hist), "checkpoint": r["checkpoint"], "params": json.dumps(r["params"], sort_keys=True)}
-    row.update({f"factor.{k}": v for k, v in r["factors"].items()})
+    row.update({factor_column(k): v for k, v in r["factors"].items()})
     row.update({f"param.{k}": v for k, v in r["params"].items()})
-    row.update({f"final.{k}": v for k, v in last.items() if k not in _BOOKKEEPING})
+    row.update({column(Score.parse(k)): v for k, v in last.items() if k not in _BOOKKEEPING})
     if spec is not None and hist and spec.metric in last:
         values = [h[spec.metric] for h in hist if spec.metric in h]
         row[f"best.{spec.metric}"] = max(values) if spec.mode == "max" else min(values)
@@ -111,11 +145,11 @@ def _row(r: dict, spec) -> dict:
     return row
 
 
-def trials_table(sdir: Path, spec=None):
+def trials_table(sdir: Path, spec=None, records: list[dict] | None = None):
     """One row per trial: cell, factors, phase, params, seed, status, final and best metrics, errors, times."""
     import pandas as pd
 
-    return pd.DataFrame([_row(r, spec) for r in read_records(sdir)])
+    return pd.DataFrame([_row(r, spec) for r in (read_records(sdir) if records is None else records)])
 
 
 def write_trials_table(sdir: Path, spec):
@@ -124,12 +158,14 @@ def write_trials_table(sdir: Path, spec):
     return table
 
 
-def _safe(cell: str) -> str:
-    return "".join(c if c.isalnum() or c in "=,._-" else "_" for c in cell)
-
-
+# -- best checkpoints ---------------------------------------------------------------------------
 def best_dir(sdir: Path, cell: str) -> Path:
-    return Path(sdir) / "best" / _safe(cell)
+    """best/<cell>: the cell's key where it is a safe file name, else a safe version plus a hash of the key
+    (two labels that differ only in unsafe characters never share a directory)."""
+    safe = "".join(c if c.isalnum() or c in "=,._-" else "_" for c in cell)
+    if safe != cell or safe.startswith("."):
+        safe = f"{safe[:80]}-{hashlib.sha1(cell.encode()).hexdigest()[:10]}"
+    return Path(sdir) / "best" / safe
 
 
 def best_cells(sdir: Path) -> dict[str, dict]:
@@ -137,112 +173,90 @@ def best_cells(sdir: Path) -> dict[str, dict]:
     out = {}
     for p in (Path(sdir) / "best").glob("*/trial.json"):
         info = json.loads(p.read_text())
-        out[info["cell"]] = info
+        out[info["cell"]] = info | {"dir": str(p.parent)}
     return out
 
 
-def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
-    """The best completed confirm run of every cell (by final metric) -> best/<cell>/ (model.pt, images)."""
-    out = {}
-    col = f"final.{spec.metric}"
-    if table.empty or col not in table:
+# -- everything the report reads, loaded once ----------------------------------------------------
+@dataclass
+class StudyResults:
+    """A study's stored results, read once: its spec and runs, every trial, the confirm runs' scores
+    per test image, each cell's best model and images, and the classical baselines."""
+
+    sdir: Path
+    info: dict
+    spec: object  # studies.spec.StudySpec
+    records: list[dict]
+    table: object  # pandas.DataFrame, one row per trial (see trials_table)
+    best: dict[str, dict] = field(default_factory=dict)  # cell -> best/<cell>/trial.json (+ "dir")
+    baselines: dict = field(default_factory=dict)  # baselines/scores.json: {"cells": {cell: key}, "entries": ...}
+
+    @classmethod
+    def load(cls, sdir: Path) -> "StudyResults":
+        from studies.spec import StudySpec
+
+        sdir = Path(sdir)
+        info = read_info(sdir)
+        spec = StudySpec.model_validate(info["spec"])
+        records = read_records(sdir)
+        path = sdir / "baselines" / "scores.json"
+        return cls(sdir, info, spec, records, trials_table(sdir, spec, records), best_cells(sdir),
+                   json.loads(path.read_text()) if path.exists() else {"cells": {}, "entries": {}})
+
+    @property
+    def score(self) -> Score:
+        """What the findings compare: the study's metric on the held-out test split, with each confirm
+        run's best validation weights; validation for a study stored before test scores existed."""
+        test = Score(self.spec.metric, "test")
+        has_test = column(test) in self.table and self.table[column(test)].notna().any() if len(self.table) else False
+        return test if has_test else Score(self.spec.metric)
+
+    def confirm_runs(self):
+        """Completed confirm runs that have a score (rows of `table`)."""
+        t, col = self.table, column(self.score)
+        if t.empty or col not in t:
+            return t.iloc[0:0] if not t.empty else t
+        return t[(t.phase == "confirm") & (t.status == COMPLETED) & t[col].notna()]
+
+    def diverged_confirms(self) -> dict[str, int]:
+        """Diverged confirm runs per cell: they count against their cell (it cannot win a comparison)."""
+        t = self.table
+        if t.empty:
+            return {}
+        return t[(t.phase == "confirm") & (t.status == DIVERGED)].groupby("cell").size().to_dict()
+
+    def per_image(self, score: Score | None = None):
+        """Long table of the completed confirm runs' per-image test scores: cell, factor.*, trial_id, seed,
+        image (its index in the test split), value. Empty for a study stored before per-image scores."""
+        import pandas as pd
+
+        score = score or self.score
+        done = set(self.confirm_runs().trial_id) if len(self.table) else set()
+        rows = []
+        for r in self.records:
+            values = (r.get(PER_IMAGE) or {}).get(score.key)
+            if r["trial_id"] not in done or not values:
+                continue
+            base = {"cell": r["cell"], "trial_id": r["trial_id"], "seed": r["seed"],
+                    **{factor_column(k): v for k, v in r["factors"].items()}}
+            rows += [base | {"image": i, "value": v} for i, v in enumerate(values)]
+        return pd.DataFrame(rows)
+
+    def optuna_studies(self) -> list:
+        """Each cell's Optuna study (those the storage holds), in the spec's cell order."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        out = []
+        for cell in self.info["cells"]:
+            try:
+                out.append(optuna.load_study(study_name=optuna_study_name(self.spec.name, cell),
+                                             storage=self.info["optuna_storage"]))
+            except KeyError:
+                continue
         return out
-    done = table[(table.phase == "confirm") & (table.status == COMPLETED) & table.checkpoint.notna()]
-    for cell, group in done.groupby("cell"):
-        best = group.sort_values(col, ascending=spec.mode == "min").iloc[0]
-        dest = best_dir(sdir, cell)
-        if not _copy_checkpoint(best.checkpoint, dest):
-            continue
-        (dest / "trial.json").write_text(json.dumps({"cell": cell, "trial_id": best.trial_id,
-                                                     spec.metric: float(best[col])}))
-        out[cell] = dest
-    return out
 
-
-def _copy_checkpoint(src: str, dest: Path) -> bool:
-    if is_uri(src):  # the resumable state stays behind: best/ holds what `denoise` and the report need
-        shutil.rmtree(dest, ignore_errors=True)
-        return download(src, dest, skip=("state.pt",))
-    if Path(src).is_dir():
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("state.pt"))
-        return True
-    return False
-
-
-# -- object storage: the driver's local mirror <-> <storage>/<study> ------------------------------
-# With `--storage s3://...` (any URI pyarrow reads) the driver works in a local mirror and pushes the
-# store beside Tune's own files; `status`, `report` and `denoise` on any machine pull it first.
-SYNCED = ("study.json", "records", "optuna.db", "trials.parquet", "best", "report.html")
-
-
-def study_uri(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}"
-
-
-def _fs(uri: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(uri)
-
-
-def upload(sdir: Path, uri: str, names: tuple[str, ...] = SYNCED) -> None:
-    """The local mirror's store files -> the object store."""
-    import pyarrow.fs as pafs
-
-    for name in names:
-        if (Path(sdir) / name).exists():
-            pafs.copy_files(str(Path(sdir) / name), f"{uri}/{name}")
-
-
-def upload_file(path: Path, uri: str, relative: str) -> None:
-    """One small file (a trial's record, rewritten at every result) -> the object store."""
-    fs, base = _fs(uri)
-    with fs.open_output_stream(f"{base}/{relative}") as out:
-        out.write(Path(path).read_bytes())
-
-
-def delete_file(uri: str, relative: str) -> None:
-    fs, base = _fs(uri)
-    try:
-        fs.delete_file(f"{base}/{relative}")
-    except FileNotFoundError:
-        pass
-
-
-def fetch(storage: str | None, name: str) -> Path:
-    """The local directory of study `name`: for object storage, its store files pulled into the mirror
-    first (so it works on any machine, while the study runs or after). Returns the mirror."""
-    storage = storage or DEFAULT_STORAGE
-    sdir = study_dir(storage, name)
-    if not is_uri(storage):
-        return sdir
-    import pyarrow.fs as pafs
-
-    for item in SYNCED:
-        download(f"{study_uri(storage, name)}/{item}", sdir / item)
-    return sdir
-
-
-def download(uri: str, dest: Path, skip: tuple[str, ...] = ()) -> bool:
-    """A file or a directory tree of the object store -> `dest`; False when there is nothing at `uri`."""
-    import pyarrow.fs as pafs
-
-    fs, path = _fs(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        files = [f for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
-    elif info.type == pafs.FileType.File:
-        files = [info]
-    else:
-        return False
-    for f in files:
-        if f.base_name in skip:
-            continue
-        target = Path(dest) / f.path[len(path) + 1:] if info.type == pafs.FileType.Directory else Path(dest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(f.path) as src:
-            part = target.with_name(target.name + ".part")
-            part.write_bytes(src.read())
-            os.replace(part, target)
-    return True
+    def best_file(self, cell: str, name: str) -> Path | None:
+        """A file of a cell's best checkpoint (model.pt, image_output.png, images.json ...), if stored."""
+        p = best_dir(self.sdir, cell) / name
+        return p if p.exists() else None

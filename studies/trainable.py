@@ -1,4 +1,4 @@
-"""The Ray Tune trainable: `denoise_core.train.run_trial` with Tune's report and checkpoints.
+"""The Ray Tune trainable: `denoise_core.tasks.run_trial` with Tune's report and checkpoints.
 
 Everything a trial needs travels in its config; it reads no file of the driver's (bundled
 data loads inside the trial, user data roots must be on storage every node can reach).
@@ -15,10 +15,11 @@ def train_fn(config: dict) -> None:
     from ray import tune
 
     from denoise_core.tasks import run_trial
+    from studies.spec import TrialMeta
 
-    meta = config.get("_study", {})
-    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
-    cfg.setdefault("threads", max(1, int(config.get("_cpus", 1))))
+    meta = TrialMeta.of(config)
+    cfg = TrialMeta.strip(config)
+    cfg.setdefault("threads", max(1, int(meta.cpus)))
     node_id = ray.get_runtime_context().get_node_id()
     workdir = Path(tempfile.mkdtemp(prefix="denoise-trial-"))
     resume = None
@@ -29,7 +30,7 @@ def train_fn(config: dict) -> None:
     def report(metrics: dict) -> None:
         metrics = dict(metrics)
         path = metrics.pop("checkpoint", None)
-        metrics.update(node_id=node_id, phase=meta.get("phase"), resumed=resume is not None)
+        metrics.update(node_id=node_id, phase=meta.phase, resumed=resume is not None)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(path) if path else None)
 
     try:

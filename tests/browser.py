@@ -10,10 +10,13 @@ from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# injected before the report's own scripts: every uncaught error and console.error lands in the DOM
-PROBE = """<script>window.__errors=[];addEventListener('error',e=>__errors.push(String(e.message)));
-(()=>{const ce=console.error;console.error=(...a)=>{__errors.push(a.map(String).join(' '));ce(...a)}})();
-addEventListener('load',()=>setTimeout(()=>{document.documentElement.dataset.errors=JSON.stringify(__errors)},500));
+# injected before the report's own scripts: every uncaught error and console.error lands in the DOM, also
+# those after load (the figures are drawn once plotly.js is unpacked, asynchronously)
+PROBE = """<script>window.__errors=[];const __rec=()=>{document.documentElement.dataset.errors=JSON.stringify(__errors)};
+addEventListener('error',e=>{__errors.push(String(e.message));__rec()});
+addEventListener('unhandledrejection',e=>{__errors.push(String(e.reason));__rec()});
+(()=>{const ce=console.error;console.error=(...a)=>{__errors.push(a.map(String).join(' '));__rec();ce(...a)}})();
+addEventListener('load',__rec);
 </script>"""
 
 

@@ -1,15 +1,38 @@
-"""Shared fixtures: a real multi-node Ray cluster on loopback, and CLI helpers."""
+"""Shared fixtures: a real multi-node Ray cluster on loopback, and CLI helpers.
+
+Tests share the machine with the user's own studies: every Ray a test starts has its own temporary
+directory (short: Ray's socket paths must stay under 107 characters), random ports and its own
+namespace, and a test stops only the Ray it started. `ray_env()` is the environment for a CLI process
+that starts a Ray of its own (no address): never the user's RAY_ADDRESS, always a private temp dir.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+ROOT = Path(__file__).parent.parent
+
+
+def ray_tmp() -> str:
+    """A private, short temp dir for one Ray (removed at exit)."""
+    path = tempfile.mkdtemp(prefix="dsr-", dir="/tmp")
+    import atexit
+
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def ray_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return env | {"RAY_TMPDIR": ray_tmp(), "PYTHONPATH": str(ROOT)} | extra
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +42,9 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
+    temp = ray_tmp()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False, "temp_dir": temp})
+    cluster.add_node(num_cpus=2, temp_dir=temp)
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()
@@ -59,3 +83,31 @@ def n2n_smoke(ray_cluster, tmp_path_factory):
                          "--address", ray_cluster.address, "--quiet")
     assert code == 0, out + err
     return storage / "n2n_loss", out
+
+
+# -- the bystander: a study in a Ray of its own that must survive the whole suite ----------------
+BYSTANDER_TEST = "test_a_study_in_another_ray_survived_the_whole_suite"
+_bystander: dict = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When the bystander's test is selected: start the bystander study now, before any test runs, and
+    move its test to the very end, so every other test runs while the study does."""
+    mine = [i for i in items if i.name == BYSTANDER_TEST]
+    if not mine:
+        return
+    items.remove(mine[0])
+    items.append(mine[0])
+    storage = tempfile.mkdtemp(prefix="bystander-")
+    env = ray_env()
+    _bystander.update(storage=Path(storage), env=env, started=__import__("time").time(),
+                      proc=cli_process("run", str(DATA / "bystander.yaml"), "--budget", "quick", "--storage", storage,
+                                       "--quiet", env=env, cwd=ROOT))
+
+
+@pytest.fixture(scope="session")
+def bystander() -> dict:
+    if not _bystander:
+        pytest.skip("the bystander study starts only when its test is collected")
+    return _bystander
+

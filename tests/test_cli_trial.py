@@ -14,7 +14,8 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("task,images", [("denoise", ["grid"]), ("ddpm", ["samples", "progress"])])
+@pytest.mark.parametrize("task,images", [("denoise", ["image_clean", "image_noisy", "image_output"]),
+                                         ("ddpm", ["samples", "progress"])])
 def test_trial_command_prints_each_evaluation_and_its_files(tmp_path, task, images):
     (tmp_path / "cfg.json").write_text(json.dumps(CONFIGS[task]))
     code, out, err = cli("trial", str(tmp_path / "cfg.json"), "--workdir", str(tmp_path / "w"))

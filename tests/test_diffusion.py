@@ -210,5 +210,5 @@ def test_a_tiny_ddpm_trained_briefly_denoises_and_samples(tmp_path):
     assert m["psnr_reverse_sigma25"] > m["input_psnr_sigma25"]
     assert 0 < m["bits_per_dim"] < 8
     assert reports[1]["bits_per_dim"] < reports[0]["bits_per_dim"] + 0.5
-    assert Image.open(res["samples"]).size == (2 * 18 + 2, 2 * 18 + 2)  # 2x2 samples of 16 px, 2 px padding
-    assert Image.open(res["progress"]).size == (10 * 18 + 2, 18 + 2)  # x_T ... x_0 in ten frames
+    assert Image.open(res["images"]["samples"]).size == (2 * 18 + 2, 2 * 18 + 2)  # 2x2 samples of 16 px, 2 px padding
+    assert Image.open(res["images"]["progress"]).size == (10 * 18 + 2, 18 + 2)  # x_T ... x_0 in ten frames

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import DATA, cli
+from tests.conftest import DATA, cli, ray_env, ray_tmp
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -29,10 +29,10 @@ def test_failing_trial_is_retried_then_recorded_and_diverged_trial_is_a_result(r
     assert set(over.status) == {"diverged"} and (over.attempts == 1).all(), over[["status", "attempts"]]
     assert over.error.str.contains("diverged at step 5: monitored loss is").all()
     assert set(df[df["factor.noise"] == "ok"].status) == {"completed"}
-    assert "failed: FileNotFoundError" in out and "overflow confirm: diverged at step 5" in out
+    assert "failed: FileNotFoundError" in out and "(noise=overflow), confirm: diverged at step 5" in out
     html = (tmp_path / "s" / "tiny_faults" / "report.html").read_text()
     assert 'id="failures"' in html and "does not exist" in html and "diverged at step 5" in html
-    assert "noise=overflow diverged in 1 confirm seed(s)" in html
+    assert "noise=overflow diverged in 1 confirm run(s)" in html
     import optuna
 
     study = optuna.load_study(study_name="tiny_faults:noise=overflow",
@@ -54,17 +54,18 @@ def test_worker_node_killed_mid_trial_retries_and_resumes_from_checkpoint(tmp_pa
     # faster health checks keep the test short where a node dies silently; with Ray's defaults the
     # retried trial here reported again 6.4 s after the kill (its actors' connections fail at once)
     fast = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
+    temp = ray_tmp()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "_system_config": fast})
+                                                            "_system_config": fast, "temp_dir": temp})
     try:
-        victim = cluster.add_node(num_cpus=2)
+        victim = cluster.add_node(num_cpus=2, temp_dir=temp)
         cluster.wait_for_nodes()
         spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
         spec["name"] = "tiny_nodekill"
         spec["fixed"]["checkpoint_every"] = 1  # a checkpoint at every evaluation
         spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, steps=1500, eval_every=150, max_failures=2)
         (tmp_path / "nodekill.yaml").write_text(yaml.safe_dump(spec))
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env = ray_env()
         proc = cli_process("run", str(tmp_path / "nodekill.yaml"), "--budget", "smoke", "--storage",
                            str(tmp_path / "s"), "--address", cluster.address, env=env)
         records = tmp_path / "s" / "tiny_nodekill" / "records"

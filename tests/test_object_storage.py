@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA, cli, cli_process
+from tests.conftest import DATA, cli, cli_process, ray_env
 
 pytestmark = [pytest.mark.ray]
 
@@ -52,7 +52,7 @@ def keys(prefix: str) -> set[str]:
 def test_study_on_object_storage_survives_a_driver_kill_and_reads_back_anywhere(s3, tmp_path, monkeypatch):
     storage = "s3://lab/studies"
     args = ("run", str(DATA / "tiny.yaml"), "--budget", "quick", "--storage", storage)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | s3 | {
+    env = ray_env() | s3 | {
         "TUNE_GLOBAL_CHECKPOINT_S": "1", "DENOISE_STUDY_CACHE": str(tmp_path / "driver-mirror")}
     first = cli_process(*args, env=env)
     deadline = time.time() + 240
@@ -81,3 +81,34 @@ def test_study_on_object_storage_survives_a_driver_kill_and_reads_back_anywhere(
     code, out, err = cli("denoise", "--study", "tiny", "--storage", storage, str(tmp_path / "in.png"),
                          "-o", str(tmp_path / "out.png"))
     assert code == 0 and Image.open(tmp_path / "out.png").size == (24, 24), out + err
+
+
+def test_the_s3_lock_is_a_conditional_write_one_driver_of_two_machines_holds_it(s3):
+    """Two drivers (as on two machines: another host name) race for one study on S3: one holds it, the other
+    is refused naming it; a lock whose heartbeat stopped is taken over by exactly one of two contenders."""
+    import json
+    import time
+
+    import boto3
+
+    from studies.lock import STALE_S, ObjectLock, StudyLocked
+
+    first, second = ObjectLock("s3://lab/locks/a"), ObjectLock("s3://lab/locks/a")
+    second.me["host"] = "another-machine"
+    first.acquire()
+    try:
+        with pytest.raises(StudyLocked, match=r"is being run by another driver \(host "):
+            second.acquire()
+    finally:
+        first.release()
+    assert "locks/a/driver.lock" not in keys("locks/a/")  # released: the object is gone
+    # a driver on another machine died: its heartbeat is old, and two contenders find it stale at once
+    dead = {"host": "gone", "pid": 1, "since": 0, "heartbeat": time.time() - STALE_S - 5, "token": "old"}
+    boto3.client("s3").put_object(Bucket="lab", Key="locks/b/driver.lock", Body=json.dumps(dead).encode())
+    a, b = ObjectLock("s3://lab/locks/b"), ObjectLock("s3://lab/locks/b")
+    stale_etag = a._read()[1]
+    assert a._put(IfMatch=stale_etag) and not b._put(IfMatch=stale_etag)  # the same stale ETag: one write wins
+    holder, _ = b._read()
+    assert holder["token"] == a.me["token"]
+    with pytest.raises(StudyLocked):
+        b.acquire()

@@ -33,21 +33,24 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     assert browser.figure_divs(dom) == expected
     assert browser.rendered_figures(dom) == expected
     assert "Parameter importances are not shown" in dom
-    assert 'id="findings"' in dom and "loss=" in dom and "% CI" in dom and "Benjamini-Hochberg" in dom
-    assert "on the held-out test split" in dom  # findings compare test scores
-    order = [dom.index(f'id="{s}"') for s in ("verdicts", "findings", "answer", "pairwise", "comparison", "images",
+    assert "Benjamini-Hochberg" in dom and "held-out test images" in dom  # findings compare test scores
+    order = [dom.index(f'id="{s}"') for s in ("method", "verdicts", "answer", "comparisons", "comparison", "images",
                                              "curves", "tuning", "best", "run")]
     assert order == sorted(order)
+    # one level, stated once at the top, and no other level anywhere on the page
+    level = re.search(r"Every interval on this page is a ([\d.]+%) interval", dom).group(1)
+    assert set(re.findall(r"([\d.]+%) (?:CI|interval)", dom)) == {level}
     # the verdict table: one row per claim of the catalog spec, each with a verdict
     table = dom[dom.index('id="verdict-table"'):]
     table = table[:table.index("</table>")]
     assert table.count('<tr class="verdict') == 3 and "Lehtinen et al. 2018" in table
-    assert all(v in ("reproduced", "contradicted", "inconclusive") for v in re.findall(r"<td><b>([a-z ]+)</b></td>", table))
-    # one whole validation image per cell, laid out noise (rows) x loss (columns) after each row's noisy input
+    assert set(re.findall(r'<tr class="verdict ([a-z-]+)"', table)) <= {"reproduced", "contradicted", "inconclusive"}
+    # one panel per question: a row per noise, its noisy input, best baseline and each loss's output, PSNR on each
     grid = dom[dom.index('id="image-table"'):]
     grid = grid[:grid.index("</table>")]
-    assert grid.count('class="whole"') == 5 * (1 + 3) and grid.count("<tr>") == 1 + 5
-    assert len(re.findall(r'<img class="" alt="noise=[a-z]+,loss=l[012]"', dom)) == 15  # and the crop grids
+    assert grid.count('class="tile"') == 5 * (2 + 3) and grid.count("<tr>") == 1 + 5
+    assert len(re.findall(r"<b>[\d.]+ dB</b>", grid)) == 5 * (2 + 3)
+    assert len(html) < 3 * 2**20  # plotly once, compressed; small PNGs
 
 
 def test_description_is_escaped_in_the_browser(ray_cluster, tmp_path):
@@ -108,6 +111,7 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
     dom, errors = browser.load(sdir / "report.html", ARTIFACTS / "ddpm_smoke_report.png")
     assert errors == []
     assert "noise schedules" in dom and "bits/dim" in dom and "Nichol &amp; Dhariwal 2021" in dom
+    assert 'id="x0-note"' not in dom  # the x0-prediction note only where x0 cells exist
     assert "mean psnr_sigma25" in dom and "mean psnr_reverse_sigma25" in dom  # PSNR beside the compared metric
     assert dom.count("(samples)") == 2 and dom.count("(progress)") == 2
     assert browser.rendered_figures(dom) == browser.figure_divs(dom) >= 4

@@ -1,126 +1,200 @@
-"""The report's statistics: Welch's test against scipy, and findings in both directions of 'better'."""
+"""The report's statistics: comparisons image by image and run by run, one corrected family, and the
+page's statements read from it (a verdict can never disagree with its comparison row)."""
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from reports.stats import correct, findings, headlines, pairwise, question_factor, welch
-from studies.spec import StudySpec
+from denoise_core.results import PER_IMAGE, Score
+from reports.analysis import analyse, judge
+from reports.build import headline
+from reports.stats import Comparison, Family, compare, correct
+from studies.spec import StudySpec, cell_key
+from studies.store import StudyResults, trials_table
 
 
-def test_welch_matches_scipy():
-    a, b = [1.0, 1.2, 0.9, 1.1], [0.5, 0.8, 0.7]
-    d = welch(a, b)
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    assert d.p == pytest.approx(ref.pvalue, rel=1e-9)
+def _long(values: np.ndarray, prefix: str) -> pd.DataFrame:
+    """[runs, images] -> long table (run, image, value)."""
+    runs, images = values.shape
+    return pd.DataFrame([{"run": f"{prefix}{r}", "image": str(i), "value": values[r, i]}
+                         for r in range(runs) for i in range(images)])
+
+
+def _pair(effect: float, n_runs=3, n_img=32, img_sd=2.0, run_sd=0.3, slope_sd=0.3, noise_sd=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    img, slope = rng.normal(28, img_sd, n_img), rng.normal(effect, slope_sd, n_img)
+    a = img + slope + rng.normal(0, run_sd, (n_runs, 1)) + rng.normal(0, noise_sd, (n_runs, n_img))
+    b = img + rng.normal(0, run_sd, (n_runs, 1)) + rng.normal(0, noise_sd, (n_runs, n_img))
+    return _long(a, "a"), _long(b, "b")
+
+
+def test_mixed_model_pairs_images_and_covers_the_true_effect():
+    a, b = _pair(1.0)
+    est = compare(a, b, sign=1)
+    assert est["method"] == "mixed model over images and runs" and est["n_images"] == 32 and est["n_runs"] == (3, 3)
+    assert abs(est["gain"] - 1.0) < 3 * est["se"]
+    # run-to-run variation counts: with 3 runs a side, the degrees of freedom are far below the 192 values
+    assert 2 < est["df"] < 40
+
+
+def test_pairing_by_image_removes_the_images_own_spread():
+    a, b = _pair(1.0, run_sd=0.02, seed=3)  # images differ by 2 dB sd; runs hardly at all
+    paired = compare(a, b, sign=1)
+    shuffled = b.assign(image=b.image.map(dict(zip(map(str, range(32)), map(str, np.random.default_rng(0).permutation(32))))))
+    unpaired = compare(a, shuffled, sign=1)
+    assert paired["se"] < 0.1 and unpaired["se"] > 3 * paired["se"]
+
+
+def test_lower_is_better_gain_points_the_other_way():
+    a, b = _pair(-0.5, seed=1)  # a has the lower (better, for bits/dim) values
+    assert compare(a, b, sign=-1)["gain"] == pytest.approx(-compare(a, b, sign=1)["gain"])
+    assert compare(a, b, sign=-1)["gain"] > 0
+
+
+def test_run_means_only_fall_back_to_welch_as_scipy_computes_it():
+    a = pd.DataFrame({"run": ["a0", "a1", "a2", "a3"], "image": np.nan, "value": [1.0, 1.2, 0.9, 1.1]})
+    b = pd.DataFrame({"run": ["b0", "b1", "b2"], "image": np.nan, "value": [0.5, 0.8, 0.7]})
+    est = compare(a, b, sign=1)
+    ref = stats.ttest_ind(a.value, b.value, equal_var=False)
+    assert est["method"] == "Welch's t over run means" and est["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    c = Comparison("levels", "f", "a", "b", {}, **est)
+    c.set_level(0.95)
     ci = ref.confidence_interval(0.95)
-    assert (d.lo, d.hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert (c.lo, c.hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
 
 
-def _spec(mode, question=None):
+def _comparison(p: float, gain: float = 1.0) -> Comparison:
+    se = abs(gain) / stats.t.isf(p / 2, 10)
+    return Comparison("levels", "loss", "x", "y", {}, gain, se, 10.0, (3, 3), 32, "test", p=p)
+
+
+def test_benjamini_hochberg_and_the_fcr_level_make_significance_and_interval_agree():
+    family = Family([_comparison(p) for p in (0.001, 0.008, 0.03, 0.04, 0.2, 0.6)])
+    correct(family)
+    ps = [c.p for c in family.comparisons]
+    assert [c.q for c in family.comparisons] == pytest.approx(list(stats.false_discovery_control(ps, method="bh")))
+    r = sum(c.q <= 0.05 for c in family.comparisons)
+    assert family.discoveries == r and family.level == pytest.approx(1 - r * 0.05 / 6)
+    for c in family.comparisons:  # one level for all, and significance is exactly "the interval excludes 0"
+        assert c.level == family.level and c.significant == (c.q <= 0.05)
+
+
+def test_a_marginal_single_test_is_no_finding_among_many_nulls():
+    family = correct(Family([_comparison(0.03), *[_comparison(p) for p in (0.5, 0.6, 0.7, 0.8)]]))
+    assert not family.comparisons[0].significant and family.comparisons[0].q > 0.05
+
+
+def test_find_reads_a_comparison_either_way_round():
+    c = _comparison(0.01, gain=2.0)
+    family = correct(Family([c]))
+    back = family.find("loss", "y", "x", {})
+    assert back.gain == -2.0 and (back.lo, back.hi) == (-c.hi, -c.lo) and back.significant == c.significant
+
+
+# -- a synthetic study: the page's statements against the family they rest on -------------------
+def _spec(expect=(), mode="max"):
     return StudySpec.model_validate({
-        "name": "s", "description": "d", "metric": "bits_per_dim", "mode": mode, "question": question,
-        "compare": {"schedule": ["linear", "cosine"], "T": [100]},
-        "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
-
-
-def _table(values):
-    rows = [{"phase": "confirm", "status": "completed", "cell": f"schedule={s}", "factor.schedule": s,
-             "factor.T": "100", "final.bits_per_dim": v} for s, vs in values.items() for v in vs]
-    return pd.DataFrame(rows)
-
-
-def test_lower_is_better_finding_names_the_lower_cell_with_an_ordered_interval():
-    spec = _spec("min")
-    assert question_factor(spec) == "schedule"  # T has one level: nothing to ask about it
-    out = findings(_table({"linear": [4.0, 4.1, 3.9], "cosine": [3.0, 3.1, 2.9]}), spec, "bits/dim")
-    assert len(out) == 1 and out[0].startswith("With T=100, schedule=cosine beats (lower is better) schedule=linear by 1.00")
-    noisy = findings(_table({"linear": [3.0, 5.0, 4.0], "cosine": [3.5, 4.5, 3.0]}), spec, "bits/dim")
-    text = noisy[0]
-    assert "not significantly different" in text
-    lo, hi = (float(x) for x in text.split("95.0% CI ")[1].split(",")[0].split(" to "))  # one comparison: 95%
-    assert lo < 0 < hi and np.isclose(lo + hi, 2 * (4.0 - 11 / 3), atol=0.02)
-
-
-def test_question_must_be_a_factor():
-    with pytest.raises(ValueError, match="question 'loss' is not a compared factor"):
-        _spec("min", question="loss")
-
-
-def _loss_table(values, metric="psnr", test=True):
-    """values: {noise: {loss: [scores]}} as confirm runs, scored on the test split, input PSNR 20."""
-    col = f"final.test_{metric}" if test else f"final.{metric}"
-    rows = [{"phase": "confirm", "status": "completed", "cell": f"noise={n},loss={l}", "factor.noise": n,
-             "factor.loss": l, col: v, "final.test_input_psnr": 20.0, "final.step": 400}
-            for n, by_loss in values.items() for l, vs in by_loss.items() for v in vs]
-    return pd.DataFrame(rows)
-
-
-def _loss_spec(expect=()):
-    return StudySpec.model_validate({
-        "name": "s", "description": "d", "metric": "psnr", "mode": "max", "expect": list(expect),
+        "name": "s", "description": "d", "metric": "psnr", "mode": mode, "expect": list(expect),
         "compare": {"noise": ["gaussian", "impulse"], "loss": ["l1", "l2", "l0"]},
         "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
 
 
-def test_benjamini_hochberg_over_the_family_matches_scipy_and_widens_intervals():
-    rng = np.random.default_rng(0)
-    values = {n: {"l1": list(28 + rng.normal(0, .3, 3)), "l2": list(27.8 + rng.normal(0, .3, 3)),
-                  "l0": list(25 + rng.normal(0, .3, 3))} for n in ("gaussian", "impulse")}
-    family = pairwise(_loss_table(values), _loss_spec())
-    assert len(family) == 4  # best vs the two others, in each of two slices
-    ps = [c.raw.p for c in family]
-    assert [c.q for c in family] == pytest.approx(list(stats.false_discovery_control(ps, method="bh")))
-    r = sum(c.q <= 0.05 for c in family)
-    assert all(c.level == pytest.approx(1 - max(r, 1) * 0.05 / 4) for c in family)
-    for c in family:  # the adjusted interval contains the raw one and excludes 0 exactly when significant
-        assert c.adjusted.lo <= c.raw.lo and c.adjusted.hi >= c.raw.hi
-        assert c.significant == (c.q <= 0.05)
-    by = {(c.where["noise"], c.b): c for c in family}
-    assert by[("gaussian", "l0")].significant and not by[("gaussian", "l2")].significant
+def _study(spec, effects: dict, seed=0, n_runs=3, n_img=24, run_sd=0.4) -> StudyResults:
+    """Confirm runs with per-image test scores: effects[noise][loss] is the cell's mean shift."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for noise, by_loss in effects.items():
+        img = rng.normal(25, 2, n_img)
+        for loss, shift in by_loss.items():
+            for r in range(n_runs):
+                values = img + shift + rng.normal(0, run_sd) + rng.normal(0, 0.3, n_img)
+                key = Score("psnr", "test").key
+                records.append({
+                    "trial_id": f"{noise}-{loss}-{r}", "cell": cell_key({"noise": noise, "loss": loss}),
+                    "phase": "confirm", "factors": {"noise": noise, "loss": loss}, "params": {"lr": 1e-3},
+                    "seed": 1000 + r, "status": "completed", "error": None, "attempts": 1, "start": 0.0, "end": 1.0,
+                    "resources": {"cpu": 1, "gpu": 0}, "node_id": "n", "checkpoint": None, "config": {},
+                    "history": [{"step": 100, "psnr": float(values.mean()) - 0.1, key: float(values.mean())}],
+                    PER_IMAGE: {key: [float(v) for v in values]}})
+    info = {"planned": len(records), "budget": "quick", "cells": spec.cell_keys(), "runs": [],
+            "trials_per_cell": 0, "seeds": n_runs, "optuna_storage": "sqlite:///:memory:"}
+    return StudyResults(None, info, spec, records, trials_table(None, spec, records))
 
 
-def test_correction_turns_a_marginal_single_test_into_no_finding():
-    """p = 0.03 alone is significant; among five comparisons with large p it is not."""
-    from reports.stats import Comparison
-
-    def comp(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return Comparison("loss", "x", "y", {}, a, b, welch(a, b))
-
-    marginal = comp([1.0, 1.1, 1.2, 1.05], [0.9, 0.95, 1.0, 0.92])
-    assert 0.01 < marginal.raw.p < 0.05 and marginal.raw.significant
-    nulls = [comp([1.0, 1.2, 0.9], [1.05, 1.1, 0.95]) for _ in range(4)]
-    correct([marginal, *nulls])
-    assert not marginal.significant and marginal.q > 0.05
-
-
-def test_headline_names_winner_or_tie_and_the_gain_over_the_input():
-    values = {"gaussian": {"l1": [28.0, 28.2, 28.1], "l2": [28.1, 27.9, 28.05], "l0": [25.0, 25.1, 24.9]},
-              "impulse": {"l1": [21.0, 21.1, 20.9], "l2": [16.0, 16.2, 16.1], "l0": [24.0, 24.1, 23.9]}}
-    heads = headlines(_loss_table(values), _loss_spec(), "dB")
-    assert heads[1] == "With noise=impulse, loss=l0 wins: psnr 24.00 dB; it gains +4.00 dB over the noisy input."
-    assert heads[0].startswith("With noise=gaussian, loss=l1 ties with loss=l2 (no significant difference): psnr 28.10")
+CLAIMS = [{"claim": "l0 beats l1 on impulse", "source": "N2N", "where": {"noise": "impulse"}, "a": "l0", "b": "l1"},
+          {"claim": "l2 beats l1 on impulse", "source": "x", "where": {"noise": "impulse"}, "a": "l2", "b": "l1"},
+          {"claim": "l1 same as l2 on gaussian", "source": "x", "where": {"noise": "gaussian"}, "a": "l1", "b": "l2",
+           "relation": "same", "margin": 0.5},
+          {"claim": "l0 beats l2 overall", "source": "x", "a": "l0", "b": "l2"}]  # pools the two noises
 
 
 def test_verdicts_reproduce_contradict_or_stay_inconclusive():
-    from reports.verdicts import verdicts
-
-    claims = [{"claim": "l0 beats l1 on impulse", "source": "N2N", "where": {"noise": "impulse"}, "a": "l0", "b": "l1"},
-              {"claim": "l2 beats l1 on impulse", "source": "made up", "where": {"noise": "impulse"}, "a": "l2", "b": "l1"},
-              {"claim": "l1 same as l2 on gaussian", "source": "x", "where": {"noise": "gaussian"}, "a": "l1", "b": "l2",
-               "relation": "same", "margin": 0.5},
-              {"claim": "l1 same as l0 on gaussian", "source": "x", "where": {"noise": "gaussian"}, "a": "l1", "b": "l0",
-               "relation": "same", "margin": 0.5},
-              {"claim": "noisy l0 vs l2", "source": "x", "where": {"noise": "gaussian"}, "a": "l0", "b": "l2"}]
-    values = {"gaussian": {"l1": [28.0, 28.2, 28.1, 28.1], "l2": [28.1, 27.9, 28.05, 28.0], "l0": [25.0, 29.0, 22.0, 27]},
-              "impulse": {"l1": [21.0, 21.1, 20.9], "l2": [16.0, 16.2, 16.1], "l0": [24.0, 24.1, 23.9]}}
-    got = [v.verdict for v in verdicts(_loss_table(values), _loss_spec(claims), "dB")]
-    assert got == ["reproduced", "contradicted", "reproduced", "inconclusive", "inconclusive"]
+    effects = {"gaussian": {"l1": 0.0, "l2": 0.05, "l0": -3.0}, "impulse": {"l1": 0.0, "l2": -5.0, "l0": 3.0}}
+    a = analyse(_study(_spec(CLAIMS), effects, run_sd=0.05))  # steady runs: "same within 0.5 dB" can be shown
+    assert [v.verdict for v in a.verdicts] == ["reproduced", "contradicted", "reproduced", "inconclusive"]
+    noisy = analyse(_study(_spec(CLAIMS), effects, run_sd=0.6))  # 3 unsteady runs cannot show sameness
+    assert noisy.verdicts[2].verdict == "inconclusive"
+    pooled = a.verdicts[3].comparison
+    assert pooled.kind == "claim" and pooled in a.family.comparisons  # a pooled claim joins the family
 
 
-def test_a_claim_must_name_levels_of_the_question_factor():
+@pytest.mark.parametrize("seed", range(25))
+def test_a_verdict_and_its_comparison_row_never_disagree(seed):
+    """Random effects, random claims: every verdict is what its comparison's corrected interval says, the
+    comparison it rests on is the family's own row for those two levels, and every row is at the one level."""
+    rng = np.random.default_rng(100 + seed)
+    effects = {n: {lv: float(rng.normal(0, 1.5)) for lv in ("l1", "l2", "l0")} for n in ("gaussian", "impulse")}
+    claims = [{"claim": f"c{i}", "source": "s", "where": {"noise": str(rng.choice(["gaussian", "impulse"]))},
+               "a": a, "b": b, "relation": str(rng.choice(["better", "same"])), "margin": 0.5}
+              for i, (a, b) in enumerate([("l0", "l1"), ("l1", "l2"), ("l2", "l0"), ("l1", "l0")])]
+    a = analyse(_study(_spec(claims), effects, seed=seed))
+    assert {c.level for c in a.family.comparisons} == {a.level}
+    for v in a.verdicts:
+        row = next(c for c in a.family.comparisons if c.kind == "levels" and c.where == v.claim.where
+                   and {c.a, c.b} == {v.claim.a, v.claim.b})
+        c = v.comparison
+        assert (c.lo, c.hi) == ((row.lo, row.hi) if row.a == v.claim.a else (-row.hi, -row.lo))
+        assert v.verdict == judge(v)
+        if v.claim.relation == "better":
+            assert (v.verdict == "reproduced") == (row.significant and row.a == v.claim.a)
+            assert (v.verdict == "contradicted") == (row.significant and row.a == v.claim.b)
+
+
+def test_headline_names_every_significant_difference_and_the_tie():
+    effects = {"gaussian": {"l1": 0.0, "l2": 0.02, "l0": -3.0}, "impulse": {"l1": 0.0, "l2": -5.0, "l0": 3.0}}
+    a = analyse(_study(_spec(), effects))
+    gauss, impulse = (headline(a, sl) for sl in a.slices)
+    assert impulse.startswith("With noise=impulse: loss=l0 scores best")
+    for x, y in (("l0", "l1"), ("l0", "l2"), ("l1", "l2")):  # every pair differs by 3 dB or more: all named
+        assert f"loss={x} beats loss={y} by" in impulse
+    assert "Not significant: loss=" in gauss and "loss=l1 vs loss=l2" in gauss.replace("loss=l2 vs loss=l1", "loss=l1 vs loss=l2")
+    level = f"{a.level:.1%} CI"
+    assert gauss.count(level) == 3 and impulse.count(level) == 3
+
+
+def test_lower_is_better_headline_says_so():
+    effects = {"gaussian": {"l1": 0.0, "l2": 0.0, "l0": -3.0}}
+    spec = StudySpec.model_validate({
+        "name": "s", "description": "d", "metric": "psnr", "mode": "min",
+        "compare": {"noise": ["gaussian"], "loss": ["l1", "l2", "l0"]},
+        "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
+    a = analyse(_study(spec, effects))
+    text = headline(a, a.slices[0])
+    assert "loss=l0 scores best" in text and "loss=l0 beats (lower is better) loss=l1" in text
+
+
+def test_question_must_be_a_factor_and_claims_name_its_levels():
+    with pytest.raises(ValueError, match="question 'noise2' is not a compared factor"):
+        StudySpec.model_validate({**_spec().model_dump(), "question": "noise2"})
     with pytest.raises(ValueError, match="expect\\[0\\]: 'l3' is not a level of the question factor 'loss'"):
-        _loss_spec([{"claim": "c", "source": "s", "a": "l3", "b": "l1"}])
+        _spec([{"claim": "c", "source": "s", "a": "l3", "b": "l1"}])
     with pytest.raises(ValueError, match="expect\\[0\\].where: 'poisson' is not a level of 'noise'"):
-        _loss_spec([{"claim": "c", "source": "s", "a": "l0", "b": "l1", "where": {"noise": "poisson"}}])
+        _spec([{"claim": "c", "source": "s", "a": "l0", "b": "l1", "where": {"noise": "poisson"}}])
+
+
+def test_interval_is_nan_only_without_enough_runs():
+    c = Comparison("levels", "f", "a", "b", {}, 1.0, float("nan"), float("nan"), (1, 1), 0, "Welch")
+    c.set_level(0.95)
+    assert math.isnan(c.lo) and not c.significant

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import DATA, cli, cli_process
+from tests.conftest import DATA, cli, cli_process, ray_env
 
 pytestmark = pytest.mark.ray
 
@@ -57,10 +57,35 @@ def test_denoise_applies_best_model_to_png(n2n_smoke, tmp_path):
     code, out, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent),
                          "--cell", "noise=gaussian,loss=l2", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"))
     assert code == 0, err
-    assert Image.open(tmp_path / "out.png").size == (53, 37)
-    code, _, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), "--cell", "nope",
+    assert Image.open(tmp_path / "out.png").size == (53, 37) and Image.open(tmp_path / "out.png").mode == "L"
+    assert "model of cell noise=gaussian, loss=l2" in out
+    code, _, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), "--cell", "noise=speckle,loss=l2",
                        str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"))
-    assert code == 2 and "unknown cell 'nope'" in err
+    assert code == 2 and "unknown cell 'noise=speckle,loss=l2'" in err and not (tmp_path / "x.png").exists()
+
+
+def test_denoise_picks_the_best_model_for_the_named_noise_and_keeps_colour(n2n_smoke, tmp_path):
+    import json
+
+    sdir, _ = n2n_smoke
+    args = ("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent))
+    rgb = np.random.default_rng(1).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    # several noises and no choice: ask, listing the cells; nothing written
+    code, _, err = cli(*args, str(tmp_path / "rgb.png"), "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "trained on several noises" in err and "--noise" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+    code, out, err = cli(*args, "--noise", "impulse", str(tmp_path / "rgb.png"), "-o", str(tmp_path / "out.png"))
+    assert code == 0, err
+    best = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())["psnr"] for p in sdir.glob("best/*/trial.json")}
+    impulse = max((c for c in best if c.startswith("noise=impulse,")), key=best.get)
+    assert f"model of cell {impulse.replace(',', ', ')}" in out
+    got = Image.open(tmp_path / "out.png")
+    assert got.mode == "RGB" and got.size == (40, 24)  # RGB in, RGB out: each channel denoised on its own
+    arr = np.asarray(got)
+    assert (arr[..., 0] != arr[..., 1]).any()  # not a gray image copied into three channels
+    code, _, err = cli(*args, "--noise", "speckle", str(tmp_path / "rgb.png"), "-o", str(tmp_path / "y.png"))
+    assert code == 2 and "no cell of study 'n2n_loss' was trained on noise 'speckle'" in err
 
 
 def _bomb(path, w=30000, h=30000):
@@ -94,8 +119,8 @@ def test_denoise_refuses_bad_images_with_one_line(n2n_smoke, tmp_path, make, nee
     sdir, _ = n2n_smoke
     bad = make(tmp_path / "in.png")
     assert bad.stat().st_size < 2**20
-    code, out, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), str(bad),
-                         "-o", str(tmp_path / "out" / "x.png"))
+    code, out, err = cli("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), "--noise", "gaussian",
+                         str(bad), "-o", str(tmp_path / "out" / "x.png"))
     assert code == 2 and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()  # nothing written
 
@@ -109,7 +134,7 @@ def test_interrupted_driver_resumes_without_duplicates(tmp_path):
     """SIGKILL the driver (a local 2-CPU Ray of its own) mid-study; the same command resumes and completes."""
     storage = tmp_path / "store"
     args = ("run", str(DATA / "tiny.yaml"), "--budget", "quick", "--storage", str(storage))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env = ray_env(TUNE_GLOBAL_CHECKPOINT_S="1")
     first = cli_process(*args, env=env)
     records = storage / "tiny" / "records"
     deadline = time.time() + 240
@@ -157,3 +182,22 @@ def test_two_drivers_started_together_run_the_study_once(ray_cluster, tmp_path):
     df = pd.read_parquet(storage / "tiny" / "trials.parquet")
     assert len(df) == 8 and not df.duplicated(["cell", "phase", "seed"]).any()  # 2 cells x (2 tuning + 2 confirm)
     assert not (storage / "tiny" / "driver.lock").exists()  # released by the driver that ran
+
+
+def test_a_task_added_in_one_file_runs_through_a_study_and_its_report(ray_cluster, tmp_path):
+    """tests/toy_task.py is a whole task (deblurring) that nothing else in the project names; a spec selects it
+    by module path, Ray's workers import it, and the report shows its metric and images."""
+    code, out, err = cli("run", str(DATA / "toy.yaml"), "--budget", "smoke", "--storage", str(tmp_path),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    df = pd.read_parquet(tmp_path / "toy" / "trials.parquet")
+    assert len(df) == 2 * (1 + 2) and set(df.status) == {"completed"}
+    assert (df["final.psnr"] > 0).all() and df["final.test_psnr"].notna().sum() == 4  # confirm runs scored on test
+    html = (tmp_path / "toy" / "report.html").read_text()
+    assert "kernel=3" in html and "clean / blurred / restored" in html and html.count("(restored)") == 2
+    # the task's metrics are known before anything runs: a metric it does not report is refused
+    bad = (DATA / "toy.yaml").read_text().replace("metric: psnr", "metric: ssim")
+    (tmp_path / "bad.yaml").write_text(bad)
+    code, _, err = cli("run", str(tmp_path / "bad.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "x"))
+    assert code == 2 and "metric: task tests.toy_task does not report 'ssim'" in err and "it reports: psnr" in err
+    assert not (tmp_path / "x").exists()

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -21,7 +22,26 @@ def test_trial_improves_psnr_over_noisy_input(tmp_path, target):
     assert final["psnr"] > final["input_psnr"] + 2.0, final
     ckpt = torch.load(out["checkpoint"], weights_only=True)
     assert ckpt["config"]["target"] == target and "out.weight" in ckpt["state_dict"]
-    assert out["grid"].endswith(".png") and "checkpoint" in reports[-1]
+    assert "checkpoint" in reports[-1]
+    # the report's whole held-out image: clean, noisy, denoised, with their PSNRs beside them
+    shown = json.loads((tmp_path / out["checkpoint_dir"] / "images.json").read_text())
+    assert shown["split"] == "val" and shown["psnr"]["image_output"] > shown["psnr"]["image_noisy"] + 1.0
+    from PIL import Image
+
+    assert Image.open(out["images"]["image_output"]).mode == "L"  # grayscale stays one channel: a third of the bytes
+
+
+def test_confirm_run_scores_each_test_image_with_its_best_validation_weights(tmp_path):
+    from denoise_core.results import PER_IMAGE, Score
+
+    out = run_trial({**TINY, "test": True, "select": "psnr", "test_images": 24}, lambda m: None, workdir=tmp_path)
+    final, per_image = out["metrics"], out[PER_IMAGE]
+    best, inp = Score("psnr", "test"), Score("psnr", "test", input=True)
+    assert len(per_image[best.key]) == len(per_image[inp.key]) == 24  # one value per held-out image
+    assert final[best.key] == pytest.approx(sum(per_image[best.key]) / 24, abs=1e-4)
+    assert Score("psnr", "test", weights="final").key in final and PER_IMAGE not in final
+    # the input's score is of the same images, noisy: after 60 steps most test images improve
+    assert sum(m > i for m, i in zip(per_image[best.key], per_image[inp.key])) >= 20
 
 
 def test_trial_is_deterministic_on_cpu(tmp_path):

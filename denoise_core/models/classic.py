@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from denoise_core.models.base import MODELS, SizedModel
+from denoise_core.models import MODELS, SizedModel
 
 
 @MODELS.register("dncnn")

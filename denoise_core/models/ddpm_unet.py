@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoise_core.models.base import MODELS, SizedModel
+from denoise_core.models import MODELS, SizedModel
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

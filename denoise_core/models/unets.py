@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoise_core.models.base import MODELS, SizedModel
+from denoise_core.models import MODELS, SizedModel
 
 
 @MODELS.register("simple_unet")

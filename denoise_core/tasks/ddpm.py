@@ -1,5 +1,5 @@
-"""The DDPM trial (task `ddpm`): train `ddpm_unet` under a schedule, report the likelihood bound,
-denoising PSNR and samples. A plain function like the denoising trial, testable without Ray.
+"""Task `ddpm`: train `ddpm_unet` under a noise schedule, report the likelihood bound, denoising PSNR
+and samples. A plain function like the denoising trial, testable without Ray.
 
     result = run_trial({"task": "ddpm", "schedule": "cosine", "timesteps": 100}, report)   # denoise_core.tasks
 
@@ -23,6 +23,8 @@ from denoise_core.data import random_crops
 from denoise_core.diffusion import GaussianDiffusion, build_schedule
 from denoise_core.metrics import psnr
 from denoise_core.noise import build_noise
+from denoise_core.results import Score
+from denoise_core.tasks import TASKS, Task
 from denoise_core.trial import Trial, save_grid
 
 
@@ -63,6 +65,11 @@ class DDPMConfig(CommonConfig):
         for s in self.eval_sigmas:
             build_noise("gaussian", sigma=s)
         return self
+
+
+def ddpm_metrics(cfg: DDPMConfig) -> list[str]:
+    sigmas = [f"sigma{s:g}" for s in cfg.eval_sigmas]
+    return ["bits_per_dim", "psnr_levels_mean", *(f"psnr_{s}" for s in sigmas), *(f"psnr_reverse_{s}" for s in sigmas)]
 
 
 def to_model_scale(x: torch.Tensor) -> torch.Tensor:
@@ -123,20 +130,21 @@ class DDPMTrial(Trial):
     def evaluate(self, final: bool = False, split: str = "val") -> dict:
         cfg, d, clean = self.cfg, self.diffusion, self.clean[split]
         self.model.eval()
-        metrics = {"bits_per_dim": d.bits_per_dim(self.net, self.x0[split], generator=self.eval_generator(),
-                                                   timesteps=cfg.vlb_timesteps).mean().item()}
+        scores = {"bits_per_dim": d.bits_per_dim(self.net, self.x0[split], generator=self.eval_generator(),
+                                                  timesteps=cfg.vlb_timesteps)}  # [N]
         for s, noisy in self.noisy[split].items():
-            one = denoise_image(d, self.net, noisy, s)
-            metrics[f"psnr_sigma{s:g}"] = psnr(one, clean).mean().item()
-            metrics[f"input_psnr_sigma{s:g}"] = psnr(noisy.clamp(0, 1), clean).mean().item()
-            metrics[f"t_sigma{s:g}"] = d.timestep_for_sigma(2 * s / 255)
+            metric = f"psnr_sigma{s:g}"
+            scores[metric] = psnr(denoise_image(d, self.net, noisy, s), clean)
+            scores[Score(metric, input=True).key] = psnr(noisy.clamp(0, 1), clean)
+            scores[f"t_sigma{s:g}"] = d.timestep_for_sigma(2 * s / 255)
             if final:
                 rev = denoise_image(d, self.net, noisy, s, reverse=True, generator=self.eval_generator(1))
-                metrics[f"psnr_reverse_sigma{s:g}"] = psnr(rev, clean).mean().item()
-        levels = [metrics[f"psnr_sigma{s:g}"] for s in cfg.eval_sigmas]
-        metrics["psnr_levels_mean"] = sum(levels) / len(levels)
+                scores[f"psnr_reverse_sigma{s:g}"] = psnr(rev, clean)
+        scores["psnr_levels_mean"] = torch.stack([scores[f"psnr_sigma{s:g}"] for s in cfg.eval_sigmas]).mean(0)
+        scores[Score("psnr_levels_mean", input=True).key] = torch.stack(
+            [scores[Score(f"psnr_sigma{s:g}", input=True).key] for s in cfg.eval_sigmas]).mean(0)
         self.model.train()
-        return metrics
+        return scores
 
     @torch.no_grad()
     def final_outputs(self, d: Path) -> dict[str, str]:
@@ -151,3 +159,8 @@ class DDPMTrial(Trial):
         strip = torch.cat([from_model_scale(x[:1]) for x in chain])
         return {"samples": str(save_grid(d / "samples.png", rows, n=n)),
                 "progress": str(save_grid(d / "progress.png", [strip], n=len(strip)))}
+
+
+TASKS.add("ddpm", Task(
+    name="ddpm", config=DDPMConfig, trial=DDPMTrial, apply=apply_ddpm, metrics=ddpm_metrics,
+    images=("samples", "progress"), images_caption="samples, and one chain from x_T to x_0", needs_sigma=True))

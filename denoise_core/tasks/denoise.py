@@ -1,0 +1,156 @@
+"""Task `denoise`: a network maps a noisy crop to the clean one (Noise2Clean), or is trained towards a
+second, independent corruption of the same crop (Noise2Noise, `target: noisy`).
+
+    result = run_trial({"noise": "gaussian", "noise_params": {"sigma": 25}}, report)   # denoise_core.tasks
+
+Every evaluation reports `psnr` and `ssim` on the validation images (and `input_psnr`, `input_ssim`:
+the noisy input's own scores), per extra noise level `psnr_<param><level>` and `psnr_levels_mean`;
+confirm runs add the test scores (`denoise_core.results`). The final checkpoint holds `model.pt` and
+one whole test image, clean, noisy and denoised, with their PSNR in `images.json`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from denoise_core.config import CommonConfig
+from denoise_core.data import random_crops, showcase_image
+from denoise_core.losses import LOSSES, build_loss
+from denoise_core.metrics import psnr, ssim
+from denoise_core.noise import NOISES, build_noise
+from denoise_core.results import Score
+from denoise_core.tasks import TASKS, Task
+from denoise_core.trial import Trial, corrupt_fixed, save_png
+
+
+class DenoiseConfig(CommonConfig):
+    """One denoising trial. Every field round-trips through JSON."""
+
+    task: Literal["denoise"] = "denoise"
+    noise: str = "gaussian"
+    noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
+    eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
+    target: Literal["clean", "noisy"] = "clean"
+    loss: str = "l2"
+
+    @field_validator("loss", "noise")
+    @classmethod
+    def _known_name(cls, v, info):
+        (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _direct_denoiser(cls, v):
+        if v == "ddpm_unet":
+            raise ValueError("ddpm_unet is time-conditioned; train it with task: ddpm")
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self):
+        build_noise(self.noise, **self.noise_params)  # parameter names and ranges
+        for level in self.eval_levels:
+            build_noise(self.noise, **{**self.noise_params, NOISES.get(self.noise).param: level})
+        return self
+
+    def level_suffixes(self) -> list[str]:
+        """'_sigma10' ... : one per extra evaluation level."""
+        return [f"_{NOISES.get(self.noise).param}{lvl:g}" for lvl in self.eval_levels]
+
+
+def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
+    levels = cfg.level_suffixes()
+    return ["psnr", "ssim", *(f"{m}{s}" for s in levels for m in ("psnr", "ssim"))] + \
+        (["psnr_levels_mean"] if levels else [])
+
+
+def apply_denoiser(model, cfg, noisy, sigma=None):
+    """A direct denoiser maps the noisy image to its estimate; it needs no noise level."""
+    return model(noisy).clamp(0, 1)
+
+
+class DenoiseTrial(Trial):
+    def __init__(self, cfg: DenoiseConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        self.noise = build_noise(cfg.noise, **cfg.noise_params)
+        self.loss = build_loss(cfg.loss)
+        self.noisy = {split: self._noisy_sets(split) for split in self.clean}
+
+    def _noisy_sets(self, split: str) -> dict[str, torch.Tensor]:
+        """Noisy inputs of a split, drawn once with the fixed seed: '' for the training noise, one per eval level."""
+        cfg = self.cfg
+        param = NOISES.get(cfg.noise).param
+        noises = {"": self.noise} | {s: build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
+                                     for s, lvl in zip(cfg.level_suffixes(), cfg.eval_levels)}
+        return {suffix: self.noisy_validation(noise, split) for suffix, noise in noises.items()}
+
+    @torch.no_grad()
+    def predict(self, noisy: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        self.model.eval()
+        outs = []
+        for i in range(0, len(noisy), chunk):
+            with self.autocast:
+                outs.append(self.model(noisy[i:i + chunk]).float())
+        self.model.train()
+        # a diverged model's NaNs become 0: its scores are then real (and poor) numbers
+        return torch.nan_to_num(torch.cat(outs), nan=0.0).clamp(0, 1)
+
+    def evaluate(self, final: bool = False, split: str = "val") -> dict:
+        scores, clean = {}, self.clean[split]
+        for suffix, noisy in self.noisy[split].items():
+            out, noisy = self.predict(noisy), noisy.clamp(0, 1)
+            for name, fn in (("psnr", psnr), ("ssim", ssim)):
+                scores[Score(f"{name}{suffix}").key] = fn(out, clean)
+                scores[Score(f"{name}{suffix}", input=True).key] = fn(noisy, clean)
+        if self.cfg.eval_levels:
+            per_level = [scores[f"psnr{s}"] for s in self.cfg.level_suffixes()]
+            scores["psnr_levels_mean"] = torch.stack(per_level).mean(0)
+            scores[Score("psnr_levels_mean", input=True).key] = torch.stack(
+                [scores[Score(f"psnr{s}", input=True).key] for s in self.cfg.level_suffixes()]).mean(0)
+        return scores
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        clean = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop]
+        corrupted = self.noise(clean, generator=self.gen)
+        if cfg.target == "noisy":  # Noise2Noise: an independent second corruption of the same crop
+            target_c = self.noise(clean, generator=self.gen)
+            target, mask = target_c.noisy, target_c.mask
+        else:
+            target, mask = clean, None
+        inp = corrupted.noisy
+        if cfg.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            pred = self.forward(inp)
+        pred = pred.float()
+        loss = self.loss(pred, target, mask=mask, progress=step / cfg.steps)
+        self.optimise(loss)
+        return loss, (pred.detach() - target).square().mean()
+
+    def final_outputs(self, d: Path) -> dict[str, str]:
+        """One whole image of the held-out split (validation for tuning trials), clean, noisy (the fixed
+        seed) and denoised, as image_clean/noisy/output.png, with PSNRs in images.json. A fixed-size
+        model (the dense autoencoder) takes no whole image: it writes none."""
+        cfg = self.cfg
+        split = "test" if "test" in self.clean else "val"
+        clean = showcase_image(cfg.dataset, cfg.data_root, cfg.channels, cfg.download, split=split).to(self.device)
+        if getattr(self.model, "size_error", lambda h, w: None)(*clean.shape[-2:]) is not None:
+            return {}
+        noisy = corrupt_fixed(self.noise, clean, cfg.val_seed)
+        output = self.predict(noisy)
+        files = {name: str(save_png(d / f"{name}.png", img)) for name, img in
+                 (("image_clean", clean), ("image_noisy", noisy.clamp(0, 1)), ("image_output", output))}
+        (d / "images.json").write_text(json.dumps({"split": split, "psnr": {
+            "image_noisy": psnr(noisy.clamp(0, 1), clean).item(), "image_output": psnr(output, clean).item()}}))
+        return files
+
+
+TASKS.add("denoise", Task(
+    name="denoise", config=DenoiseConfig, trial=DenoiseTrial, apply=apply_denoiser, metrics=denoise_metrics,
+    images=("image_output",), images_caption="one whole held-out image denoised by each cell's best model",
+    baselines=True))

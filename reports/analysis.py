@@ -1,0 +1,223 @@
+"""What a study found, computed once from its stored results: the family of comparisons (see
+`reports.stats`), per-cell statistics at the family's level, the classical baselines per slice,
+the literature claims' verdicts, and late collapses. Every section of the report reads this.
+
+    a = analyse(StudyResults.load(sdir))
+    a.level, a.slices[0].winner, a.verdicts[0].verdict
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from denoise_core.results import Score
+from reports.stats import ALPHA, CellStat, Comparison, Family, cell_stat, compare, correct
+from studies.spec import cell_label, parse_cell
+from studies.store import StudyResults, column, factor_column
+
+UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
+BASELINE_NAMES = {"bm3d": "BM3D", "tv": "TV (Chambolle)", "nlm": "non-local means", "median": "median filter",
+                  "noisy": "the noisy input"}
+
+
+def unit_of(metric: str) -> str:
+    return next((u for k, u in UNITS.items() if metric.startswith(k)), "")
+
+
+@dataclass
+class Slice:
+    where: dict  # the other factors' levels
+    levels: list[str]  # the question factor's levels with confirm runs, best first (a diverged cell never first)
+    comparisons: list[Comparison]  # every pair of levels, a = the better mean
+    baseline: dict | None = None  # {"name", "mean", "comparison", "input_mean"}
+
+    @property
+    def winner(self) -> str | None:
+        return self.levels[0] if self.levels else None
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.where.items())
+
+
+@dataclass
+class Verdict:
+    claim: object  # studies.spec.Claim
+    comparison: Comparison | None  # the family's comparison it rests on, read as a against b
+    verdict: str  # reproduced | contradicted | inconclusive | not run
+
+
+@dataclass
+class Analysis:
+    results: StudyResults
+    score: Score
+    unit: str
+    family: Family
+    cells: dict[str, CellStat] = field(default_factory=dict)
+    slices: list[Slice] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    collapses: list[str] = field(default_factory=list)
+
+    @property
+    def level(self) -> float:
+        return self.family.level
+
+
+def analyse(results: StudyResults) -> Analysis:
+    spec, score = results.spec, results.score
+    a = Analysis(results, score, unit_of(spec.metric), Family())
+    data = _long(results, score)
+    if data.empty:
+        return a
+    q, others = spec.question_factor(), spec.other_factors()
+    diverged = results.diverged_confirms()
+    for where, g in _slices(data, spec):
+        means = g.groupby(factor_column(q)).value.mean() * spec.sign
+        order = [lv for lv in spec.labels(q) if lv in means.index]
+        unstable = {lv for lv in order if spec.key_of({**where, q: lv}) in diverged}
+        ranked = sorted(order, key=lambda lv: (lv in unstable, -means[lv]))
+        pairs = []
+        for x, y in itertools.combinations(order, 2):
+            if means[x] < means[y]:
+                x, y = y, x
+            est = compare(_side(g, q, x), _side(g, q, y), spec.sign)
+            pairs.append(Comparison("levels", q, x, y, where, **est))
+        s = Slice(where, ranked, pairs)
+        s.baseline = _baseline(results, score, spec, s, g, q)
+        a.slices.append(s)
+        a.family.comparisons += pairs + ([s.baseline["comparison"]] if s.baseline else [])
+    pooled = _pooled_claims(a, data, q)
+    correct(a.family)
+    for i, claim in enumerate(spec.expect):
+        c = pooled.get(i) or a.family.find(q, claim.a, claim.b, dict(claim.where))
+        a.verdicts.append(Verdict(claim, c, ""))
+        a.verdicts[-1].verdict = judge(a.verdicts[-1])
+    a.cells = _cell_stats(results, a.level)
+    a.collapses = _collapses(results, a.unit)
+    return a
+
+
+def _long(results: StudyResults, score: Score) -> pd.DataFrame:
+    """Per-image scores of the completed confirm runs (run = trial), or per-run means with image NaN."""
+    data = results.per_image(score)
+    if data.empty:
+        conf = results.confirm_runs()
+        if conf.empty:
+            return pd.DataFrame()
+        data = conf.assign(value=conf[column(score)], image=float("nan"))
+    return data.rename(columns={"trial_id": "run"})
+
+
+def _slices(data: pd.DataFrame, spec):
+    """(where, rows) per combination of the other factors, in the spec's order of levels."""
+    others = spec.other_factors()
+    if not others:
+        yield {}, data.assign(image=data.image.astype(str))
+        return
+    groups = []
+    for key, g in data.groupby([factor_column(o) for o in others], sort=False):
+        where = dict(zip(others, map(str, key if isinstance(key, tuple) else (key,))))
+        groups.append((where, g.assign(image=g.image.astype(str))))
+    groups.sort(key=lambda wg: [spec.level_index(o, v) for o, v in wg[0].items()])
+    yield from groups
+
+
+def _side(g: pd.DataFrame, q: str, level: str) -> pd.DataFrame:
+    return g[g[factor_column(q)].astype(str) == level][["run", "image", "value"]]
+
+
+def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFrame, q: str) -> dict | None:
+    """The slice's best classical baseline (chosen on validation) against its best cell, on the test images."""
+    if score.split != "test" or s.winner is None or spec.mode != "max":
+        return None
+    cell = spec.key_of({**s.where, q: s.winner})
+    entry = results.baselines.get("entries", {}).get(results.baselines.get("cells", {}).get(cell, ""))
+    if not entry:
+        return None
+    real = {n: m for n, m in entry["metrics"].items() if n != "noisy" and score.metric in m["val"]}
+    if not real:
+        return None
+    name = max(real, key=lambda n: real[n]["val"][score.metric])
+    values = real[name]["test_per_image"].get(score.metric)
+    if not values:
+        return None
+    base = pd.DataFrame({"run": name, "image": [str(i) for i in range(len(values))], "value": values})
+    est = compare(_side(g, q, s.winner), base, spec.sign)
+    comparison = Comparison("baseline", q, s.winner, name, s.where, **est)
+    noisy = entry["metrics"].get("noisy", {}).get("test", {}).get(score.metric)
+    return {"name": name, "param": real[name]["param"], "mean": real[name]["test"][score.metric],
+            "comparison": comparison, "input_mean": noisy, "entry": entry}
+
+
+def _pooled_claims(a: Analysis, data: pd.DataFrame, q: str) -> dict[int, Comparison]:
+    """A claim within one slice rests on that slice's comparison; a claim that pools slices adds its own
+    comparison to the family (returned by the claim's index)."""
+    spec, out = a.results.spec, {}
+    full = set(spec.other_factors())
+    for i, claim in enumerate(spec.expect):
+        if set(claim.where) != full:
+            keep = pd.Series(True, index=data.index)
+            for f, v in claim.where.items():
+                keep &= data[factor_column(f)].astype(str) == v
+            rows = data[keep]
+            # an image is itself only within its slice (another noise makes another noisy image)
+            rows = rows.assign(image=rows.image.astype(str) + "@" + rows[[factor_column(o) for o in spec.other_factors()]]
+                               .astype(str).agg("|".join, axis=1)) if spec.other_factors() else rows
+            sa, sb = _side(rows, q, claim.a), _side(rows, q, claim.b)
+            if len(sa) and len(sb):
+                out[i] = Comparison("claim", q, claim.a, claim.b, dict(claim.where), **compare(sa, sb, spec.sign))
+                a.family.comparisons.append(out[i])
+    return out
+
+
+def judge(v: Verdict) -> str:
+    """A claim's verdict from its comparison's (corrected) interval of a's advantage over b."""
+    c, claim = v.comparison, v.claim
+    if c is None:
+        return "not run"
+    if math.isnan(c.lo):
+        return "inconclusive"
+    if claim.relation == "better":
+        return "reproduced" if c.lo > 0 else "contradicted" if c.hi < 0 else "inconclusive"
+    m = claim.margin
+    return "reproduced" if -m < c.lo and c.hi < m else "contradicted" if c.lo >= m or c.hi <= -m else "inconclusive"
+
+
+def _cell_stats(results: StudyResults, level: float) -> dict[str, CellStat]:
+    conf = results.confirm_runs()
+    col = column(results.score)
+    return {cell: cell_stat(cell, g[col], level) for cell, g in conf.groupby("cell", sort=False)}
+
+
+def _collapses(results: StudyResults, unit: str) -> list[str]:
+    """Cells whose confirm runs ended far below their best validation score (a collapse late in training)."""
+    spec = results.spec
+    out = []
+    by_cell: dict[str, list[tuple[float, float, int]]] = {}
+    for r in results.records:
+        hist = [h for h in r["history"] if isinstance(h.get(spec.metric), (int, float))]
+        if r["phase"] != "confirm" or len(hist) < 2:
+            continue
+        best = max(hist, key=lambda h: spec.sign * h[spec.metric])
+        last = hist[-1][spec.metric]
+        drop = spec.sign * (best[spec.metric] - last)
+        threshold = 1.0 if unit == "dB" else 0.1 * abs(best[spec.metric])
+        if drop > threshold:
+            by_cell.setdefault(r["cell"], []).append((best[spec.metric], last, int(best["step"])))
+    n_runs = results.confirm_runs().groupby("cell").size().to_dict() if len(results.table) else {}
+    for cell in spec.cell_keys():
+        if cell in by_cell:
+            hits = by_cell[cell]
+            peak, end, step = max(hits, key=lambda h: spec.sign * (h[0] - h[1]))
+            out.append(f"{cell_label(parse_cell(cell))} collapsed late in training in "
+                       f"{len(hits)} of {n_runs.get(cell, len(hits))} confirm runs: validation {spec.metric} peaked at "
+                       f"{peak:.2f} {unit} (step {step}) and ended at {end:.2f} {unit}. Its test scores use each run's "
+                       f"best validation weights, so the collapse does not count against it; its final weights "
+                       f"would score lower.")
+    return out
+
+
+__all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "unit_of", "BASELINE_NAMES"]

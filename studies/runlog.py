@@ -1,0 +1,89 @@
+"""study.json: a study's plan, and one entry per run of it (each `denoise-study run` that did work).
+
+A run records when it started, a heartbeat while it runs, and when and how it ended: finished,
+stopped early, interrupted (Ctrl-C), failed, or killed. A killed driver writes nothing more, so its
+run is closed by the next run (or read by the report) at its last heartbeat: the time it really ran.
+No Ray here: the report and `status` read it too.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from studies.store import read_info, write_json
+
+HEARTBEAT_S = 10.0
+STALE_S = 60.0  # a run whose heartbeat is older than this, and that has no end, was killed
+
+
+def run_span(run: dict, now: float | None = None) -> tuple[float, str]:
+    """(seconds the run really ran, how it ended): a run without an end is 'running' while its heartbeat
+    is fresh, else 'killed' at its last heartbeat."""
+    now = time.time() if now is None else now
+    if run.get("end"):
+        return run["end"] - run["start"], run.get("ended", "finished")
+    beat = run.get("heartbeat") or run["start"]
+    if now - beat > STALE_S:
+        return beat - run["start"], "killed"
+    return now - run["start"], "running"
+
+
+class RunLog:
+    """The driver's side of study.json: `start(**plan)`, a heartbeat thread, `close(how)`."""
+
+    def __init__(self, sdir: Path, remote: str | None = None):
+        self.path = Path(sdir) / "study.json"
+        self.remote = remote  # object storage: study.json is pushed there at every change and every few beats
+        self.info: dict = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, **plan) -> dict:
+        info = read_info(self.path.parent) if self.path.exists() else {"runs": []}
+        for run in info["runs"]:  # an earlier driver that was killed: close its run at its last heartbeat
+            if not run.get("end"):
+                seconds, how = run_span(run, now=float("inf"))
+                run.update(end=run["start"] + seconds, ended=how)
+        command, resources = plan.pop("command", ""), plan.pop("resources", {})
+        nodes, versions = plan.pop("nodes", None), plan.pop("versions", {})
+        info.update(plan)
+        now = time.time()
+        info["runs"].append({"start": now, "heartbeat": now, "end": None, "ended": None, "command": command,
+                             "host": socket.gethostname(), "pid": os.getpid(), "resources": resources, "nodes": nodes,
+                             "versions": versions})
+        self.info = info
+        self._write(push=True)
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-runlog")
+        self._thread.start()
+        return info
+
+    def close(self, how: str) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            self.info["runs"][-1].update(end=time.time(), ended=how)
+        self._write(push=True)
+
+    def _beat(self) -> None:
+        beats = 0
+        while not self._stop.wait(HEARTBEAT_S):
+            beats += 1
+            with self._lock:
+                self.info["runs"][-1]["heartbeat"] = time.time()
+            self._write(push=beats % 3 == 0)
+
+    def _write(self, push: bool) -> None:
+        with self._lock:
+            write_json(self.path, self.info)
+        if push and self.remote:
+            from studies.remote import upload
+
+            try:
+                upload(self.path.parent, self.remote, ("study.json",))
+            except OSError:  # an unreachable store for a moment: the next push carries it
+                pass

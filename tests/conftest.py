@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# Ray 2.5x enables token authentication for a new local cluster and writes ~/.ray/auth_token: the suite's
+# clusters are on loopback and must not touch the user's home, so they run without (the job-submission
+# test's head has a private token of its own, presented as a user's client would)
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 DATA = Path(__file__).parent / "data"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 ROOT = Path(__file__).parent.parent

@@ -36,6 +36,9 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost trial_overhead gpu_busy; do \
 	  echo "== $$f"; ../$(VENV)/bin/python $$f.py || exit 1; done
+	@echo "== study_wall_time (n2n_loss and ddpm_schedule at the quick budget, each run fresh: about 10 min each)"
+	$(VENV)/bin/python benchmarks/study_wall_time.py n2n_loss --budget quick
+	$(VENV)/bin/python benchmarks/study_wall_time.py ddpm_schedule --budget quick
 	@echo "== study_efficiency (the studies under $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies})"
 	@for d in $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies}/*/; do \
 	  test -f $$d/trials.parquet && $(VENV)/bin/python benchmarks/study_efficiency.py $$d; done; true

@@ -150,7 +150,7 @@ def score_baselines(config: dict, showcase: bool = True) -> dict:
     param = type(noises[""]).param
     for suffix, lvl in zip(cfg.level_suffixes(), cfg.eval_levels):
         noises[suffix] = build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
-    clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.crop,
+    clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.eval_size,
                                cfg.val_images if split == "val" else cfg.test_images) for split in ("val", "test")}
     noisy = {(split, sfx): corrupt_fixed(n, clean[split], cfg.val_seed) for split in clean for sfx, n in noises.items()}
     out = {"noise": cfg.noise, "metrics": {}}

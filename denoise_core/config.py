@@ -22,7 +22,8 @@ class CommonConfig(BaseModel):
     steps: int = Field(500, ge=1)
     eval_every: int = Field(100, ge=1)
     rampdown: float = Field(0.3, ge=0, le=1)  # cosine lr ramp-down over this final fraction (Noise2Noise)
-    crop: int = Field(64, ge=8)
+    crop: int = Field(64, ge=8)  # training crops
+    eval_crop: int | None = Field(None, ge=8)  # validation and test images (None: the training crop)
     channels: Literal[1, 3] = 1
     dataset: str = "natural"
     data_root: str | None = None
@@ -64,7 +65,13 @@ class CommonConfig(BaseModel):
         """model_params bound against the model's builder, and the crop against the sizes the model
         takes: both fail here, before any trial starts, naming the key."""
         check_model_params(self.model, self.model_params)
-        err = crop_error(self.model, self.channels, self.crop, self.model_params)
-        if err:
-            raise ValueError(err if err.startswith("model_params") else f"crop={self.crop}: {err}")
+        for key, size in (("crop", self.crop), ("eval_crop", self.eval_size)):
+            err = crop_error(self.model, self.channels, size, self.model_params)
+            if err:
+                raise ValueError(err if err.startswith("model_params") else f"{key}={size}: {err}")
         return self
+
+    @property
+    def eval_size(self) -> int:
+        """The side of the validation and test images."""
+        return self.eval_crop or self.crop

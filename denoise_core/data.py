@@ -73,7 +73,7 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
 
 
 def showcase_image(name: str, root: str | None = None, channels: int = 1, download: bool = False,
-                   split: str = "test", multiple: int = 32, max_side: int = 192) -> torch.Tensor:
+                   split: str = "test", multiple: int = 32, max_side: int = 160) -> torch.Tensor:
     """One whole image [1, C, H, W] of a split for the report (not a crop): the split's first source image,
     centre-cropped to a multiple of `multiple` (any model takes it) and at most `max_side`."""
     check_dataset_name(name)

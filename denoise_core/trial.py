@@ -170,7 +170,7 @@ class Trial:
         self.train_data = _dataset(cfg.dataset, cfg.data_root, "train", cfg.channels, cfg.download,
                                    cfg.train_images, dev)
         # the clean evaluation images per split: validation always, test for confirm runs (cfg.test)
-        self.clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.crop,
+        self.clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.eval_size,
                                         cfg.val_images if split == "val" else cfg.test_images, dev)
                       for split in (("val", "test") if cfg.test else ("val",))}
         self.best: dict | None = None  # the evaluation that scored best on validation: step, value, weights
@@ -221,7 +221,7 @@ class Trial:
         early stopping by validation), and with the final weights; the former also per test image."""
         final = self.evaluate(final=True, split="test")
         best = final
-        if self.best is not None:
+        if self.best is not None and self.best["step"] != self.cfg.steps:  # else the best weights are the final ones
             final_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self.best["weights"])
             best = self.evaluate(final=True, split="test")

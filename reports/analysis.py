@@ -15,7 +15,7 @@ import pandas as pd
 
 from denoise_core.results import Score
 from reports.stats import ALPHA, CellStat, Comparison, Family, cell_stat, compare, correct
-from studies.spec import cell_label, parse_cell
+from studies.cells import cell_label, parse_cell
 from studies.store import StudyResults, column, factor_column
 
 UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from denoise_core.registry import Registry
 from denoise_core.results import Score
-from studies.spec import parse_cell
+from studies.cells import parse_cell
 from studies.store import column, factor_column
 
 FIGURES: Registry = Registry("figure")
@@ -72,11 +72,11 @@ def bars(a) -> go.Figure:
     if refs:
         x = [sl.label or q for sl, _ in refs]
         fig.add_scatter(x=x, y=[b["mean"] for _, b in refs], mode="markers", name="best classical baseline",
-                        marker=dict(symbol="line-ew-open", size=40, line=dict(width=3, color="black")),
+                        marker=dict(symbol="line-ew-open", size=40, color="black", line=dict(width=3, color="black")),
                         text=[b["name"] for _, b in refs], hovertemplate="%{text}: %{y:.3g}<extra></extra>")
         if all(b["input_mean"] is not None for _, b in refs):
             fig.add_scatter(x=x, y=[b["input_mean"] for _, b in refs], mode="markers", name="noisy input",
-                            marker=dict(symbol="line-ew-open", size=40, line=dict(width=2, color="#999")),
+                            marker=dict(symbol="line-ew-open", size=40, color="#999", line=dict(width=2, color="#999")),
                             hovertemplate="noisy input: %{y:.3g}<extra></extra>")
     log = bool((s["mean"] > 0).all() and s["mean"].max() > 20 * s["mean"].min())
     fig.update_layout(barmode="group", title=f"test {spec.metric} per cell: mean over confirm runs, "

@@ -79,7 +79,9 @@ def sig3(v) -> str:
     if isinstance(v, (int,)) and not isinstance(v, bool):
         return f"{v:,}" if abs(v) >= 10000 else str(v)
     if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e5 else f"{v:.3e}"
+        if abs(v) >= 1000:  # 1234.5 -> 1,230
+            return f"{float(f'{v:.3g}'):,.0f}"
+        return f"{v:#.3g}".rstrip(".") if v else "0"  # keeps the zeros that are significant: -2 -> -2.00
     return str(v)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studies.spec import cell_label, parse_cell
+from studies.cells import cell_label, parse_cell
 from studies.store import best_cells, best_dir, read_spec
 
 

@@ -1,10 +1,11 @@
 """The classical baselines of a study (`denoise_core.baselines`), computed beside its trials.
 
-One Ray task per distinct evaluation setting of the study's cells (data, noise, crop, evaluation
-sets: the loss or the target of a cell does not change what a baseline sees), submitted when the
-study starts. They reserve no CPU slot: a task is seconds of single-threaded work after its imports,
-and holding a slot would keep a trial from starting (on a 2-CPU machine, half the study's
-concurrency) for longer than the task computes. Their results land in
+One Ray task, submitted when the study starts, scores every distinct evaluation setting of the
+study's cells (data, noise, crop, evaluation sets: the loss or the target of a cell does not change
+what a baseline sees), one after another in one process. It reserves no CPU slot, and runs at a lower
+OS priority: holding a slot would keep a trial from starting (on a 2-CPU machine, half the study's
+concurrency), while niced it takes what the trials leave and finishes by the time they do. Its
+results land in
 
     <study>/baselines/scores.json   {"cells": {cell: key}, "entries": {key: scores}}
     <study>/baselines/<key>/*.png   the report's whole test image: clean, noisy, the best baseline's output
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from studies.store import write_json
 
-KEYS = ("dataset", "data_root", "download", "channels", "crop", "val_images", "test_images", "val_seed", "noise",
+KEYS = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "val_images", "test_images", "val_seed", "noise",
         "noise_params", "eval_levels")
 
 
@@ -33,22 +34,35 @@ def read_scores(sdir: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {"cells": {}, "entries": {}}
 
 
-def _score(config: dict) -> dict:
-    """In a Ray task: the scores, with the showcase images as 8-bit arrays (small, picklable)."""
+NICE = 10
+
+
+def _score_all(configs: dict[str, dict]) -> dict[str, dict]:
+    """In a Ray task: every setting's scores (errors kept per setting), the showcase images as 8-bit arrays."""
+    import os
+
     import torch
 
     from denoise_core.baselines import score_baselines
     from denoise_core.tasks import validate_config
 
+    os.nice(NICE)
     torch.set_num_threads(1)
-    out = score_baselines(validate_config(config).model_dump())
-    out["showcase"] = {k: (v.clamp(0, 1) * 255).round().byte().numpy() for k, v in out.get("showcase", {}).items()}
+    out = {}
+    for key, config in configs.items():
+        try:
+            scores = score_baselines(validate_config(config).model_dump())
+        except Exception as e:  # noqa: BLE001 - one setting's failure must not lose the others
+            out[key] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        scores["showcase"] = {k: (v.clamp(0, 1) * 255).round().byte().numpy() for k, v in scores.get("showcase", {}).items()}
+        out[key] = scores
     return out
 
 
 class BaselineRun:
-    def __init__(self, sdir: Path, scores: dict, futures: dict, quiet: bool):
-        self.sdir, self.scores, self.futures, self.quiet = Path(sdir), scores, futures, quiet
+    def __init__(self, sdir: Path, scores: dict, future, quiet: bool):
+        self.sdir, self.scores, self.future, self.quiet = Path(sdir), scores, future, quiet
 
     @classmethod
     def start(cls, spec, budget: str, extra: dict, sdir: Path, quiet: bool = False) -> "BaselineRun":
@@ -63,8 +77,8 @@ class BaselineRun:
             scores["cells"][key] = bkey = baseline_key(cfg)
             if bkey not in scores["entries"]:
                 todo.setdefault(bkey, cfg)
-        task = ray.remote(num_cpus=0, max_retries=1)(_score)
-        return cls(sdir, scores, {k: task.remote(cfg) for k, cfg in todo.items()}, quiet)
+        task = ray.remote(num_cpus=0, max_retries=1)(_score_all)
+        return cls(sdir, scores, task.remote(todo) if todo else None, quiet)
 
     def finish(self, timeout_s: float = 1800) -> None:
         """Wait for the tasks (usually long done), store their scores and images; a failure is noted, not fatal."""
@@ -72,11 +86,15 @@ class BaselineRun:
 
         from denoise_core.trial import save_png
 
-        for key, ref in self.futures.items():
+        results = {}
+        if self.future is not None:
             try:
-                out = ray.get(ref, timeout=timeout_s)
-            except Exception as e:  # noqa: BLE001 - a baseline that fails must not fail the study
+                results = ray.get(self.future, timeout=timeout_s)
+            except Exception as e:  # noqa: BLE001 - baselines that fail must not fail the study
                 print(f"note: classical baselines failed: {str(e).splitlines()[-1][:200]}", file=sys.stderr, flush=True)
+        for key, out in results.items():
+            if "error" in out:
+                print(f"note: classical baselines failed: {out['error'][:200]}", file=sys.stderr, flush=True)
                 continue
             d = self.sdir / "baselines" / key
             d.mkdir(parents=True, exist_ok=True)

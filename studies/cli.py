@@ -213,7 +213,7 @@ def status(name, storage):
     import time
 
     from studies.runlog import run_span
-    from studies.spec import cell_label, parse_cell
+    from studies.cells import cell_label, parse_cell
     from studies.store import FINISHED, SHOWN, read_info, read_records
 
     sdir = _existing_study(name, storage)
@@ -267,7 +267,7 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
     if not Path(inp).is_file():
         raise Fail(f"input image {inp!r} does not exist")
     from studies.apply import denoise_file
-    from studies.spec import cell_label, parse_cell
+    from studies.cells import cell_label, parse_cell
 
     try:
         used = denoise_file(sdir, cell, Path(inp), Path(output), sigma, noise)

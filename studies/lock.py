@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from studies.store import write_atomic
+
 HEARTBEAT_S = 10.0
 STALE_S = 60.0  # a lock from another host whose heartbeat is older than this is stale
 
@@ -116,9 +118,7 @@ class DriverLock:
             holder = read_holder(self.path)
             if holder is None or holder.get("token") != self.me["token"]:
                 return  # taken over (this driver was presumed dead): stop touching it
-            tmp = self.path.with_name(f"driver.lock.beat-{self.me['token']}")
-            tmp.write_text(json.dumps({**self.me, "heartbeat": time.time()}))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps({**self.me, "heartbeat": time.time()}))
 
     def release(self) -> None:
         self._stop.set()

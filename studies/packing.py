@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 # when the budget names no share and the cluster has GPUs: a quarter GPU per trial. The catalog's
-# trials (models under ~1M parameters, batches of 16-128 small crops) are expected to fit four to
-# a 24 GB GPU; that is not yet measured on a GPU, which is why the check below measures the real
-# peak before every study and warns where a share does not fit.
+# trials (models under ~1M parameters, batches of 16-128 small crops) need far less than a quarter
+# of a 24 GB GPU; rather than trust that, `check_packing` measures each shape's real peak on a GPU of
+# the cluster before every study and warns where the share does not fit.
 DEFAULT_GPU_SHARE = {"smoke": 0.25, "quick": 0.25, "full": 0.25}
 HEADROOM = 0.9  # of a trial's share of memory: CUDA context, allocator fragmentation
 
@@ -54,7 +54,7 @@ def probe_configs(spec, budget: str, extra: dict) -> list[dict]:
             else:
                 set_path(cfg, name, p.middle())
         key = repr([cfg.get(k) for k in ("task", "model", "model_params", "crop", "batch_size", "channels")])
-        shapes.setdefault(key, {k: v for k, v in cfg.items() if not k.startswith("_")})
+        shapes.setdefault(key, cfg)
     return list(shapes.values())
 
 

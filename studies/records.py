@@ -16,7 +16,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from denoise_core.results import PER_IMAGE, Score
-from studies.spec import TrialMeta, parse_cell, cell_label
+from studies.cells import TrialMeta, cell_label, parse_cell
 from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, read_records, write_json
 
 SUMMARY_S = 30.0
@@ -145,7 +145,6 @@ class Progress(Callback):
 
     def setup(self, **info):
         self._start = self._last = time.time()
-        self._done_at_start = sum(r["status"] in FINISHED for r in read_records(self.dir))
 
     def on_step_end(self, iteration, trials, **info):
         now = time.time()
@@ -155,13 +154,17 @@ class Progress(Callback):
         print(self.summary(trials, now), flush=True)
 
     def summary(self, trials, now: float) -> str:
-        done = sum(r["status"] in FINISHED for r in read_records(self.dir))
+        """Time left: the mean time of the trials finished in this run, times the trials to go, over those
+        running at once (elapsed / finished would count the start-up, Ray's and the first workers', again)."""
+        recs = read_records(self.dir)
+        done = sum(r["status"] in FINISHED for r in recs)
+        spans = [r["end"] - r["start"] for r in recs if r["status"] in FINISHED and r["end"] and r["start"] >= self._start]
         running = sum(t.status == "RUNNING" for t in trials)
         left = self.planned - done
-        elapsed = now - self._start
-        this_run = done - self._done_at_start
-        eta = f"about {_minutes(elapsed / this_run * left)} left" if this_run and left else "estimating time left"
-        return f"[{_minutes(elapsed)}] {done}/{self.planned} trials finished, {running} running, {left} to go; {eta}"
+        eta = (f"about {_minutes(sum(spans) / len(spans) * left / max(running, 1))} left" if spans and left
+               else "estimating time left")
+        return (f"[{_minutes(now - self._start)}] {done}/{self.planned} trials finished, {running} running, "
+                f"{left} to go; {eta}")
 
 
 def _minutes(seconds: float) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from studies.spec import TrialMeta
+from studies.cells import TrialMeta
 
 
 def _cell(trial) -> tuple[str, str]:

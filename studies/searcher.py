@@ -16,7 +16,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from studies.spec import StudySpec, TrialMeta, set_path
+from studies.cells import TrialMeta
+from studies.spec import StudySpec, set_path
 from studies.store import optuna_study_name
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ def train_fn(config: dict) -> None:
     from ray import tune
 
     from denoise_core.tasks import run_trial
-    from studies.spec import TrialMeta
+    from studies.cells import TrialMeta
 
     meta = TrialMeta.of(config)
     cfg = TrialMeta.strip(config)

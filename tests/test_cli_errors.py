@@ -48,6 +48,11 @@ CASES = [
     ("budget's own range", _set(["budgets", "full", "tune"], {"lr": {"type": "loguniform", "low": 0, "high": 1}}),
      "loguniform needs low > 0"),
     ("unknown task", _set(["task"], "segment"), "unknown task 'segment'; known: ddpm, denoise"),
+    # every name a spec holds is checked before Ray starts, not after the last trial:
+    ("misspelt metric", _set(["metric"], "psrn"), "metric: task denoise does not report 'psrn'"),
+    ("also metric", _set(["also"], ["bits_per_dim"]), "also[0]: task denoise does not report 'bits_per_dim'"),
+    ("unknown figure", _set(["figure"], "pie"), "figure: unknown figure 'pie'; known: bars, gap, heatmap, levels, pareto"),
+    ("repeated level", _set(["compare"], {"loss": ["l1", "l2", "l1"]}), "compare.loss: level 'l1' appears twice"),
 ]
 
 

@@ -162,7 +162,7 @@ def test_cli_help_loads_no_heavy_library():
 
 
 DOCTESTED = ["denoise_core.noise", "denoise_core.losses", "denoise_core.diffusion", "denoise_core.trial",
-             "denoise_core.models", "denoise_core.results", "studies.spec"]
+             "denoise_core.models", "denoise_core.results", "studies.cells"]
 
 
 @pytest.mark.parametrize("name", DOCTESTED)

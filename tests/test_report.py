@@ -133,3 +133,53 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
     assert code == 0, out + err
     den = torch.from_numpy(np.asarray(Image.open(tmp_path / "den.png").convert("L"), dtype=np.float32) / 255)
     assert den.shape == (32, 32) and torch.isfinite(psnr(den[None, None], x)).all()
+
+
+def _figure_specs(html: str) -> list[dict]:
+    return [json.loads(m.replace("<\\/", "</")) for m in
+            re.findall(r'<script type="application/json" class="figure-data" data-target="fig-\d+">(.*?)</script>', html, re.S)]
+
+
+def test_baselines_axes_and_tables_a_researcher_reads(n2n_smoke):
+    """Classical baselines on the page and in the answer; every plotted axis titled (in the spec and as drawn);
+    table numbers to 3 significant figures."""
+    sdir, _ = n2n_smoke
+    html = (sdir / "report.html").read_text()
+    dom, errors = browser.load(sdir / "report.html")
+    assert errors == []
+    answer = dom[dom.index('id="answer"'):dom.index('id="comparisons"')]
+    assert answer.count("the best classical baseline,") == 5  # each noise's best cell against its best baseline
+    assert "BM3D" in dom and "median filter" in dom and "best classical baseline" in dom  # in the bars' legend
+    for spec in _figure_specs(html):
+        if any(t.get("type") in ("bar", "scatter", "heatmap") for t in spec["data"]):
+            lay = spec["layout"]
+            titled = {k[0] for k, v in lay.items() if k.startswith(("xaxis", "yaxis")) and v.get("title", {}).get("text")}
+            assert titled == {"x", "y"}, lay.get("title")
+    assert dom.count('class="g-xtitle"') >= 4 and dom.count('class="g-ytitle"') >= 4  # drawn, not only declared
+    for cell in re.findall(r'<td class="num">([^<]*)</td>', html):
+        digits = re.sub(r"e[+-]\d+$", "", cell).replace(",", "").replace("-", "").replace(".", "").lstrip("0")
+        assert len(digits) <= 3 or "," in cell, cell  # 3 significant figures (integers such as 1,234 aside)
+
+
+def test_any_label_text_survives_to_the_report(ray_cluster, tmp_path):
+    """Levels named with commas, equals signs, quotes and unicode: the study runs, and the report shows them."""
+    spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
+    spec["name"] = "tiny_labels"
+    labels = ["L1, robust", 'it\'s "L2" = σ² ✓']
+    spec["compare"] = {"loss": {labels[0]: {"loss": "l1"}, labels[1]: {"loss": "l2"}}}
+    spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=2, steps=4, eval_every=2)
+    (tmp_path / "labels.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    code, out, err = cli("run", str(tmp_path / "labels.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    dom, errors = browser.load(tmp_path / "s" / "tiny_labels" / "report.html")
+    assert errors == []
+    from html import escape
+
+    for label in labels:
+        assert escape(f"loss={label}", quote=False) in dom  # in the answer, the tables and the image panel
+    grid = dom[dom.index('id="image-table"'):]
+    assert all(escape(f"loss={lab}", quote=False) in grid[:grid.index("</table>")] for lab in labels)
+    code, out, err = cli("status", "tiny_labels", "--storage", str(tmp_path / "s"))
+    assert code == 0 and "loss=L1, robust: 3/3" in out, out
+

@@ -11,7 +11,8 @@ from denoise_core.results import PER_IMAGE, Score
 from reports.analysis import analyse, judge
 from reports.build import headline
 from reports.stats import Comparison, Family, compare, correct
-from studies.spec import StudySpec, cell_key
+from studies.cells import cell_key
+from studies.spec import StudySpec
 from studies.store import StudyResults, trials_table
 
 

@@ -145,11 +145,23 @@ def test_interrupted_driver_resumes_without_duplicates(tmp_path):
         assert first.poll() is None, first.stdout.read()
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
+    killed_at = time.time()
     first.wait()
+    time.sleep(2)
     second = cli_process(*args, env=env)
     out, _ = second.communicate(timeout=400)
     assert second.returncode == 0, out
     assert "resuming tiny" in out
+    # the killed run is closed at its last heartbeat (every 10 s), not when the next run or a report looked
+    import json
+
+    from studies.runlog import HEARTBEAT_S
+
+    runs = json.loads((storage / "tiny" / "study.json").read_text())["runs"]
+    assert [r["ended"] for r in runs] == ["killed", "finished"], runs
+    assert killed_at - HEARTBEAT_S - 1 <= runs[0]["end"] <= killed_at
+    html = (storage / "tiny" / "report.html").read_text()
+    assert "over 2 run(s)" in html and "killed" in html and "finished" in html
     df = pd.read_parquet(storage / "tiny" / "trials.parquet")
     assert len(df) == 2 * (2 + 2)
     assert df.groupby("phase").size().to_dict() == {"confirm": 4, "tune": 4}, df[["trial_id", "cell", "phase", "seed", "status", "error"]]

@@ -29,7 +29,7 @@ def test_probe_configs_take_each_shape_once_with_tuned_sizes_at_their_largest():
     arch = load_spec("architectures")
     shapes = probe_configs(arch, "quick", {})
     assert len(shapes) == len({c["model"] for c in shapes})  # one per model: losses etc. share a shape
-    ddpm = probe_configs(load_spec("ddpm_schedule"), "quick", {})
+    ddpm = probe_configs(load_spec("ddpm_schedule"), "full", {})
     assert len(ddpm) == 1 and ddpm[0]["model_params"]["width"] == 24 and ddpm[0]["task"] == "ddpm"
 
 

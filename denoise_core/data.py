@@ -48,15 +48,31 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
     [0, 1] on the CPU. Bundled sets split by source image, folders by file, torchvision sets use their
     official test split and hold out the last tenth of their training split for validation."""
     check_dataset_name(name)
+    return _load(name, root, split, channels, tile, download, limit)[0]
+
+
+def load_sources(name: str, root: str | None = None, split: str = "train", channels: int = 1,
+                 tile: int = 128, download: bool = False, limit: int | None = None) -> list[str] | None:
+    """The source image of each row of `load_dataset(...)` with the same arguments (a photograph's or a
+    file's name: its tiles are not independent images), or None where every row is its own image."""
+    check_dataset_name(name)
+    if name in ("faces", "digits") or name in TORCHVISION:
+        return None
+    return _load(name, root, split, channels, tile, download, limit)[1]
+
+
+def _load(name, root, split, channels, tile, download, limit) -> tuple[torch.Tensor, list[str] | None]:
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r}; allowed: 1, 3")
+    sources = None
     if name == "natural":
-        images = [_skimage(n) for n in {"train": NATURAL_TRAIN, "val": NATURAL_VAL, "test": NATURAL_TEST}[split]]
+        names = {"train": NATURAL_TRAIN, "val": NATURAL_VAL, "test": NATURAL_TEST}[split]
+        images = [_skimage(n) for n in names]
         if split == "test":
             images = [_short_side(im, HELD_OUT_SIDE) for im in images]
-        x = torch.cat([_tiles(to_channels(im, channels), tile) for im in images])
+        x, sources = _tiled(images, names, channels, tile)
     elif name == "faces":
         x = _faces(split)
     elif name == "digits":
@@ -64,12 +80,18 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
     elif name in TORCHVISION:
         x = _torchvision(name, root, split, download)
     else:
-        images = _folder(Path(name[len("folder:"):]).expanduser(), split)
-        x = torch.cat([_tiles(to_channels(im, channels), tile) for im in images])
+        files = _folder_files(Path(name[len("folder:"):]).expanduser(), split)
+        x, sources = _tiled([read_image(f) for f in files], [f.name for f in files], channels, tile)
     x = to_channels(x, channels)
     if limit is not None:
-        x = x[:limit]
-    return x.contiguous()
+        x, sources = x[:limit], sources and sources[:limit]
+    return x.contiguous(), sources
+
+
+def _tiled(images: list[torch.Tensor], names: list[str], channels: int, tile: int):
+    """Source images -> (one tensor of all their tiles, the source name of each tile)."""
+    tiles = [_tiles(to_channels(im, channels), tile) for im in images]
+    return torch.cat(tiles), [n for n, t in zip(names, tiles) for _ in range(len(t))]
 
 
 def showcase_image(name: str, root: str | None = None, channels: int = 1, download: bool = False,
@@ -80,7 +102,7 @@ def showcase_image(name: str, root: str | None = None, channels: int = 1, downlo
     if name == "natural":
         img = to_channels(_skimage(NATURAL_SHOWCASE[split]), channels)[None]
     elif name.startswith("folder:"):
-        img = to_channels(_folder(Path(name[len("folder:"):]).expanduser(), split)[0], channels)[None]
+        img = to_channels(read_image(_folder_files(Path(name[len("folder:"):]).expanduser(), split)[0]), channels)[None]
     else:
         img = load_dataset(name, root, split, channels, download=download, limit=1)
     h, w = img.shape[-2:]
@@ -218,10 +240,10 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
 
 
-def _folder(folder: Path, split: str) -> list[torch.Tensor]:
-    """The images of `folder`, split by file (sorted by name): every fifth (the 5th, 10th ...) is
-    validation and the one before it test; with fewer than 5 files, the last is validation and the one
-    before it test (with 2 files, test is the validation file: there is no third to hold out)."""
+def _folder_files(folder: Path, split: str) -> list[Path]:
+    """The image files of `folder` in a split, split by file (sorted by name): every fifth (the 5th, 10th
+    ...) is validation and the one before it test; with fewer than 5 files, the last is validation and the
+    one before it test (with 2 files, test is the validation file: there is no third to hold out)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -232,7 +254,7 @@ def _folder(folder: Path, split: str) -> list[torch.Tensor]:
         test = [f for i, f in enumerate(files) if i % 5 == 3] if len(files) >= 5 else \
             (files[-2:-1] if len(files) >= 3 else val)
         files = {"val": val, "test": test}.get(split) or [f for f in files if f not in val and f not in test]
-    return [read_image(f) for f in files]
+    return files
 
 
 def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generator) -> torch.Tensor:
@@ -252,17 +274,40 @@ def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generat
     return torch.where(flip, out.flip(-1), out)
 
 
-def fixed_crops(data: torch.Tensor, crop: int, limit: int) -> torch.Tensor:
-    """Deterministic validation crops: a grid of non-overlapping textured crops, `limit` of them evenly spaced."""
+def fixed_crops(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None = None) -> torch.Tensor:
+    """Deterministic evaluation crops: a grid of non-overlapping textured crops, `limit` of them evenly
+    spaced; with `sources` (the source image of each row of `data`), as many from each source as `limit`
+    allows (the first `limit % n_sources` sources give one more), so that no photograph weighs more in a
+    mean because it is larger."""
+    return _fixed(data, crop, limit, sources)[0]
+
+
+def fixed_crop_rows(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None = None) -> list[int]:
+    """The row of `data` each of `fixed_crops(data, crop, limit, sources)` was cut from."""
+    return _fixed(data, crop, limit, sources)[1].tolist()
+
+
+def _fixed(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
     N, C, H, W = data.shape
     crop = min(crop, H, W)
     grid = data[:, :, : H // crop * crop, : W // crop * crop].unfold(2, crop, crop).unfold(3, crop, crop)
     crops = grid.permute(0, 2, 3, 1, 4, 5).reshape(-1, C, crop, crop)
+    rows = torch.arange(N).repeat_interleave(grid.shape[2] * grid.shape[3])
     # a flat crop (a black border, say) has nothing to denoise, and a model that outputs its constant
     # exactly scores an infinite PSNR there: such crops are left out when others exist
     textured = crops.flatten(1).std(1) > 1 / 255
     if textured.any():
-        crops = crops[textured]
-    if len(crops) > limit:
-        crops = crops[torch.linspace(0, len(crops) - 1, limit).long()]
-    return crops.contiguous()
+        crops, rows = crops[textured], rows[textured]
+    if sources is None:
+        pick = _spread(torch.arange(len(crops)), limit)
+    else:
+        names = list(dict.fromkeys(sources))  # in the data's order
+        of = torch.tensor([names.index(sources[r]) for r in rows.tolist()])
+        pick = torch.cat([_spread(torch.nonzero(of == i).flatten(), limit // len(names) + (i < limit % len(names)))
+                          for i in range(len(names))])
+    return crops[pick].contiguous(), rows[pick]
+
+
+def _spread(index: torch.Tensor, k: int) -> torch.Tensor:
+    """`k` of `index` evenly spaced (all of them when there are no more than `k`)."""
+    return index if len(index) <= k else index[torch.linspace(0, len(index) - 1, k).long()]

@@ -9,7 +9,9 @@ read them back through `Score`, and nothing assembles a metric name by editing s
 
 Validation scores come with every evaluation; test scores only with the last evaluation of a
 confirm run (`test: true`), together with `PER_IMAGE`: for each test key, one value per test image,
-in the order of the test split, so cells can be compared image by image.
+in the order of the test split, so cells can be compared image by image; and under `SOURCES`, where test
+images are crops of fewer source images (photographs, files), the source of each: crops of one
+photograph are not independent, and the comparisons treat them so.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 SPLITS = ("val", "test")
-PER_IMAGE = "per_image"  # result key: {test key: [one value per test image]}
+PER_IMAGE = "per_image"  # result key: {test key: [one value per test image], SOURCES: [source names]}
+SOURCES = "sources"  # in PER_IMAGE: the source image of each test image (absent: each is its own)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Callable
 
 import torch
 
-from denoise_core.data import fixed_crops, load_dataset
+from denoise_core.data import fixed_crop_rows, fixed_crops, load_dataset, load_sources
 from denoise_core.models import build_model, count_parameters
-from denoise_core.results import PER_IMAGE, Score
+from denoise_core.results import PER_IMAGE, SOURCES, Score
 
 Report = Callable[[dict], None]
 
@@ -97,10 +97,28 @@ def _dataset(name: str, root: str | None, split: str, channels: int, download: b
 
 
 @lru_cache(maxsize=8)
+def _sources(name: str, root: str | None, split: str, channels: int, download: bool) -> list[str] | None:
+    return load_sources(name, root, split, channels, download=download)
+
+
+@lru_cache(maxsize=8)
 def eval_crops(name: str, root: str | None, split: str, channels: int, download: bool, crop: int, n: int,
                device: str = "cpu") -> torch.Tensor:
-    """The split's fixed evaluation images [n, C, crop, crop] (the same for every trial of a study)."""
-    return fixed_crops(_dataset(name, root, split, channels, download, None, "cpu"), crop, n).to(device)
+    """The split's fixed evaluation images [n, C, crop, crop] (the same for every trial of a study), spread
+    evenly over the split's source images."""
+    sources = _sources(name, root, split, channels, download)
+    return fixed_crops(_dataset(name, root, split, channels, download, None, "cpu"), crop, n, sources).to(device)
+
+
+@lru_cache(maxsize=8)
+def eval_sources(name: str, root: str | None, split: str, channels: int, download: bool, crop: int,
+                 n: int) -> tuple[str, ...] | None:
+    """The source image of each of `eval_crops(...)` (None where each image is its own source)."""
+    sources = _sources(name, root, split, channels, download)
+    if sources is None:
+        return None
+    rows = fixed_crop_rows(_dataset(name, root, split, channels, download, None, "cpu"), crop, n, sources)
+    return tuple(sources[r] for r in rows)
 
 
 def corrupt_fixed(noise, clean: torch.Tensor, seed: int) -> torch.Tensor:
@@ -235,7 +253,12 @@ class Trial:
         for key, value in final.items():
             if not Score.parse(key).input:
                 out[Score.parse(key).on("test", "final").key] = mean_of(value)
-        return out | {PER_IMAGE: per_image, "best_val_step": self.best["step"] if self.best else self.cfg.steps}
+        cfg = self.cfg
+        sources = eval_sources(cfg.dataset, cfg.data_root, "test", cfg.channels, cfg.download, cfg.eval_size,
+                               cfg.test_images)
+        if per_image and sources is not None:
+            per_image[SOURCES] = list(sources)
+        return out | {PER_IMAGE: per_image, "best_val_step": self.best["step"] if self.best else cfg.steps}
 
     def optimise(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)

@@ -126,7 +126,7 @@ def _slices(data: pd.DataFrame, spec):
 
 
 def _side(g: pd.DataFrame, q: str, level: str) -> pd.DataFrame:
-    return g[g[factor_column(q)].astype(str) == level][["run", "image", "value"]]
+    return g[g[factor_column(q)].astype(str) == level][[c for c in ("run", "image", "source", "value") if c in g]]
 
 
 def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFrame, q: str) -> dict | None:

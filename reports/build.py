@@ -20,7 +20,7 @@ import pandas as pd
 from denoise_core.tasks import get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, Analysis, analyse
-from reports.html import Figures, page, png, table
+from reports.html import Figures, page, png, sig3, table
 from reports.stats import ALPHA
 from studies.runlog import run_span
 from studies.cells import cell_label, parse_cell
@@ -66,6 +66,12 @@ def _method(a: Analysis) -> str:
     if a.score.split == "test":
         scored = (f"Scores are {spec.metric} on held-out test images that no trial trained or tuned on, "
                   f"with each confirm run's weights from its best validation evaluation.")
+        tested = [c for c in fam.comparisons if c.n_sources]
+        if tested:
+            n_img, n_src = max(c.n_images for c in tested), max(c.n_sources for c in tested)
+            scored += (f" The {n_img} test images are crops of {n_src} source images; crops of one image are "
+                       f"not independent, so the source image is a level of its own in every comparison and the "
+                       f"intervals speak for other images, not only for other crops of these.")
     else:
         scored = f"Scores are the confirm runs' final validation {spec.metric} (this study predates test scores)."
     methods = sorted({c.method for c in fam.comparisons})
@@ -142,6 +148,12 @@ def _answer(a: Analysis) -> str:
     return '<h2 id="answer">Answer</h2><ul>' + "".join(f'<li class="headline">{escape(s)}</li>' for s in items) + "</ul>"
 
 
+def _test_images(c) -> str:
+    if not c.n_images:
+        return ""
+    return f"{c.n_images} (crops of {c.n_sources})" if c.n_sources else str(c.n_images)
+
+
 def _comparisons(a: Analysis) -> str:
     q = a.results.spec.question_factor()
     rows = []
@@ -150,7 +162,7 @@ def _comparisons(a: Analysis) -> str:
         rows.append({"slice": ", ".join(f"{k}={v}" for k, v in c.where.items()) or "all", "comparison": what,
                      f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
                      "BH-adjusted p": c.q, "significant": "yes" if c.significant else "no",
-                     "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": c.n_images or "", "method": c.method})
+                     "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method})
     if not rows:
         return ""
     return (f'<h2 id="comparisons">Every comparison ({a.level:.1%} intervals)</h2>'
@@ -177,7 +189,7 @@ def _figures(a: Analysis, figs: Figures) -> str:
         row |= {f"mean {m}": r[m] for m in spec.also if m in r}
         b = base.get(", ".join(f"{f}={r[f]}" for f in spec.other_factors()))
         if b:
-            row["best baseline"] = f"{_bname(b['name'])} {b['mean']:.3g}"
+            row["best baseline"] = f"{_bname(b['name'])} {sig3(b['mean'])}"
         rows.append(row)
     out.append(table(pd.DataFrame(rows), "cell-table"))
     out.append(_x0_note(a, s))

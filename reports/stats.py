@@ -14,9 +14,14 @@ cell and baseline). The difference between two sides is the fixed effect of a li
 
 images are paired across the sides (their own difficulty cancels), the side's effect may vary from image
 to image (so the interval speaks for other images like these), and each training run (seed) shifts all
-its images together (so it speaks for other seeds). Its interval uses Student's t with Satterthwaite's
-degrees of freedom from the two sources of its variance: runs (n_runs - 2 degrees of freedom) and images
-(n_images - 1). A study stored without per-image scores falls back to Welch's t-test over run means.
+its images together (so it speaks for other seeds). Where the test images are crops of fewer source
+images (the bundled test split: 32 crops of 8 photographs), crops of one photograph share its content,
+so the photograph is a level above the crop, with its own (1 | source) + (0 + side | source): the
+interval then speaks for other photographs, not only for other crops of these. The interval uses
+Student's t with Satterthwaite's degrees of freedom from the sources of its variance: runs (n_runs - 2
+degrees of freedom), source images (n_sources - 1) and crops within them (n_images - n_sources). With
+too few runs for a run variance, a paired t-test over images (or over source images' means) stands in;
+a study stored without per-image scores falls back to Welch's t-test over run means.
 
 The correction. Benjamini-Hochberg over the whole family at a false discovery rate of 5% (scipy's
 `false_discovery_control`), and every interval at the false-coverage-rate adjusted level of Benjamini &
@@ -52,6 +57,7 @@ class Comparison:
     n_runs: tuple[int, int]
     n_images: int
     method: str
+    n_sources: int = 0  # source images the test images were cut from (0: each image is its own)
     p: float = float("nan")
     q: float = float("nan")  # Benjamini-Hochberg adjusted p
     level: float = 1 - ALPHA
@@ -123,8 +129,9 @@ def _t_p(gain: float, se: float, df: float) -> float:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, sign: int) -> dict:
-    """Estimate mean(a) - mean(b) from long tables (run, image, value), sides' images paired. Returns the
-    fields of a Comparison: gain (in the better direction, `sign`), se, df, p, n_runs, n_images, method."""
+    """Estimate mean(a) - mean(b) from long tables (run, image, value, and optionally source: the image
+    each test image was cut from), sides' images paired. Returns the fields of a Comparison: gain (in the
+    better direction, `sign`), se, df, p, n_runs, n_images, n_sources, method."""
     runs = (a.run.nunique(), b.run.nunique())
     if a.image.isna().all() or b.image.isna().all():  # run means only: Welch
         return _welch(a.groupby("run").value.mean().to_numpy(), b.groupby("run").value.mean().to_numpy(), sign)
@@ -132,38 +139,57 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, sign: int) -> dict:
     a, b = a[a.image.isin(images)], b[b.image.isin(images)]
     n_img = len(images)
     d = a.groupby("image").value.mean() - b.groupby("image").value.mean()
-    base = {"n_runs": runs, "n_images": n_img}
+    source = _sources(a, b)
+    n_src = source.nunique() if source is not None else 0
+    if not 1 < n_src < n_img:  # one source (nothing to generalise over) or one image per source
+        source, n_src = None, 0
+    base = {"n_runs": runs, "n_images": n_img, "n_sources": n_src}
     if d.var(ddof=0) == 0 and a.groupby("run").value.mean().var(ddof=0) == 0 and \
             (b.groupby("run").value.mean().var(ddof=0) == 0 if runs[1] > 1 else True):
         gain = sign * float(d.mean())  # no spread anywhere: an exact difference
         return base | {"gain": gain, "se": 0.0, "df": float(max(n_img - 1, 1)), "p": _t_p(gain, 0.0, 1),
                        "method": "exact (no variation)"}
-    if sum(runs) < 3 or n_img < 3:
+    if source is not None:  # paired over source images: their crops' differences are not independent
+        d = d.groupby(source.reindex(d.index)).mean()
+    if sum(runs) < 3 or len(d) < 3:
         return _paired(d, sign, base)
     try:
-        return _mixed(a, b, sign, base)
+        return _mixed(a, b, sign, base, source)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         return _paired(d, sign, base)
 
 
-def _mixed(a: pd.DataFrame, b: pd.DataFrame, sign: int, base: dict) -> dict:
+def _sources(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series | None:
+    """image -> source image, from whichever side carries it (a baseline's rows need not)."""
+    rows = [x[["image", "source"]] for x in (a, b) if "source" in x and x.source.notna().all()]
+    if not rows:
+        return None
+    return pd.concat(rows).drop_duplicates("image").set_index("image").source.astype(str)
+
+
+def _mixed(a: pd.DataFrame, b: pd.DataFrame, sign: int, base: dict, source: pd.Series | None) -> dict:
     import statsmodels.formula.api as smf
 
     df = pd.concat([a.assign(side=1.0), b.assign(side=0.0)], ignore_index=True)
     df = df.assign(run=df.run.astype(str), image=df.image.astype(str))
+    vc = {"image": "0 + C(image)", "image_side": "0 + C(image):side", "run": "0 + C(run)"}
+    if source is not None:
+        df = df.assign(source=df.image.map(source))
+        vc |= {"source": "0 + C(source)", "source_side": "0 + C(source):side"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary fits (a variance component at 0) are expected and fine
-        model = smf.mixedlm("value ~ side", df, groups=np.ones(len(df)), re_formula="0",
-                            vc_formula={"image": "0 + C(image)", "image_side": "0 + C(image):side",
-                                        "run": "0 + C(run)"})
-        # a variance component near 0 (steady runs, say) can stop one optimiser at a worse optimum: keep the
-        # fit of the higher REML likelihood
+        model = smf.mixedlm("value ~ side", df, groups=np.ones(len(df)), re_formula="0", vc_formula=vc)
+        # L-BFGS (statsmodels' default) often stops at a worse optimum here, reporting convergence, with a
+        # variance component near 0 and an interval too narrow; Powell reached the higher REML likelihood
+        # in every case we tried. L-BFGS stands in when Powell fails; the higher likelihood wins
         fits = []
-        for method in ("lbfgs", "powell"):
+        for method in ("powell", "lbfgs"):
             try:
                 fits.append(model.fit(reml=True, method=[method]))
             except (np.linalg.LinAlgError, ValueError):
                 continue
+            if fits[-1].converged and math.isfinite(fits[-1].llf):
+                break
         if not fits:
             raise ValueError("the mixed model could not be fitted")
         fit = max(fits, key=lambda f: f.llf if math.isfinite(f.llf) else -math.inf)
@@ -172,24 +198,30 @@ def _mixed(a: pd.DataFrame, b: pd.DataFrame, sign: int, base: dict) -> dict:
         raise ValueError("the mixed model did not converge")
     vc = dict(zip(model.exog_vc.names, fit.vcomp))
     n_a, n_b = base["n_runs"]
-    n_img = base["n_images"]
-    # Satterthwaite: var(est) from runs (df n_runs - 2) and from images (df n_images - 1)
-    v_run = vc.get("run", 0.0) * (1 / n_a + 1 / n_b)
-    v_img = vc.get("image_side", 0.0) / n_img + fit.scale * (1 / (n_a * n_img) + 1 / (n_b * n_img))
-    df_run, df_img = max(n_a + n_b - 2, 1), max(n_img - 1, 1)
-    dof = (v_run + v_img) ** 2 / (v_run ** 2 / df_run + v_img ** 2 / df_img) if v_run + v_img > 0 else df_img
+    n_img, n_src = base["n_images"], base["n_sources"]
+    # Satterthwaite: var(est) from runs (df n_runs - 2), source images (df n_sources - 1) and the images
+    # within them (df n_images - n_sources; n_images - 1 without sources)
+    parts = [(vc.get("run", 0.0) * (1 / n_a + 1 / n_b), n_a + n_b - 2),
+             (vc.get("image_side", 0.0) / n_img + fit.scale * (1 / (n_a * n_img) + 1 / (n_b * n_img)),
+              n_img - (n_src or 1))]
+    if n_src:
+        parts.append((vc.get("source_side", 0.0) / n_src, n_src - 1))
+    total = sum(v for v, _ in parts)
+    dof = total ** 2 / sum(v ** 2 / max(k, 1) for v, k in parts) if total > 0 else max(n_img - 1, 1)
     gain = sign * est
+    over = "source images, their crops and runs" if n_src else "images and runs"
     return base | {"gain": gain, "se": se, "df": float(dof), "p": _t_p(gain, se, dof),
-                   "method": "mixed model over images and runs"}
+                   "method": f"mixed model over {over}"}
 
 
 def _paired(d: pd.Series, sign: int, base: dict) -> dict:
-    """Too few runs for a run variance: a paired t-test over images of the run-averaged differences."""
+    """Too few runs for a run variance: a paired t-test of the run-averaged differences over images (or
+    over source images, `d` then holding each source's mean)."""
     n = len(d)
     gain = sign * float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return base | {"gain": gain, "se": se, "df": float(n - 1), "p": _t_p(gain, se, n - 1),
-                   "method": "paired t over images"}
+                   "method": "paired t over " + ("source images" if base.get("n_sources") else "images")}
 
 
 def _welch(a: np.ndarray, b: np.ndarray, sign: int) -> dict:

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from denoise_core.results import PER_IMAGE, Score
+from denoise_core.results import PER_IMAGE, SOURCES, Score
 
 # a trial's status: pending, running or retrying while it runs, then one of FINISHED
 COMPLETED, STOPPED, FAILED, DIVERGED = "completed", "stopped", "failed", "diverged"
@@ -227,7 +227,8 @@ class StudyResults:
 
     def per_image(self, score: Score | None = None):
         """Long table of the completed confirm runs' per-image test scores: cell, factor.*, trial_id, seed,
-        image (its index in the test split), value. Empty for a study stored before per-image scores."""
+        image (its index in the test split), source (the photograph or file it was cut from, where the
+        trial recorded one), value. Empty for a study stored before per-image scores."""
         import pandas as pd
 
         score = score or self.score
@@ -239,7 +240,8 @@ class StudyResults:
                 continue
             base = {"cell": r["cell"], "trial_id": r["trial_id"], "seed": r["seed"],
                     **{factor_column(k): v for k, v in r["factors"].items()}}
-            rows += [base | {"image": i, "value": v} for i, v in enumerate(values)]
+            sources = r[PER_IMAGE].get(SOURCES) or [None] * len(values)
+            rows += [base | {"image": i, "source": src, "value": v} for i, (v, src) in enumerate(zip(values, sources))]
         return pd.DataFrame(rows)
 
     def optuna_studies(self) -> list:

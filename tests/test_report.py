@@ -34,6 +34,18 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     assert browser.rendered_figures(dom) == expected
     assert "Parameter importances are not shown" in dom
     assert "Benjamini-Hochberg" in dom and "held-out test images" in dom  # findings compare test scores
+    # 32 test crops of the 8 held-out photographs: the photograph is a level of its own in every comparison
+    assert "The 32 test images are crops of 8 source images" in dom
+    rows = dom[dom.index('id="comparison-table"'):]
+    assert rows.count("32 (crops of 8)") >= 15 and "mixed model over source images, their crops and runs" in rows
+    # the same number of crops from each photograph: a comparison's estimate is the difference of the means
+    # the page states beside it
+    text = re.sub(r"<[^>]+>", "", dom[dom.index('id="answer"'):dom.index('id="comparisons"')])
+    gaps = re.findall(r"scores best \(test psnr ([\d.]+) dB\).*?It is ([\d.]+) dB (above|below) the best classical "
+                      r"baseline, [^(]+\(([\d.]+) dB\)", text)
+    assert len(gaps) == 5, text
+    for best, gap, way, base in gaps:
+        assert float(best) - float(base) == pytest.approx(float(gap) * (1 if way == "above" else -1), abs=0.015)
     order = [dom.index(f'id="{s}"') for s in ("method", "verdicts", "answer", "comparisons", "comparison", "images",
                                              "curves", "tuning", "best", "run")]
     assert order == sorted(order)

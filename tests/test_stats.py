@@ -40,6 +40,66 @@ def test_mixed_model_pairs_images_and_covers_the_true_effect():
     assert 2 < est["df"] < 40
 
 
+def _crops_of_photos(effect: float, seed: int, n_src=8, per=4, n_runs=3, photo_slope_sd=1.0):
+    """Test images that are `per` crops of each of `n_src` photographs: the effect varies by photograph
+    (sd `photo_slope_sd`), hardly among one photograph's crops."""
+    rng = np.random.default_rng(seed)
+    n = n_src * per
+    level = rng.normal(28, 2, n_src).repeat(per) + rng.normal(0, 1, n)
+    slope = rng.normal(effect, photo_slope_sd, n_src).repeat(per) + rng.normal(0, 0.1, n)
+    a = level + slope + rng.normal(0, 0.3, (n_runs, 1)) + rng.normal(0, 0.2, (n_runs, n))
+    b = level + rng.normal(0, 0.3, (n_runs, 1)) + rng.normal(0, 0.2, (n_runs, n))
+    source = {str(i): f"photo{i // per}" for i in range(n)}
+    return (_long(a, "a").assign(source=lambda d: d.image.map(source)),
+            _long(b, "b").assign(source=lambda d: d.image.map(source)))
+
+
+def test_crops_of_one_photograph_are_not_independent_images():
+    covered = {True: 0, False: 0}
+    for seed in range(12):
+        a, b = _crops_of_photos(1.0, seed)
+        for aware in (True, False):
+            est = compare(a, b, 1) if aware else compare(a.drop(columns="source"), b.drop(columns="source"), 1)
+            c = Comparison("levels", "f", "a", "b", {}, **est)
+            c.set_level(0.95)
+            covered[aware] += c.lo < 1.0 < c.hi
+            if aware:
+                assert est["method"] == "mixed model over source images, their crops and runs"
+                assert (est["n_images"], est["n_sources"]) == (32, 8) and est["df"] < 12  # 8 photographs, not 32
+    # the effect varies by photograph: treating 32 crops as 32 images makes intervals too narrow to
+    # cover it; a level per photograph restores the 95%
+    assert covered[True] >= 11 and covered[False] <= covered[True] - 2, covered
+
+
+def test_the_fit_is_the_reml_optimum_not_where_lbfgs_stops():
+    """statsmodels' default optimiser (L-BFGS) stops here at a lower REML likelihood, says it converged,
+    and gives an interval a third too narrow: the comparison must rest on the optimum."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    a, b = _crops_of_photos(1.0, 0)
+    df = pd.concat([a.assign(side=1.0), b.assign(side=0.0)], ignore_index=True)
+    vc = {"image": "0 + C(image)", "image_side": "0 + C(image):side", "run": "0 + C(run)",
+          "source": "0 + C(source)", "source_side": "0 + C(source):side"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = smf.mixedlm("value ~ side", df, groups=np.ones(len(df)), re_formula="0", vc_formula=vc)
+        fits = [model.fit(reml=True, method=[m]) for m in ("lbfgs", "powell", "nm", "bfgs")]
+    best = max(fits, key=lambda f: f.llf)
+    assert fits[0].llf < best.llf - 1  # the trap is real
+    assert compare(a, b, 1)["se"] == pytest.approx(best.bse_fe["side"], rel=1e-3)
+
+
+def test_one_run_a_side_pairs_photographs_not_crops():
+    a, b = _crops_of_photos(1.0, 0, n_runs=1)
+    est = compare(a, b, 1)
+    d = (a.set_index("image").value - b.set_index("image").value).groupby(a.set_index("image").source).mean()
+    ref = stats.ttest_1samp(d, 0)
+    assert est["method"] == "paired t over source images" and est["df"] == 7
+    assert est["p"] == pytest.approx(ref.pvalue, rel=1e-9) and est["gain"] == pytest.approx(d.mean())
+
+
 def test_pairing_by_image_removes_the_images_own_spread():
     a, b = _pair(1.0, run_sd=0.02, seed=3)  # images differ by 2 dB sd; runs hardly at all
     paired = compare(a, b, sign=1)

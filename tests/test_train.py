@@ -32,7 +32,7 @@ def test_trial_improves_psnr_over_noisy_input(tmp_path, target):
 
 
 def test_confirm_run_scores_each_test_image_with_its_best_validation_weights(tmp_path):
-    from denoise_core.results import PER_IMAGE, Score
+    from denoise_core.results import PER_IMAGE, SOURCES, Score
 
     out = run_trial({**TINY, "test": True, "select": "psnr", "test_images": 24}, lambda m: None, workdir=tmp_path)
     final, per_image = out["metrics"], out[PER_IMAGE]
@@ -40,6 +40,8 @@ def test_confirm_run_scores_each_test_image_with_its_best_validation_weights(tmp
     assert len(per_image[best.key]) == len(per_image[inp.key]) == 24  # one value per held-out image
     assert final[best.key] == pytest.approx(sum(per_image[best.key]) / 24, abs=1e-4)
     assert Score("psnr", "test", weights="final").key in final and PER_IMAGE not in final
+    # the test images are crops of the held-out photographs, each named: the statistics pair photographs
+    assert len(per_image[SOURCES]) == 24 and len(set(per_image[SOURCES])) == 8
     # the input's score is of the same images, noisy: after 60 steps most test images improve
     assert sum(m > i for m, i in zip(per_image[best.key], per_image[inp.key])) >= 20
 

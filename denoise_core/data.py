@@ -47,21 +47,14 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", chann
     """One split (train, val or test; disjoint) of a dataset as a float32 tensor [N, channels, H, W] in
     [0, 1] on the CPU. Bundled sets split by source image, folders by file, torchvision sets use their
     official test split and hold out the last tenth of their training split for validation."""
+    return load_split(name, root, split, channels, tile, download, limit)[0]
+
+
+def load_split(name: str, root: str | None = None, split: str = "train", channels: int = 1, tile: int = 128,
+               download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, list[str] | None]:
+    """`load_dataset(...)` and the source image of each of its rows (a photograph's or a file's name: its
+    tiles are not independent images), or None for the sources where every row is its own image."""
     check_dataset_name(name)
-    return _load(name, root, split, channels, tile, download, limit)[0]
-
-
-def load_sources(name: str, root: str | None = None, split: str = "train", channels: int = 1,
-                 tile: int = 128, download: bool = False, limit: int | None = None) -> list[str] | None:
-    """The source image of each row of `load_dataset(...)` with the same arguments (a photograph's or a
-    file's name: its tiles are not independent images), or None where every row is its own image."""
-    check_dataset_name(name)
-    if name in ("faces", "digits") or name in TORCHVISION:
-        return None
-    return _load(name, root, split, channels, tile, download, limit)[1]
-
-
-def _load(name, root, split, channels, tile, download, limit) -> tuple[torch.Tensor, list[str] | None]:
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
     if channels not in (1, 3):
@@ -275,19 +268,16 @@ def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generat
 
 
 def fixed_crops(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None = None) -> torch.Tensor:
+    """Deterministic evaluation crops (see `fixed_crops_and_rows`)."""
+    return fixed_crops_and_rows(data, crop, limit, sources)[0]
+
+
+def fixed_crops_and_rows(data: torch.Tensor, crop: int, limit: int,
+                         sources: list[str] | None = None) -> tuple[torch.Tensor, list[int]]:
     """Deterministic evaluation crops: a grid of non-overlapping textured crops, `limit` of them evenly
     spaced; with `sources` (the source image of each row of `data`), as many from each source as `limit`
     allows (the first `limit % n_sources` sources give one more), so that no photograph weighs more in a
-    mean because it is larger."""
-    return _fixed(data, crop, limit, sources)[0]
-
-
-def fixed_crop_rows(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None = None) -> list[int]:
-    """The row of `data` each of `fixed_crops(data, crop, limit, sources)` was cut from."""
-    return _fixed(data, crop, limit, sources)[1].tolist()
-
-
-def _fixed(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    mean because it is larger. Returns the crops and the row of `data` each was cut from."""
     N, C, H, W = data.shape
     crop = min(crop, H, W)
     grid = data[:, :, : H // crop * crop, : W // crop * crop].unfold(2, crop, crop).unfold(3, crop, crop)
@@ -305,7 +295,7 @@ def _fixed(data: torch.Tensor, crop: int, limit: int, sources: list[str] | None)
         of = torch.tensor([names.index(sources[r]) for r in rows.tolist()])
         pick = torch.cat([_spread(torch.nonzero(of == i).flatten(), limit // len(names) + (i < limit % len(names)))
                           for i in range(len(names))])
-    return crops[pick].contiguous(), rows[pick]
+    return crops[pick].contiguous(), rows[pick].tolist()
 
 
 def _spread(index: torch.Tensor, k: int) -> torch.Tensor:

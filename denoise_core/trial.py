@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from denoise_core.data import fixed_crop_rows, fixed_crops, load_dataset, load_sources
+from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split
 from denoise_core.models import build_model, count_parameters
 from denoise_core.results import PER_IMAGE, SOURCES, Score
 
@@ -97,8 +97,13 @@ def _dataset(name: str, root: str | None, split: str, channels: int, download: b
 
 
 @lru_cache(maxsize=8)
-def _sources(name: str, root: str | None, split: str, channels: int, download: bool) -> list[str] | None:
-    return load_sources(name, root, split, channels, download=download)
+def _eval_set(name: str, root: str | None, split: str, channels: int, download: bool, crop: int,
+              n: int) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """The split's fixed evaluation images on the CPU, spread evenly over its source images, and the source
+    of each (None where each image is its own)."""
+    data, sources = load_split(name, root, split, channels, download=download)
+    crops, rows = fixed_crops_and_rows(data, crop, n, sources)
+    return crops, (tuple(sources[r] for r in rows) if sources is not None else None)
 
 
 @lru_cache(maxsize=8)
@@ -106,19 +111,13 @@ def eval_crops(name: str, root: str | None, split: str, channels: int, download:
                device: str = "cpu") -> torch.Tensor:
     """The split's fixed evaluation images [n, C, crop, crop] (the same for every trial of a study), spread
     evenly over the split's source images."""
-    sources = _sources(name, root, split, channels, download)
-    return fixed_crops(_dataset(name, root, split, channels, download, None, "cpu"), crop, n, sources).to(device)
+    return _eval_set(name, root, split, channels, download, crop, n)[0].to(device)
 
 
-@lru_cache(maxsize=8)
 def eval_sources(name: str, root: str | None, split: str, channels: int, download: bool, crop: int,
                  n: int) -> tuple[str, ...] | None:
     """The source image of each of `eval_crops(...)` (None where each image is its own source)."""
-    sources = _sources(name, root, split, channels, download)
-    if sources is None:
-        return None
-    rows = fixed_crop_rows(_dataset(name, root, split, channels, download, None, "cpu"), crop, n, sources)
-    return tuple(sources[r] for r in rows)
+    return _eval_set(name, root, split, channels, download, crop, n)[1]
 
 
 def corrupt_fixed(noise, clean: torch.Tensor, seed: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from denoise_core.data import (BUNDLED, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, SPLITS, fixed_crop_rows, fixed_crops,
-                               load_dataset, load_sources, random_crops)
+from denoise_core.data import (BUNDLED, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, SPLITS, fixed_crops,
+                               fixed_crops_and_rows, load_dataset, load_split, random_crops)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -82,25 +82,25 @@ def test_crops_random_on_device_and_fixed_deterministic():
 
 
 def test_each_test_crop_knows_the_photograph_it_was_cut_from():
-    test = load_dataset("natural", split="test")
-    sources = load_sources("natural", split="test")
+    test, sources = load_split("natural", split="test")
+    assert torch.equal(test, load_dataset("natural", split="test"))
     assert len(sources) == len(test) and set(sources) == set(NATURAL_TEST)  # every held-out photo gives tiles
-    rows = fixed_crop_rows(test, 64, 32, sources)
-    crops = fixed_crops(test, 64, 32, sources)
+    crops, rows = fixed_crops_and_rows(test, 64, 32, sources)
+    assert torch.equal(crops, fixed_crops(test, 64, 32, sources))
     for crop, r in zip(crops, rows):  # each crop lies inside the tile it is said to come from
         windows = test[r].unfold(1, 64, 64).unfold(2, 64, 64).reshape(1, -1, 64, 64).transpose(0, 1)
         assert any(torch.equal(crop, w) for w in windows)
     # 4 crops of each of the 8 photographs, whatever their sizes: a mean over crops weighs photographs alike
     assert Counter(sources[r] for r in rows) == {name: 4 for name in NATURAL_TEST}
-    assert Counter(sources[r] for r in fixed_crop_rows(test, 64, 30, sources)) == \
+    assert Counter(sources[r] for r in fixed_crops_and_rows(test, 64, 30, sources)[1]) == \
         {name: 4 if i < 6 else 3 for i, name in enumerate(NATURAL_TEST)}
-    assert len(Counter(sources[r] for r in fixed_crop_rows(test, 64, 32))) < 8 or \
-        Counter(sources[r] for r in fixed_crop_rows(test, 64, 32)) != {name: 4 for name in NATURAL_TEST}
-    assert load_sources("digits", split="test") is None  # each digit is its own image
+    unbalanced = Counter(sources[r] for r in fixed_crops_and_rows(test, 64, 32)[1])
+    assert len(unbalanced) < 8 or unbalanced != {name: 4 for name in NATURAL_TEST}
+    assert load_split("digits", split="test")[1] is None  # each digit is its own image
 
 
 def test_folder_sources_are_file_names(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(5):
         _save(tmp_path / f"im{i}.png", rng.integers(0, 255, (64, 96), dtype=np.uint8))
-    assert load_sources(f"folder:{tmp_path}", split="test", tile=32) == ["im3.png"] * 6  # 2 x 3 tiles of the 4th file
+    assert load_split(f"folder:{tmp_path}", split="test", tile=32)[1] == ["im3.png"] * 6  # 2 x 3 tiles of the 4th file

@@ -19,7 +19,7 @@ class CommonConfig(BaseModel):
     model_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"width": 32}
     lr: float = Field(1e-3, gt=0, lt=1)
     batch_size: int = Field(16, ge=1)
-    steps: int = Field(500, ge=1)
+    steps: int = Field(500, ge=1, le=100_000_000)  # 1e8 steps is weeks on a GPU: more is a typo
     eval_every: int = Field(100, ge=1)
     rampdown: float = Field(0.3, ge=0, le=1)  # cosine lr ramp-down over this final fraction (Noise2Noise)
     crop: int = Field(64, ge=8)  # training crops

@@ -81,6 +81,19 @@ def load_split(name: str, root: str | None = None, split: str = "train", channel
     return x.contiguous(), sources
 
 
+def check_source(name: str, root: str | None = None, channels: int = 1, download: bool = False) -> None:
+    """Load every split of a data source as a trial would, so that a missing folder, an empty one, a
+    truncated or unreadable image, or a torchvision set absent from its root fails before any trial
+    runs: a ValueError whose one line names the source, the split and the problem."""
+    for split in SPLITS:
+        try:
+            x, _ = load_split(name, root, split, channels, download=download)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ValueError(f"dataset {name!r}, split {split}: {str(e).splitlines()[0]}") from None
+        if len(x) == 0:
+            raise ValueError(f"dataset {name!r}, split {split}: holds no images")
+
+
 def _tiled(images: list[torch.Tensor], names: list[str], channels: int, tile: int):
     """Source images -> (one tensor of all their tiles, the source name of each tile)."""
     tiles = [_tiles(to_channels(im, channels), tile) for im in images]

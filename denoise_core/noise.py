@@ -46,8 +46,14 @@ def build_noise(name: str, **params) -> "Noise":
     return NOISES.build(name, **params)
 
 
-def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool = False) -> tuple[float, float]:
-    """Normalise a level to (lo, hi) and check it lies in the allowed interval."""
+def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool = False,
+                 lo_open: bool = False) -> tuple[float, float]:
+    """Normalise a level to (lo, hi) and check it lies in the allowed interval (one wording for every value).
+
+    >>> _check_level("lam", 0, 0.0, float("inf"), lo_open=True)
+    Traceback (most recent call last):
+    ValueError: lam=0 is out of range; allowed (0.0, inf]
+    """
     if isinstance(level, (int, float)):
         bounds = (float(level), float(level))
     elif isinstance(level, Sequence) and len(level) == 2 and all(isinstance(v, (int, float)) for v in level):
@@ -56,10 +62,10 @@ def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool =
             raise ValueError(f"{param}={list(level)}: a range must be [lo, hi] with lo <= hi")
     else:
         raise ValueError(f"{param}={level!r}: expected a number or a [lo, hi] range")
-    top = ")" if hi_open else "]"
+    top, bottom = (")" if hi_open else "]"), ("(" if lo_open else "[")
     for v in bounds:
-        if v < lo or v > hi or (hi_open and v >= hi):
-            raise ValueError(f"{param}={level!r} is out of range; allowed [{lo}, {hi}{top}")
+        if v < lo or v > hi or (hi_open and v >= hi) or (lo_open and v <= lo):
+            raise ValueError(f"{param}={level!r} is out of range; allowed {bottom}{lo}, {hi}{top}")
     return bounds
 
 
@@ -120,10 +126,7 @@ class Poisson(Noise):
     param = "lam"
 
     def __init__(self, lam: Level = 30.0):
-        lo, hi = _check_level("lam", lam, 0.0, float("inf"))
-        if lo <= 0:
-            raise ValueError(f"lam={lam!r} is out of range; allowed lam > 0")
-        super().__init__((lo, hi))
+        super().__init__(_check_level("lam", lam, 0.0, float("inf"), lo_open=True))
 
     def corrupt(self, clean, level, generator):
         counts = torch.poisson(clean.clamp(min=0) * level, generator=generator)

@@ -11,6 +11,7 @@ package's `__init__` never imports its own modules (no import cycle through the 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Any, Callable, Generic, TypeVar
 
@@ -61,7 +62,24 @@ class Registry(Generic[T]):
         self.check(name)
         return self._builders[name]
 
+    def parameters(self, name: str) -> list[str]:
+        """The keyword arguments `name`'s builder accepts (what a spec may set for it)."""
+        return [p.name for p in inspect.signature(self.get(name)).parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def check_params(self, name: str, params: dict[str, Any]) -> None:
+        """Bind `params` against the builder's signature: an unknown name fails as a ValueError that
+        lists what the builder takes (never a TypeError from deep inside a trial)."""
+        if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(self.get(name)).parameters.values()):
+            return  # the builder takes any keyword: it checks its own
+        takes = self.parameters(name)
+        unknown = [k for k in params if k not in takes]
+        if unknown:
+            raise ValueError(f"{self.kind} {name!r} takes no parameter {unknown[0]!r}; "
+                             f"it takes: {', '.join(takes) or 'none'}")
+
     def build(self, name: str, **params: Any) -> T:
+        self.check_params(name, params)
         return self.get(name)(**params)
 
     def __contains__(self, name: object) -> bool:

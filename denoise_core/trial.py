@@ -276,7 +276,9 @@ class Trial:
         return d
 
     def load_state(self, path: Path) -> tuple[int, list[dict]]:
-        state = torch.load(Path(path) / "state.pt", map_location=self.device, weights_only=False)
+        # weights_only: tensors, numbers, strings and containers only. On shared storage anyone who can write
+        # a study's folder could otherwise make every worker that resumes this trial run a pickled callable
+        state = torch.load(Path(path) / "state.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])

@@ -24,7 +24,7 @@ from reports.html import Figures, page, png, sig3, table
 from reports.stats import ALPHA
 from studies.runlog import run_span
 from studies.cells import cell_label, parse_cell
-from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, write_atomic
+from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
 
 
 def build_report(sdir: Path) -> Path:
@@ -57,6 +57,9 @@ def _header(a: Analysis) -> str:
         running = int((t.status == "running").sum()) if not t.empty else 0
         parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {r.info["planned"]} '
                      f'planned trials have finished ({running} running). Findings may change.</div>')
+    elif why := study_failure(r.sdir):
+        parts.append(f'<div class="banner" id="failed"><b>This study failed:</b> {escape(why)}. Only cells with '
+                     f'completed confirm runs are compared below.</div>')
     return "".join(parts)
 
 
@@ -72,8 +75,14 @@ def _method(a: Analysis) -> str:
             scored += (f" The {n_img} test images are crops of {n_src} source images; crops of one image are "
                        f"not independent, so the source image is a level of its own in every comparison and the "
                        f"intervals speak for other images, not only for other crops of these.")
+    elif a.results.confirm_runs().empty:
+        return ('<div class="method" id="method"><b>How to read this page.</b> No confirm run has completed yet, so '
+                'nothing is compared: the findings, intervals and verdicts appear once each cell has one.</div>')
     else:
         scored = f"Scores are the confirm runs' final validation {spec.metric} (this study predates test scores)."
+    if fam.m == 0:
+        return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} No comparison could '
+                f'be made yet: it needs completed confirm runs of at least two cells.</div>')
     methods = sorted({c.method for c in fam.comparisons})
     return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} Every comparison below '
             f"(each pair of {escape(spec.question_factor())} levels per slice, each slice's best cell against its best "

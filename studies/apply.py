@@ -58,32 +58,84 @@ def _as_cell(text: str) -> dict[str, str]:
         raise ValueError(f"--cell {text!r}: expected factor=level[,factor=level ...]") from None
 
 
-def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None,
-                 noise: str | None = None) -> str:
-    """Denoise one image file with a cell's best model; returns the cell used. The task decides how
-    (a DDPM needs the noise level `sigma`, 0-255 scale). Errors about the input are ValueErrors."""
-    import torch
+def read_for_denoise(path: Path):
+    """An image file as ([C, H, W] float in [0, 1] with C 1 or 3, alpha [H, W] as stored or None, bits 8 or
+    16): grey stays grey (1-bit, grey+alpha and 16-bit included), the alpha channel is kept aside."""
+    import numpy as np
+    from PIL import Image
+
+    from denoise_core.data import read_image
+
+    with Image.open(path) as im:
+        mode = im.mode
+        alpha = np.asarray(im.getchannel("A")) if mode in ("LA", "RGBA", "PA") else None
+        if mode == "P":
+            alpha = np.asarray(im.convert("RGBA").getchannel("A")) if "transparency" in im.info else None
+    bits = 16 if mode in ("I;16", "I;16B", "I;16L", "I") else 8
+    img = read_image(path)[:3]  # [C, H, W]: C 1 or 3 (alpha, read as a fourth channel, dropped here)
+    if mode in ("LA", "1", "I;16", "I;16B", "I;16L", "I"):  # grey, though read_image may give RGB(A)
+        img = img[:1]
+    return img, alpha, bits
+
+
+def write_like_input(path: Path, y, alpha, bits: int) -> None:
+    """[C, H, W] in [0, 1] as the input was stored: 16-bit grey as 16-bit, alpha carried through unchanged."""
+    import numpy as np
+    from PIL import Image
+
+    a = y.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy()  # [H, W, C]
+    if bits == 16 and a.shape[-1] == 1:
+        Image.fromarray((a[..., 0] * 65535).round().astype(np.uint16)).save(path)
+        return
+    a8 = (a * 255).round().astype(np.uint8)
+    if alpha is not None:
+        a8 = np.concatenate([a8, alpha[..., None].astype(np.uint8)], -1)
+    Image.fromarray(a8[..., 0] if a8.shape[-1] == 1 else a8).save(path, optimize=True)
+
+
+def pad_to_multiple(x, m: int):
+    """[B, C, H, W] padded on the bottom and right to a multiple of `m`: reflected where the image is large
+    enough, else its edge replicated (a 1x1 or 2x2 image). Returns the padded batch and how it was padded."""
     import torch.nn.functional as F
 
-    from denoise_core.data import read_image, to_channels
-    from denoise_core.tasks import get_task, load_model
-    from denoise_core.trial import save_png
+    h, w = x.shape[-2:]
+    ph, pw = -h % m, -w % m
+    if not (ph or pw):
+        return x, None
+    how = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=how), how
 
+
+def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None,
+                 noise: str | None = None, warn=lambda line: None) -> str:
+    """Denoise one image file with a cell's best model; returns the cell used. The task decides how
+    (a DDPM needs the noise level `sigma`, 0-255 scale). Errors about the input are ValueErrors; what
+    the user should know but is not an error (an unused flag, padding) goes to `warn`."""
+    import torch
+
+    from denoise_core.data import to_channels
+    from denoise_core.tasks import get_task, load_model
+
+    if not out.parent.is_dir():
+        raise ValueError(f"-o {str(out)!r}: the folder {str(out.parent)!r} does not exist (it is not created)")
     chosen = pick_cell(sdir, cell, noise)
     model, cfg = load_model(best_dir(sdir, chosen) / "model.pt")
     task = get_task(cfg.task)
     if task.needs_sigma and sigma is None:
         raise ValueError(f"a {cfg.task} model denoises noise of a known level: pass --sigma (0-255 scale)")
-    img = read_image(inp)[:3]  # [C, H, W]; alpha dropped
+    if not task.needs_sigma and sigma is not None:
+        warn(f"warning: --sigma is not used: a {cfg.task} model takes the noisy image alone")
+    img, alpha, bits = read_for_denoise(inp)  # [C, H, W]
     c_in = img.shape[0]
     # a one-channel model takes each colour channel as an image; a colour model takes gray as three equal channels
     x = img[:, None] if cfg.channels == 1 else to_channels(img, 3)[None]  # [B, C, H, W]
     h, w = x.shape[-2:]
-    m = getattr(model, "size_multiple", 1)
-    x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
+    x, how = pad_to_multiple(x, getattr(model, "size_multiple", 1))
+    if how == "replicate":
+        warn(f"note: the {w}x{h} image is smaller than the model's size multiple; it was padded by repeating its "
+             f"edge and cropped back")
     with torch.no_grad():
         y = task.apply(model, cfg, x, sigma).clamp(0, 1)[..., :h, :w]
     y = y[:, 0] if cfg.channels == 1 else (y[0] if c_in == 3 else to_channels(y[0], 1))  # [c_in, H, W]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_png(out, y)
+    write_like_input(out, y, alpha, bits)
     return chosen

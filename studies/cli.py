@@ -45,9 +45,15 @@ def _existing_study(name: str, storage: str | None) -> Path:
     """The study's local directory; with object storage, its store pulled into the local mirror first."""
     from studies.remote import fetch
 
+    from studies.spec import check_study_name
+    from studies.store import UnsafeStudyPath
+
     study = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     try:
+        check_study_name(study)
         sdir = fetch(storage, study)
+    except (ValueError, UnsafeStudyPath) as e:
+        raise Fail(str(e)) from None
     except OSError as e:  # unreachable object store, no permission ...
         raise Fail(f"cannot read study {study!r} from {storage!r}: {str(e).splitlines()[0]}") from None
     if not (sdir / "study.json").exists():
@@ -109,6 +115,28 @@ def show(name):
         click.echo(f"# budget {b}: {n} cells x ({t} tuning + {s} confirm) = {n * (t + s)} trials")
 
 
+def address_problem(address: str | None, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at a `host:port` or `ray://host:port` address (Ray itself would wait for
+    minutes), or None. 'auto' and no address are left to Ray."""
+    import socket
+    from urllib.parse import urlparse
+
+    if not address or address in ("auto", "local"):
+        return None
+    u = urlparse(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = u.hostname, u.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        return f"--address {address!r}: expected host:port, ray://host:port or auto"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"--address {address!r}: no Ray cluster answers there ({e.strerror or e}); start it, or check the address"
+
+
 def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str | None, str | None]:
     """Trials run in Ray's worker directories on any node: a relative path given here would point
     elsewhere there, so local paths become absolute (URIs stay as they are)."""
@@ -160,18 +188,31 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
             raise Fail(str(e)) from None
     if data_root is not None and not is_uri(data_root) and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
-    from studies.store import storage_problem, study_dir
+    from studies.spec import check_data
+    from studies.store import resolve_storage, storage_problem, study_dir
 
-    if problem := storage_problem(storage):
+    try:
+        check_data(spec, budget, extra)
+    except SpecError as e:
+        raise Fail(str(e)) from None
+    if problem := storage_problem(storage) or address_problem(address):
         raise Fail(problem)
     from studies.lock import StudyLocked, driver_lock
     from studies.runner import RunOptions, run_study
+    from studies.store import UnsafeStudyPath, clear_check
 
-    lock = driver_lock(storage, spec.name)
     try:
+        sdir = study_dir(storage, spec.name)
+        created = not sdir.exists()  # a refused run leaves no folder of its own behind
+        if fresh:
+            clear_check(sdir)  # refused before anything is written
+        lock = driver_lock(storage, spec.name)
         lock.acquire()
-    except StudyLocked as e:
+    except (StudyLocked, UnsafeStudyPath) as e:
         raise Fail(str(e)) from None
+    except OSError as e:  # storage that cannot be created
+        raise Fail(f"--storage {storage or resolve_storage(None)!r}: cannot create the study folder: "
+                   f"{e.strerror or e}") from None
     opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
                       verbose=verbose, optuna_storage=optuna_storage, extra=extra,
@@ -179,7 +220,10 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     try:
         sdir = run_study(spec, opts)
         path = _write_report(sdir, opts.storage)
-    except SpecError as e:  # e.g. the study holds another budget's results: nothing was run
+    except (SpecError, UnsafeStudyPath) as e:  # e.g. the study holds another budget's results: nothing was run
+        lock.release()
+        if created and sdir.is_dir() and not any(sdir.iterdir()):
+            sdir.rmdir()
         raise Fail(str(e)) from None
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
@@ -191,6 +235,11 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
         lock.release()
     click.echo(f"results: {sdir}")
     click.echo(f"report: {path}")
+    from studies.store import study_failure
+
+    if why := study_failure(sdir):
+        click.echo(f"error: the study failed: {why}", err=True)
+        sys.exit(1)
 
 
 def _write_report(sdir: Path, storage: str | None) -> Path:
@@ -261,7 +310,8 @@ def report(name, storage):
 def denoise(name, noise, cell, storage, inp, output, sigma):
     """Denoise the image IN with a study's best model for its noise and write it to OUTPUT.
 
-    Grayscale in, grayscale out; RGB in, RGB out.
+    Grayscale in, grayscale out (1-bit and grey+alpha included); RGB in, RGB out; 16-bit grey comes back
+    16-bit, and an alpha channel is carried through unchanged. The output's folder must exist.
     """
     sdir = _existing_study(name, storage)
     if not Path(inp).is_file():
@@ -270,7 +320,8 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
     from studies.cells import cell_label, parse_cell
 
     try:
-        used = denoise_file(sdir, cell, Path(inp), Path(output), sigma, noise)
+        used = denoise_file(sdir, cell, Path(inp), Path(output), sigma, noise,
+                            warn=lambda line: click.echo(line, err=True))
     except ValueError as e:
         raise Fail(str(e)) from None
     click.echo(f"{output} (model of cell {cell_label(parse_cell(used))})")
@@ -285,6 +336,9 @@ def trial(config, workdir):
         cfg = json.loads(Path(config).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise Fail(f"cannot read trial config {config!r}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise Fail(f"{config}: a trial config is a JSON object of trial keys (e.g. {{\"noise\": \"gaussian\"}}), "
+                   f"not a {type(cfg).__name__}")
     from denoise_core.tasks import run_trial, validate_config
 
     try:

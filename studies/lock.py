@@ -33,7 +33,7 @@ class StudyLocked(Exception):
     """Another live driver runs this study; the message names it."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -63,7 +63,7 @@ def is_stale(holder: dict | None, path: Path, now: float | None = None) -> bool:
         except FileNotFoundError:
             return True
     if holder.get("host") == socket.gethostname():
-        return not _alive(int(holder.get("pid", -1)))
+        return not pid_alive(int(holder.get("pid", -1)))
     return now - float(holder.get("heartbeat", 0)) > STALE_S
 
 

@@ -26,11 +26,12 @@ class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
 
     def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool,
-                 metric: str = "psnr", remote: str | None = None):
+                 metric: str = "psnr", remote: str | None = None, errors_log: str | None = None):
         self.dir = Path(study_dir) / "records"
         self.planned, self.n_evals, self.cells, self.per_cell, self.quiet = planned, n_evals, cells, per_cell, quiet
         self.metric = metric
         self.remote = remote  # object storage: every record is pushed there too, so `status` works from anywhere
+        self.errors_log = errors_log  # where a failed trial's traceback went (None: to the terminal, --verbose)
         self._pruned = False
 
     def setup(self, **info):
@@ -131,7 +132,8 @@ class StudyRecorder(Callback):
         last = rec["history"][-1] if rec["history"] else {}
         scores = [f"{s.split} {s.metric} {last[s.key]:.3f}" for s in (Score(self.metric), Score(self.metric, "test"))
                   if isinstance(last.get(s.key), (int, float))]
-        what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec['error']}", DIVERGED: rec["error"]}.get(
+        where = f" (traceback in {self.errors_log})" if getattr(self, "errors_log", None) else ""
+        what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec['error']}{where}", DIVERGED: rec["error"]}.get(
             rec["status"], f"{rec['status']} early ({', '.join(scores)})" if scores else rec["status"])
         return (f"[{len(recs)}/{self.planned}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
                 f"({cell_label(parse_cell(rec['cell']))}), {rec['phase']}: {what}")

@@ -26,9 +26,16 @@ def run_span(run: dict, now: float | None = None) -> tuple[float, str]:
     if run.get("end"):
         return run["end"] - run["start"], run.get("ended", "finished")
     beat = run.get("heartbeat") or run["start"]
-    if now - beat > STALE_S:
+    if now - beat > STALE_S or _dead_here(run):
         return beat - run["start"], "killed"
     return now - run["start"], "running"
+
+
+def _dead_here(run: dict) -> bool:
+    """The run's driver was on this host and its process is gone (no need to wait for a stale heartbeat)."""
+    from studies.lock import pid_alive
+
+    return run.get("host") == socket.gethostname() and isinstance(run.get("pid"), int) and not pid_alive(run["pid"])
 
 
 class RunLog:

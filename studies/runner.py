@@ -21,7 +21,7 @@ from denoise_core.results import Score
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
 from studies.store import COMPLETED, FINISHED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
-    read_records, resolve_storage, study_dir, write_trials_table
+    read_records, resolve_storage, study_dir, study_failure, write_trials_table
 
 
 @dataclass
@@ -46,11 +46,9 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
 
     storage = resolve_storage(opts.storage)
     sdir = study_dir(storage, spec.name)
-    if opts.fresh:
-        clear_study(sdir)
-    elif is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
+    if not opts.fresh and is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
         fetch(storage, spec.name)
-    if not opts.fresh and completed(sdir, opts.budget):
+    if not opts.fresh and completed(sdir, opts.budget, opts.extra or {}):
         if not opts.quiet:
             print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report "
                   f"(--fresh runs it again)", flush=True)
@@ -59,10 +57,13 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     _silence_tune(opts.verbose)
     _init_ray(opts.address, spec.name)
     cpus, gpus = _resources(spec, opts)
+    if opts.fresh:  # only now: a run refused above (no GPU for the budget, say) has deleted nothing
+        clear_study(sdir)
 
     from studies.searcher import CellSearcher
 
     sdir.mkdir(parents=True, exist_ok=True)
+    errors_log = _errors_to_file(sdir, opts.verbose)
     optuna_url = opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}"
     searcher = CellSearcher(spec, opts.budget, optuna_url, opts.extra)
     searcher.resources = (cpus, gpus)
@@ -71,8 +72,8 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     log.start(spec=spec.model_dump(), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
               n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,
               trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
-              command=opts.command, **_cluster())
-    tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus)
+              command=opts.command, extra=opts.extra or {}, **_cluster())
+    tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus, errors_log)
     if not opts.quiet:
         print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
               f"{searcher.n_seeds} confirm) = {searcher.planned} trials, budget {opts.budget}, "
@@ -97,7 +98,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     if baselines is not None:
         baselines.finish()
     copy_best_checkpoints(spec, write_trials_table(sdir, spec), sdir)
-    log.close("finished")
+    log.close("failed" if study_failure(sdir) else "finished")
     shutil.rmtree(sdir / RAY_DIR, ignore_errors=True)  # Tune's state is needed only to resume
     if is_uri(storage):
         delete_dir(f"{home}/{RAY_DIR}")
@@ -106,16 +107,24 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     return sdir
 
 
-def completed(sdir: Path, budget: str) -> bool:
+def completed(sdir: Path, budget: str, extra: dict | None = None) -> bool:
     """The study's every planned trial finished at this budget (a rerun rebuilds the report only).
-    A study that holds another budget's results cannot be continued at this one: SpecError."""
+    A study that holds another budget's results, or results on other data (--dataset, --data-root),
+    cannot be continued with these: SpecError."""
     if not (sdir / "study.json").exists():
         return False
     info = read_info(sdir)
     if info.get("budget") not in (None, budget) and read_records(sdir):
         raise SpecError(f"study {sdir.name!r} holds results of budget {info['budget']!r}; "
                         f"run it with --fresh to start over at budget {budget!r}")
-    return bool(info.get("runs")) and info["runs"][-1].get("ended") == "finished"
+    stored, asked = info.get("extra") or {}, extra or {}
+    if "extra" in info and stored != asked and read_records(sdir):
+        said = lambda d: ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "the spec's own data"
+        raise SpecError(f"study {sdir.name!r} holds results on {said(stored)}; this run asks for {said(asked)}: "
+                        f"run it with --fresh to start over, or give the same data flags")
+    # a failed study whose every trial finished is complete too: a rerun rebuilds its report (and exits 1 again)
+    return bool(info.get("runs")) and info["runs"][-1].get("ended") in ("finished", "failed") and \
+        _all_finished(sdir, info.get("planned", 0))
 
 
 def _all_finished(sdir: Path, planned: int) -> bool:
@@ -161,11 +170,34 @@ def _resources(spec: StudySpec, opts: RunOptions) -> tuple[float, float]:
 
     budget = spec.budgets[opts.budget]
     cpus = opts.cpus_per_trial or budget.cpus_per_trial
-    gpus = gpu_share(opts.gpus_per_trial, budget.gpus_per_trial, opts.budget, ray.cluster_resources().get("GPU", 0))
+    have = ray.cluster_resources().get("GPU", 0)
+    gpus = gpu_share(opts.gpus_per_trial, budget.gpus_per_trial, opts.budget, have)
+    if gpus > 0 and have == 0:
+        _check_gpus_can_come(spec, opts, gpus)
     if gpus > 0:  # a trial takes the GPU Ray gives it (device auto); a node whose GPU is not CUDA runs it on CPU
         for line in check_packing(spec, opts.budget, opts.extra or {}, gpus, cpus):
             print(line, file=sys.stderr, flush=True)
     return cpus, gpus
+
+
+def _check_gpus_can_come(spec: StudySpec, opts: RunOptions, gpus: float) -> None:
+    """Trials that ask for a GPU on a cluster without one would wait forever: a SpecError (exit 2) when
+    no GPU can come (a Ray of our own, or an autoscaler whose node types have none), else one warning."""
+    import ray
+
+    what = (f"budget {opts.budget!r} of {spec.name} asks for {gpus:g} GPU per trial"
+            + (" (--gpus-per-trial)" if opts.gpus_per_trial else ""))
+    fix = "run it on a GPU cluster (ray up cluster.yaml, then --address auto), or pass --gpus-per-trial 0 for CPUs"
+    if not opts.address:
+        raise SpecError(f"{what}, but this machine has no GPU: {fix}")
+    try:
+        most = ray._private.state.state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - an older head or no autoscaler state: unknown
+        most = None
+    if most is not None and not most.get("GPU"):
+        raise SpecError(f"{what}, but the cluster has no GPU and its autoscaler has no GPU node type: {fix}")
+    print(f"warning: {what} and the cluster has no GPU now; trials wait until its autoscaler adds one",
+          file=sys.stderr, flush=True)
 
 
 def _cluster() -> dict:
@@ -175,7 +207,8 @@ def _cluster() -> dict:
             "versions": _versions()}
 
 
-def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, cpus: float, gpus: float):
+def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, cpus: float, gpus: float,
+           errors_log: Path | None = None):
     """A new Tuner, or the stored one restored: finished trials are kept, unfinished ones resume."""
     from ray import tune
 
@@ -188,7 +221,8 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     trainable = tune.with_resources(train_fn, {"cpu": cpus, "gpu": gpus})
     # restored with the experiment (Tune pickles them): they hold plain data, and start afresh in setup()
     recorder = StudyRecorder(sdir, searcher.planned, searcher.n_evals, searcher.keys, searcher.n_tune + searcher.n_seeds,
-                             opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None)
+                             opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None,
+                             errors_log=str(errors_log) if errors_log else None)
     callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet)]
     experiment = f"{home}/{RAY_DIR}"
     if not opts.fresh and tune.Tuner.can_restore(experiment):
@@ -207,6 +241,30 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
             failure_config=tune.FailureConfig(max_failures=budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks, verbose=2 if opts.verbose else 0))
+
+
+ERRORS_LOG = "errors.log"
+_TUNE_LOGGERS = ("ray.tune", "ray.air", "ray.train")
+
+
+def _errors_to_file(sdir: Path, verbose: bool) -> Path | None:
+    """Unless --verbose, Tune's log records (a failed trial's whole traceback among them) go to
+    <study>/errors.log instead of the terminal; the one line printed per failed trial names that file."""
+    import logging
+
+    if verbose:
+        return None
+    path = sdir / ERRORS_LOG
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in _TUNE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "_denoise_study", False)]:
+            logger.removeHandler(old)  # a second study in this process: its own file
+        handler._denoise_study = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    return path
 
 
 def _silence_tune(verbose: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -27,6 +28,23 @@ BUDGETS = ("smoke", "quick", "full")
 
 class SpecError(ValueError):
     """The user's study or flags are wrong: one line, exit code 2."""
+
+
+NAME_RULE = "letters, digits, '_', '-' and '.', starting with a letter or digit, at most 100 characters"
+
+
+def check_study_name(name: str) -> str:
+    """A study's name is the name of its folder under the storage root, and nothing else: no '.', '..',
+    path separator or leading dot, so that `<storage>/<name>` can never point at the root itself, its
+    parent or anywhere else (a `--fresh` run deletes that folder's contents).
+
+    >>> check_study_name("..")
+    Traceback (most recent call last):
+    ValueError: study name '..' is not allowed: letters, digits, '_', '-' and '.', starting with a letter or digit, at most 100 characters
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise ValueError(f"study name {name!r} is not allowed: {NAME_RULE}")
+    return name
 
 
 class Param(BaseModel):
@@ -128,7 +146,7 @@ Factor = Union[list[Union[str, int, float, bool]], dict[str, dict[str, Any]]]
 
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str  # a folder under the storage root: see check_study_name
     description: str
     task: str = "denoise"  # a module of denoise_core.tasks, or a module path that registers a task
     metric: str = "psnr"
@@ -145,6 +163,12 @@ class StudySpec(BaseModel):
     also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
     question: str | None = None  # the factor the findings compare; default: the last one with several levels
     expect: list[Claim] = Field(default_factory=list)  # claims from the literature: the report's verdicts
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        check_study_name(v)
+        return v
 
     @field_validator("task")
     @classmethod
@@ -209,6 +233,19 @@ class StudySpec(BaseModel):
         """The factor the study asks about: `question`, else the last factor with two or more levels."""
         factors = list(self.compare)
         return self.question or next((f for f in reversed(factors) if len(self.compare[f]) > 1), factors[-1])
+
+    @model_validator(mode="after")
+    def _tuned_is_not_fixed(self):
+        """A tuned key that a budget or `fixed` also sets: one of them would silently win."""
+        for bname, b in self.budgets.items():
+            set_here = {**{f"fixed.{k}": k for k in _dotted(self.fixed)},
+                        **{f"budgets.{bname}.{k}": k for k in _dotted(b.overrides())}}
+            for key in {**self.tune, **b.tune}:
+                clash = [where for where, k in set_here.items() if k == key or k.startswith(key + ".")]
+                if clash:
+                    raise ValueError(f"{key!r} is tuned and also set by {clash[0]}; a tuned key must not be fixed "
+                                     f"(remove one of the two)")
+        return self
 
     @model_validator(mode="after")
     def _no_tuning_of_factors(self):
@@ -277,6 +314,14 @@ class StudySpec(BaseModel):
         return self.budgets[budget].seeds or self.seeds
 
 
+def _dotted(cfg: dict, prefix: str = "") -> list[str]:
+    """{'model_params': {'width': 8}, 'lr': 1} -> ['model_params.width', 'lr']"""
+    out = []
+    for k, v in cfg.items():
+        out += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return out
+
+
 def set_path(cfg: dict, dotted: str, value: Any) -> None:
     """Set 'model_params.width' style keys in a nested dict."""
     *parents, leaf = dotted.split(".")
@@ -336,7 +381,7 @@ def parse_spec(raw: dict, source: str = "study", check: bool = True) -> StudySpe
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(f"{source}: {one_line_error(e)}") from None
+        raise SpecError(f"{source}: {one_line_error(e, model=StudySpec)}") from None
     if check:  # validating every cell's trial config imports torch: skipped where only the text is needed
         check_trial_configs(spec, source)
     return spec
@@ -375,3 +420,23 @@ def check_trial_configs(spec: StudySpec, source: str, budgets=BUDGETS, extra: di
                     tuned = ", ".join(f"{k}={v}" for k, v in values.items() if v != middle[k])
                     where = f"cell {cell_label(cell)}, budget {budget}" + (f", tuned {tuned}" if tuned else "")
                     raise SpecError(f"{source}: {where}: {e}") from None
+
+
+def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
+    """Every data source the study's cells name at this budget exists and holds readable images in each
+    split, checked once per distinct source before Ray starts: bad data is a SpecError (exit 2), never a
+    run whose every trial fails."""
+    from denoise_core.data import check_source
+    from denoise_core.tasks import validate_config
+
+    seen = set()
+    for cell in spec.cells():
+        cfg = validate_config(spec.cell_config(cell, budget, extra))
+        source = (cfg.dataset, cfg.data_root, cfg.channels, cfg.download)
+        if source in seen or "://" in f"{cfg.dataset} {cfg.data_root}":  # object-store data: the trials read it
+            continue
+        seen.add(source)
+        try:
+            check_source(*source)
+        except ValueError as e:
+            raise SpecError(f"{spec.name}: {e}") from None

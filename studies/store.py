@@ -40,12 +40,26 @@ def is_uri(path: str | None) -> bool:
     return path is not None and "://" in path
 
 
+class UnsafeStudyPath(ValueError):
+    """A study name or folder that would put reads, writes or deletes outside `<storage>/<name>`."""
+
+
 def study_dir(storage: str | None, name: str) -> Path:
-    """The local directory that holds a study's files (for URI storage: the local mirror)."""
+    """The local directory that holds a study's files (for URI storage: the local mirror): always a
+    direct child of the storage root, named `name`; anything else (`.`, `..`, a separator, a symlink
+    out of the root) is refused, since a `--fresh` run deletes this folder's contents."""
+    from studies.spec import check_study_name
+
+    check_study_name(name)
     storage = resolve_storage(storage)
     if is_uri(storage):
-        return Path(os.environ.get("DENOISE_STUDY_CACHE", "~/.cache/denoise-study")).expanduser() / name
-    return Path(storage).expanduser().resolve() / name
+        root = Path(os.environ.get("DENOISE_STUDY_CACHE", "~/.cache/denoise-study")).expanduser()
+    else:
+        root = Path(storage).expanduser().absolute()
+    sdir = root / name
+    if sdir.is_symlink() or sdir.resolve().parent != root.resolve():
+        raise UnsafeStudyPath(f"study folder {str(sdir)!r} does not resolve to a folder inside {str(root)!r}")
+    return sdir
 
 
 def storage_problem(storage: str | None) -> str | None:
@@ -64,11 +78,31 @@ def storage_problem(storage: str | None) -> str | None:
     return None
 
 
+def is_study_folder(sdir: Path) -> bool:
+    """The folder holds a study's own marker: a study.json whose spec names this very folder."""
+    try:
+        return read_info(sdir)["spec"]["name"] == Path(sdir).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def clear_check(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
+    """Raise UnsafeStudyPath when `--fresh` must not clear `sdir`: it holds files but is not a study."""
+    sdir = Path(sdir)
+    if sdir.is_dir() and not is_study_folder(sdir) and any(c.name not in keep for c in sdir.iterdir()):
+        raise UnsafeStudyPath(f"--fresh: {str(sdir)!r} holds files but is not a study folder (no study.json of "
+                              f"study {sdir.name!r}); nothing was deleted: move them, or choose another name")
+
+
 def clear_study(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
-    """--fresh: remove a study's files, but not the lock of the driver that is starting it over."""
-    if not Path(sdir).is_dir():
+    """--fresh: remove a study's files, but not the lock of the driver that is starting it over. Only a
+    folder that is a study (`is_study_folder`) is cleared; a folder that holds anything else is refused
+    with UnsafeStudyPath, and nothing in it is touched."""
+    sdir = Path(sdir)
+    clear_check(sdir, keep)
+    if not sdir.is_dir() or not is_study_folder(sdir):
         return
-    for child in Path(sdir).iterdir():
+    for child in sdir.iterdir():
         if child.name in keep:
             continue
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -105,6 +139,32 @@ def read_records(sdir: Path) -> list[dict]:
         except (json.JSONDecodeError, OSError):
             continue
     return recs
+
+
+def failed_cells(records: list[dict], cells: list[str]) -> list[str]:
+    """The cells that cannot be compared: every trial failed, or no confirm run completed."""
+    bad = []
+    for cell in cells:
+        mine = [r for r in records if r["cell"] == cell]
+        confirmed = any(r["phase"] == "confirm" and r["status"] == COMPLETED for r in mine)
+        if not confirmed or all(r["status"] == FAILED for r in mine):
+            bad.append(cell)
+    return bad
+
+
+def study_failure(sdir: Path) -> str | None:
+    """Why a study whose trials have all finished failed (one line), or None when every cell has a
+    completed confirm run."""
+    from studies.cells import cell_label, parse_cell
+
+    info, records = read_info(sdir), read_records(sdir)
+    bad = failed_cells(records, info.get("cells", []))
+    if not bad:
+        return None
+    errors = [r["error"] for r in records if r["cell"] in bad and r.get("error")]
+    first = f"; first error: {errors[0]}" if errors else ""
+    return (f"{len(bad)} of {len(info['cells'])} cells {'has' if len(bad) == 1 else 'have'} no completed confirm run "
+            f"({', '.join(cell_label(parse_cell(c)) for c in bad[:3])}{', ...' if len(bad) > 3 else ''}){first}")
 
 
 def optuna_study_name(study: str, cell: str) -> str:

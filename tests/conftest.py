@@ -16,6 +16,22 @@ from pathlib import Path
 
 import pytest
 
+def _private_ray_default() -> str:
+    """Ray writes the address of a cluster it starts (`ray.cluster_utils.Cluster`, `ray.init`) to
+    `<default temp dir>/ray/ray_current_cluster`, whatever temp dir the head was given, and does not
+    create that folder: on a machine where Ray never ran, `/tmp/ray` is missing and the write fails. The
+    suite points Ray's default temp dir ($RAY_TMPDIR) at a folder of its own, with `ray/` made, removed
+    at exit: nothing is written to /tmp/ray, and no state an earlier run left there can help a test pass."""
+    path = tempfile.mkdtemp(prefix="dss-", dir="/tmp")  # short: Ray's socket paths stay under 107 characters
+    os.makedirs(os.path.join(path, "ray"))
+    import atexit
+
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+os.environ["RAY_TMPDIR"] = _private_ray_default()
+
 # Ray 2.5x enables token authentication for a new local cluster and writes ~/.ray/auth_token: the suite's
 # clusters are on loopback and must not touch the user's home, so they run without (the job-submission
 # test's head has a private token of its own, presented as a user's client would)

@@ -27,6 +27,13 @@ def _set(path, value):
     return mutate
 
 
+def _both(*mutations):
+    def mutate(spec):
+        for m in mutations:
+            m(spec)
+    return mutate
+
+
 CASES = [
     ("unknown key", _set(["optimizer"], "sgd"), "optimizer: unknown key"),
     ("wrong type", _set(["seeds"], "three"), "seeds: "),
@@ -43,7 +50,8 @@ CASES = [
     ("misspelt model param", _set(["fixed", "model_params"], {"widht": 8}), "simple_unet takes no 'widht'; it takes width"),
     ("crop the model cannot take", _set(["budgets", "smoke", "crop"], 18),
      "cell loss=l1, budget smoke: crop=18: SimpleUNet needs H and W divisible by 4, got 18x18"),
-    ("tuned value the model cannot take", _set(["tune", "model_params.width"], {"type": "choice", "values": [8, "wide"]}),
+    ("tuned value the model cannot take",
+     _both(_set(["fixed", "model_params"], {}), _set(["tune", "model_params.width"], {"type": "choice", "values": [8, "wide"]})),
      "tuned model_params.width=wide: model_params: simple_unet cannot be built"),
     ("budget's own range", _set(["budgets", "full", "tune"], {"lr": {"type": "loguniform", "low": 0, "high": 1}}),
      "loguniform needs low > 0"),
@@ -53,7 +61,30 @@ CASES = [
     ("also metric", _set(["also"], ["bits_per_dim"]), "also[0]: task denoise does not report 'bits_per_dim'"),
     ("unknown figure", _set(["figure"], "pie"), "figure: unknown figure 'pie'; known: bars, gap, heatmap, levels, pareto"),
     ("repeated level", _set(["compare"], {"loss": ["l1", "l2", "l1"]}), "compare.loss: level 'l1' appears twice"),
+    # a noise parameter of another noise: named, with what this noise takes (was a 48-line TypeError)
+    ("wrong noise parameter", _set(["fixed"], {**BASE["fixed"], "noise": "poisson", "noise_params": {"sigma": 30}}),
+     "noise 'poisson' takes no parameter 'sigma'; it takes: lam"),
+    ("noise level left out", _set(["fixed"], {k: v for k, v in BASE["fixed"].items() if k != "noise_params"}),
+     "noise_params: noise 'gaussian' needs its level 'sigma' stated"),
+    ("unknown trial key lists the allowed", _set(["fixed", "weight_decay"], 0.1),
+     "weight_decay: unknown key; allowed: model, model_params, lr,"),
+    ("unknown budget key lists the allowed", _set(["budgets", "smoke", "optimiser"], "sgd"),
+     "budgets.smoke.optimiser: unknown key; allowed: trials_per_cell, seeds, steps,"),
+    ("absurd step count", _set(["budgets", "smoke", "steps"], 10**12), "less than or equal to 100000000"),
+    ("tuned and fixed", _set(["tune", "batch_size"], {"type": "choice", "values": [4, 8]}),
+     "'batch_size' is tuned and also set by budgets."),
+    ("tuned and fixed nested", _set(["tune", "model_params.width"], {"type": "choice", "values": [4, 8]}),
+     "'model_params.width' is tuned and also set by fixed.model_params.width"),
 ]
+
+
+@pytest.mark.parametrize("lam", [0, -10, [0, 5]])
+def test_one_parameter_states_one_allowed_range(lam):
+    """lam: 0 and lam: -10 used to say two different things ("lam > 0" and "[0.0, inf]")."""
+    from denoise_core.noise import build_noise
+
+    with pytest.raises(ValueError, match=r"is out of range; allowed \(0.0, inf\]"):
+        build_noise("poisson", lam=lam)
 
 
 @pytest.mark.parametrize("label,mutate,needle", CASES, ids=[c[0] for c in CASES])
@@ -73,10 +104,13 @@ def test_malformed_spec_exits_2_with_one_line(tmp_path, label, mutate, needle):
     (["run", "n2n_loss", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["run", "n2n_loss", "--data-root", "/nonexistent/root"], "is not a directory"),
     (["status", "never_ran"], "no study 'never_ran'"),
+    (["run", "n2n_loss", "--storage", "/proc/nope/studies"], "cannot create the study folder"),
+    (["run", "n2n_loss", "--address", "127.0.0.1:1"], "no Ray cluster answers there"),
+    (["run", "n2n_loss", "--dataset", "folder:/nonexistent/imgs"], "image folder '/nonexistent/imgs' does not exist"),
 ])
 def test_bad_flags_exit_2(tmp_path, args, needle):
     storage = tmp_path / "store"
-    code, out, err = cli(*args, "--storage", str(storage)) if args[0] != "status" else cli(*args, "--storage", str(storage))
+    code, out, err = cli(*args, *([] if "--storage" in args else ["--storage", str(storage)]))
     assert code == 2 and needle in err and err.count("\n") == 1, err
     assert not storage.exists()
 
@@ -114,3 +148,30 @@ def test_data_paths_given_on_the_command_line_become_absolute(tmp_path, monkeypa
     assert absolute_data_paths("folder:imgs", "data") == (f"folder:{tmp_path}/imgs", str(tmp_path / "data"))
     assert absolute_data_paths("natural", "s3://bucket/data") == ("natural", "s3://bucket/data")
     assert absolute_data_paths(None, None) == (None, None)
+
+
+def test_bad_data_is_refused_before_ray_with_one_line(tmp_path):
+    """Truncated images (every trial would fail on them) are found before Ray starts: exit 2, nothing written."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray((np.random.default_rng(i).random((48, 48)) * 255).astype("uint8")).save(folder / f"{i:02d}.png")
+        data = (folder / f"{i:02d}.png").read_bytes()
+        (folder / f"{i:02d}.png").write_bytes(data[: len(data) // 2])
+    storage = tmp_path / "store"
+    code, out, err = cli("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--dataset", f"folder:{folder}",
+                         "--storage", str(storage))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "split train" in err and "00.png" in err and "truncated" in err, err
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("content,needle", [("[1, 2]", "not a list"), ('"x"', "not a str"), ("{", "cannot read")])
+def test_malformed_trial_json_exits_2(tmp_path, content, needle):
+    p = tmp_path / "t.json"
+    p.write_text(content)
+    code, out, err = cli("trial", str(p))
+    assert code == 2 and needle in err and err.count("\n") == 1, err

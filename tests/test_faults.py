@@ -12,26 +12,33 @@ def test_failing_trial_is_retried_then_recorded_and_diverged_trial_is_a_result(r
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "tiny_faults"
     spec["compare"] = {"noise": {"ok": {"noise_params": {"sigma": 25}},
-                                 "missing": {"dataset": f"folder:{tmp_path / 'no-such-folder'}"},  # raises in the trial
+                                 "missing": {"device": "cuda:7"},  # raises in the trial: no such GPU here
                                  "overflow": {"noise_params": {"sigma": 1e38}}}}  # loss overflows to inf
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, max_failures=1)
     (tmp_path / "faults.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = cli("run", str(tmp_path / "faults.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
                          "--address", ray_cluster.address)
-    assert code == 0, out + err
+    # two cells have no completed confirm run (one failed, one diverged): the run failed, and says so in one line
+    assert code == 1, out + err
+    assert err.count("\n") == 1 and err.startswith("error: the study failed: 2 of 3 cells have no completed "
+                                                    "confirm run (noise=missing, noise=overflow)"), err
+    assert "report: " in out  # the report is still written, for the cells that did finish
+    code, status, _ = cli("status", "tiny_faults", "--storage", str(tmp_path / "s"))
+    assert code == 0 and "last run: failed" in status, status
     df = pd.read_parquet(tmp_path / "s" / "tiny_faults" / "trials.parquet")
     assert len(df) == 6  # every planned trial has exactly one row
     bad = df[df["factor.noise"] == "missing"]
     assert set(bad.status) == {"failed"} and (bad.attempts == 2).all()  # one retry (max_failures=1), then failed
-    assert bad.error.str.contains("does not exist").all()
+    assert bad.error.str.contains("cuda", case=False).all()
     # divergence is a result, not a crash: no retry, recorded as diverged with its step, never ranked
     over = df[df["factor.noise"] == "overflow"]
     assert set(over.status) == {"diverged"} and (over.attempts == 1).all(), over[["status", "attempts"]]
     assert over.error.str.contains("diverged at step 5: monitored loss is").all()
     assert set(df[df["factor.noise"] == "ok"].status) == {"completed"}
-    assert "failed: FileNotFoundError" in out and "(noise=overflow), confirm: diverged at step 5" in out
+    assert "failed: ValueError: device='cuda:7'" in out and "(noise=overflow), confirm: diverged at step 5" in out
     html = (tmp_path / "s" / "tiny_faults" / "report.html").read_text()
-    assert 'id="failures"' in html and "does not exist" in html and "diverged at step 5" in html
+    assert 'id="failures"' in html and "cuda:7" in html and "diverged at step 5" in html
+    assert 'id="failed"' in html and "This study failed:" in html
     assert "noise=overflow diverged in 1 confirm run(s)" in html
     import optuna
 

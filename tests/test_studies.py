@@ -2,6 +2,7 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,8 @@ def test_interrupted_driver_resumes_without_duplicates(tmp_path):
     storage = tmp_path / "store"
     args = ("run", str(DATA / "tiny.yaml"), "--budget", "quick", "--storage", str(storage))
     env = ray_env(TUNE_GLOBAL_CHECKPOINT_S="1")
+    # a first `denoise-study run` on a machine where Ray never ran: its default temp dir does not exist yet
+    assert not (Path(env["RAY_TMPDIR"]) / "ray").exists()
     first = cli_process(*args, env=env)
     records = storage / "tiny" / "records"
     deadline = time.time() + 240

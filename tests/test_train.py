@@ -69,6 +69,43 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
     assert resumed["metrics"]["psnr"] == pytest.approx(full["metrics"]["psnr"], abs=1e-4)
 
 
+class _Payload:
+    """What a tampered state.pt would carry: unpickling it calls a function of the attacker's choice."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_tampered_state_is_refused_and_a_clean_one_resumes(tmp_path):
+    """A resumed trial loads its state with weights_only=True: a state.pt that holds a pickled callable (anyone who
+    can write a study's folder on shared storage could plant one) is refused before the callable runs."""
+    import pickle
+
+    import torch
+
+    cfg = {**TINY, "steps": 20, "eval_every": 10, "checkpoint_every": 1}
+    ckpts = []
+    run_trial(cfg, lambda m: m.get("checkpoint") and ckpts.append(
+        shutil.copytree(m["checkpoint"], tmp_path / "kept" / str(m["step"]))), workdir=tmp_path / "run")
+    clean = ckpts[0]
+    resumed = run_trial(cfg, lambda m: None, workdir=tmp_path / "resumed", resume_from=clean)
+    assert [h["step"] for h in resumed["history"]] == [10, 20]
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(clean, tampered)
+    state = torch.load(tampered / "state.pt", weights_only=True)
+    state["history"] = [_Payload(tmp_path / "pwned")]
+    torch.save(state, tampered / "state.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        run_trial(cfg, lambda m: None, workdir=tmp_path / "attacked", resume_from=tampered)
+    assert not (tmp_path / "pwned").exists()  # the callable never ran
+
+
 @pytest.mark.parametrize("bad,needle", [({"optimizer": "sgd"}, "optimizer: unknown key"),
                                         ({"loss": "huber"}, "unknown loss 'huber'"),
                                         ({"lr": -1}, "lr: "),

@@ -82,7 +82,7 @@ def validate_config(config: dict):
     try:
         return task.config.model_validate(config)
     except ValidationError as e:
-        raise ValueError(one_line_error(e)) from None
+        raise ValueError(one_line_error(e, model=task.config)) from None
 
 
 def build_trial(config: dict, workdir: str | Path | None = None):

@@ -52,6 +52,11 @@ class DenoiseConfig(CommonConfig):
 
     @model_validator(mode="after")
     def _levels(self):
+        NOISES.check_params(self.noise, self.noise_params)  # a misspelt parameter first: it explains a missing level
+        param = NOISES.get(self.noise).param
+        if "noise" in self.model_fields_set and param and param not in self.noise_params:
+            raise ValueError(f"noise_params: noise {self.noise!r} needs its level {param!r} stated "
+                             f"(e.g. noise_params: {{{param}: ...}}); `denoise-study spec noise` lists each noise's units")
         build_noise(self.noise, **self.noise_params)  # parameter names and ranges
         for level in self.eval_levels:
             build_noise(self.noise, **{**self.noise_params, NOISES.get(self.noise).param: level})

@@ -214,7 +214,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
 
     from studies.records import Progress, StudyRecorder
     from studies.recovery import RestoreRepair
-    from studies.scheduler import CellASHA
+    from studies.scheduler import CellHalving
     from studies.trainable import train_fn
 
     budget = spec.budgets[opts.budget]
@@ -233,7 +233,8 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=CellASHA(spec.metric, spec.mode, searcher.n_evals, budget.grace_evals),
+            search_alg=searcher,
+            scheduler=CellHalving(sdir, spec.metric, spec.mode, searcher.n_evals, budget.grace_evals),
             num_samples=searcher.planned, max_concurrent_trials=opts.max_concurrent or budget.max_concurrent,
             reuse_actors=True, trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(

@@ -4,7 +4,13 @@
 every cell gets exactly `trials_per_cell` tuning trials (TPE inside the cell, on the `tune`
 space only: the compared factors are fixed by the cell, never chosen by the optimiser). When
 a cell's tuning trials have all finished, it re-runs the cell's best configuration with
-`seeds` seeds (phase `confirm`). The Optuna studies live in real Optuna storage; the
+`seeds` seeds (phase `confirm`).
+
+A study gives the same answer however often its driver is killed: within a cell, tuning trial k
+starts only once trials 0..k-1 have finished, and its parameters come from a sampler seeded by
+(cell, k) over exactly those trials. Trial k's parameters, seed and early-stopping decisions
+(`studies.scheduler.CellHalving`) are then functions of the cell's earlier results, never of
+timing; a slot lost to a kill and asked again gets the same parameters. Cells run in parallel. The Optuna studies live in real Optuna storage; the
 searcher's own bookkeeping is saved by Tune with the experiment, so a restarted driver
 resumes the plan without repeating or losing a slot.
 """
@@ -62,12 +68,18 @@ class CellSearcher(Searcher):
         if key not in self._studies:
             import optuna
 
-            seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.n_tune // 3))
             self._studies[key] = optuna.create_study(
-                study_name=optuna_study_name(self.spec.name, key), storage=self.storage(), sampler=sampler,
+                study_name=optuna_study_name(self.spec.name, key), storage=self.storage(), sampler=self.sampler(key, 0),
                 direction="maximize" if self.spec.mode == "max" else "minimize", load_if_exists=True)
         return self._studies[key]
+
+    def sampler(self, key: str, index: int):
+        """TPE for the cell's tuning slot `index`, seeded by (cell, index): the same earlier trials give the same
+        parameters, however many times the slot is asked."""
+        import optuna
+
+        seed = (int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + 7919 * index) % 2**32
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.n_tune // 3))
 
     def report_intermediate(self, key: str, number: int, value: float, step: int) -> None:
         """A running trial's intermediate value, through the storage's public API (Tune holds the trial,
@@ -100,10 +112,10 @@ class CellSearcher(Searcher):
         return True  # metric and mode come from the study spec
 
     def suggest(self, trial_id: str):
-        # tuning first, round-robin: the cell with the fewest trials asked goes next
-        open_cells = [k for k in self.keys if self.asked[k] < self.n_tune]
-        if open_cells:
-            key = min(open_cells, key=lambda k: (self.asked[k], self.keys.index(k)))
+        # tuning first, round-robin over the cells whose earlier tuning trials have all finished
+        ready = [k for k in self.keys if self.asked[k] < self.n_tune and self._tuned(k) >= self.asked[k]]
+        if ready:
+            key = min(ready, key=lambda k: (self.asked[k], self.keys.index(k)))
             return self._tune_trial(trial_id, key)
         for key in self.keys:  # then confirm runs of cells whose tuning is complete
             if self._tuned(key) >= self.n_tune and self.confirmed[key] < self.n_seeds:
@@ -116,7 +128,7 @@ class CellSearcher(Searcher):
         """Finished tuning trials of a cell. After a driver restart the counter can lag: a trial that
         finished after this searcher's state was last saved, and that Tune's own state already holds as
         finished, is never reported again. Optuna's storage, told at once, has the truth then."""
-        if self.finished[key] >= self.n_tune or self.asked[key] < self.n_tune:
+        if self.finished[key] >= self.asked[key] or not getattr(self, "_after_restore", False):
             return self.finished[key]
         import optuna
 
@@ -125,6 +137,13 @@ class CellSearcher(Searcher):
                    if t.number in mine and t.state != optuna.trial.TrialState.RUNNING)
         self.finished[key] = max(self.finished[key], told)
         return self.finished[key]
+
+    def _steps(self, key: str) -> int:
+        """The training steps of a cell's trials: a tuning trial that reported fewer was stopped early (its own
+        reported step counts, not Tune's training_iteration, which a resumed trial counts differently)."""
+        from denoise_core.tasks import validate_config
+
+        return validate_config(self.spec.cell_config(self.cells[self.keys.index(key)], self.budget, self.extra)).steps
 
     def _config(self, key: str, phase: str, params: dict, seed: int, number: int) -> dict:
         cell = self.cells[self.keys.index(key)]
@@ -137,8 +156,10 @@ class CellSearcher(Searcher):
 
     def _tune_trial(self, trial_id: str, key: str) -> dict:
         dists = {k: p.distribution() for k, p in self.space.items()}
-        otrial = self.study(key).ask(dists)
         index = self.asked[key]
+        study = self.study(key)
+        study.sampler = self.sampler(key, index)
+        otrial = study.ask(dists)
         self.asked[key] += 1
         self.slots[trial_id] = {"cell": key, "phase": "tune", "number": otrial.number, "index": index}
         return self._config(key, "tune", dict(otrial.params), seed=index, number=otrial.number)
@@ -175,7 +196,7 @@ class CellSearcher(Searcher):
         value = (result or {}).get(self.metric)
         if error or value is None or (result or {}).get("diverged"):
             state, value = optuna.trial.TrialState.FAIL, None  # a diverged trial failed: never a best value
-        elif (result or {}).get("training_iteration", 0) < self.n_evals:
+        elif (result or {}).get("step", 0) < self._steps(key):
             state, value = optuna.trial.TrialState.PRUNED, None  # stopped early within its cell
         else:
             state = optuna.trial.TrialState.COMPLETE
@@ -196,6 +217,7 @@ class CellSearcher(Searcher):
 
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self._after_restore = True  # finished counts may lag Optuna's storage: _tuned checks it
         self.fail_orphans()
         CellSearcher.restored = self  # studies.recovery.RestoreRepair reconciles it with Tune's trials
 

@@ -213,6 +213,8 @@ def _x0_note(a: Analysis, s: pd.DataFrame) -> str:
             or (s["prediction"] == "x0").all():
         return ""
     x0, rest = s[s["prediction"] == "x0"], s[s["prediction"] != "x0"]
+    if not x0["mean"].min() > rest["mean"].max():  # the sentence below says "far above": only where it is
+        return ""
     text = (f"Why the x0-prediction cells' {spec.metric} ({x0['mean'].min():.3g} to {x0['mean'].max():.3g}) is far above "
             f"the other cells' ({rest['mean'].min():.3g} to {rest['mean'].max():.3g}): trained with the unweighted loss on "
             "x0 (L_simple on x0), a network spends as much effort on large t as on the smallest t, where the bound divides "

@@ -116,8 +116,6 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: floa
     from denoise_core.data import to_channels
     from denoise_core.tasks import get_task, load_model
 
-    if not out.parent.is_dir():
-        raise ValueError(f"-o {str(out)!r}: the folder {str(out.parent)!r} does not exist (it is not created)")
     chosen = pick_cell(sdir, cell, noise)
     model, cfg = load_model(best_dir(sdir, chosen) / "model.pt")
     task = get_task(cfg.task)
@@ -126,6 +124,8 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: floa
     if not task.needs_sigma and sigma is not None:
         warn(f"warning: --sigma is not used: a {cfg.task} model takes the noisy image alone")
     img, alpha, bits = read_for_denoise(inp)  # [C, H, W]
+    if not out.parent.is_dir():
+        raise ValueError(f"-o {str(out)!r}: the folder {str(out.parent)!r} does not exist (it is not created)")
     c_in = img.shape[0]
     # a one-channel model takes each colour channel as an image; a colour model takes gray as three equal channels
     x = img[:, None] if cfg.channels == 1 else to_channels(img, 3)[None]  # [B, C, H, W]

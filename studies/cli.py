@@ -84,6 +84,7 @@ def cli():
     denoise-study list                       the study catalog
     denoise-study run n2n_loss               run a study (resumes if interrupted), print the report path
     denoise-study report n2n_loss            rebuild the HTML report from stored results
+    denoise-study spec [noise|model|...]     every key a study YAML may hold, and each component's parameters
 
     Exit codes: 0 done, 1 the run failed, 2 the input was wrong.
     """
@@ -98,6 +99,23 @@ def list_cmd():
         spec = load_spec(name, check=False)
         first = spec.description.strip().splitlines()[0]
         click.echo(f"{name:16s} {first}")
+
+
+@cli.command("spec")
+@click.argument("sections", nargs=-1)
+def spec_cmd(sections):
+    """Every key a study YAML may hold: type, default, bounds and meaning; and each noise, model, loss,
+    schedule, dataset and task with its parameters. Generated from the code, so it is always current.
+
+    SECTIONS: any of study, budget, tune, claim, trial, noise, model, loss, schedule, dataset, task
+    (default: all).
+    """
+    from studies.reference import SECTIONS, reference
+
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise Fail(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
+    click.echo(reference(tuple(sections) or SECTIONS))
 
 
 @cli.command()

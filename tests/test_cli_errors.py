@@ -175,3 +175,30 @@ def test_malformed_trial_json_exits_2(tmp_path, content, needle):
     p.write_text(content)
     code, out, err = cli("trial", str(p))
     assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_the_spec_reference_covers_every_key_and_component():
+    """`denoise-study spec` is generated from the models and registries: every field of a study, a budget and each
+    task's config, and every registered noise (with its level parameter), model, loss and schedule is listed."""
+    from denoise_core.diffusion import SCHEDULES
+    from denoise_core.losses import LOSSES
+    from denoise_core.models import MODELS
+    from denoise_core.noise import NOISES
+    from denoise_core.tasks import TASKS
+    from studies.spec import Budget, StudySpec
+
+    code, out, err = cli("spec")
+    assert code == 0, err
+    lines = out.splitlines()
+    for cls in (StudySpec, Budget, *(TASKS.get(t).config for t in TASKS.names)):
+        for key in cls.model_fields:
+            assert any(ln.split()[:1] == [key] for ln in lines), key
+    for name in NOISES.names:
+        assert any(ln.split()[:1] == [name] and f"level: {NOISES.get(name).param}" in ln for ln in lines), name
+    for reg in (MODELS, LOSSES, SCHEDULES):
+        for name in reg.names:
+            assert any(ln.split()[:1] == [name] for ln in lines), name
+    code, out, _ = cli("spec", "noise")
+    assert code == 0 and "poisson" in out and "lam=30.0" in out and "Models" not in out
+    code, _, err = cli("spec", "noises")
+    assert code == 2 and "unknown section 'noises'" in err

@@ -77,8 +77,11 @@ def test_crops_random_on_device_and_fixed_deterministic():
     # every crop is a contiguous window (possibly flipped): horizontal neighbours differ by +-1
     diffs = (c[..., 1:] - c[..., :-1]).abs()
     assert torch.all(diffs == 1)
-    f1, f2 = fixed_crops(data, 8, 5), fixed_crops(data, 8, 5)
-    assert torch.equal(f1, f2) and f1.shape == (5, 1, 8, 8)
+    # the fixed crops: the 8 windows of the two images' 2 x 2 grids (image, row, column order), 5 of them evenly
+    # spaced (windows 0, 1, 3, 5, 7), the same windows whenever asked
+    fixed = fixed_crops(data, 8, 5)
+    windows = [(0, 0, 0), (0, 0, 8), (0, 8, 8), (1, 0, 8), (1, 8, 8)]
+    assert torch.equal(fixed, torch.stack([data[n, :, r:r + 8, c:c + 8] for n, r, c in windows]))
 
 
 def test_each_test_crop_knows_the_photograph_it_was_cut_from():

@@ -32,10 +32,3 @@ def test_probe_configs_take_each_shape_once_with_tuned_sizes_at_their_largest():
     ddpm = probe_configs(load_spec("ddpm_schedule"), "full", {})
     assert len(ddpm) == 1 and ddpm[0]["model_params"]["width"] == 24 and ddpm[0]["task"] == "ddpm"
 
-
-@pytest.mark.parametrize("name", ["n2n_loss", "ddpm_schedule"])
-def test_measure_step_memory_is_none_on_cpu(name):
-    from denoise_core.tasks import measure_step_memory
-
-    cfg = probe_configs(load_spec(name), "smoke", {})[0]
-    assert measure_step_memory({**cfg, "device": "cpu"}) is None

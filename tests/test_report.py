@@ -199,3 +199,29 @@ def test_any_label_text_survives_to_the_report(ray_cluster, tmp_path):
     code, out, err = cli("status", "tiny_labels", "--storage", str(tmp_path / "s"))
     assert code == 0 and "loss=L1, robust: 3/3" in out, out
 
+
+
+@pytest.mark.parametrize("x0_means,shown", [([3.1, 3.4], True), ([1.1, 1.3], False)])
+def test_the_x0_note_appears_exactly_when_x0_cells_are_far_above_the_others(x0_means, shown):
+    """The note explains why x0-prediction's bound is far above eps and v, with this study's numbers; it is never
+    written where the table says otherwise."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from reports.build import _x0_note
+    from studies.spec import StudySpec
+
+    spec = StudySpec.model_validate({"name": "d", "description": "d", "task": "ddpm", "metric": "bits_per_dim",
+                                     "mode": "min", "also": ["psnr_sigma25"],
+                                     "compare": {"schedule": ["linear", "cosine"], "prediction": ["eps", "x0"]},
+                                     "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
+    s = pd.DataFrame({"schedule": ["linear", "cosine"] * 2, "prediction": ["eps", "eps", "x0", "x0"],
+                      "mean": [1.2, 1.25, *x0_means], "psnr_sigma25": [30.0, 30.2, 27.0, 27.4]})
+    note = _x0_note(SimpleNamespace(results=SimpleNamespace(spec=spec)), s)
+    if not shown:
+        assert note == ""
+        return
+    assert 'id="x0-note"' in note
+    assert "bits_per_dim (3.1 to 3.4) is far above the other cells&#x27; (1.2 to 1.25)" in note
+    assert "psnr_sigma25 27.2 dB against 30.1 dB" in note

@@ -244,3 +244,33 @@ def test_a_task_added_in_one_file_runs_through_a_study_and_its_report(ray_cluste
     code, _, err = cli("run", str(tmp_path / "bad.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "x"))
     assert code == 2 and "metric: task tests.toy_task does not report 'ssim'" in err and "it reports: psnr" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_denoise_keeps_bit_depth_grey_and_alpha_and_pads_tiny_images(n2n_smoke, tmp_path):
+    """16-bit grey in, 16-bit grey out; grey+alpha and 1-bit stay grey; alpha is carried through unchanged; a 2x2
+    image is padded (and says so); an unused flag is warned about; no directory is ever created."""
+    sdir, _ = n2n_smoke
+    rng = np.random.default_rng(0)
+    base = ("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent), "--noise", "gaussian")
+    cases = {
+        "g16.png": (Image.fromarray(rng.integers(0, 65535, (40, 48), dtype=np.uint16)), "I;16"),
+        "la.png": (Image.fromarray(rng.integers(0, 255, (40, 48, 2), dtype=np.uint8), "LA"), "LA"),
+        "rgba.png": (Image.fromarray(rng.integers(0, 255, (40, 48, 4), dtype=np.uint8), "RGBA"), "RGBA"),
+        "bw.png": (Image.fromarray(rng.integers(0, 2, (40, 48), dtype=np.uint8).astype(bool)), "L"),
+        "tiny.png": (Image.fromarray(rng.integers(0, 255, (2, 2), dtype=np.uint8)), "L"),
+    }
+    for name, (img, mode) in cases.items():
+        img.save(tmp_path / name)
+        code, out, err = cli(*base, str(tmp_path / name), "-o", str(tmp_path / f"out-{name}"))
+        assert code == 0, err
+        with Image.open(tmp_path / f"out-{name}") as res, Image.open(tmp_path / name) as src:
+            assert res.mode == mode and res.size == src.size, (name, res.mode)
+            if mode in ("LA", "RGBA"):
+                assert np.array_equal(np.asarray(res.getchannel("A")), np.asarray(src.getchannel("A")))
+            if mode == "I;16":
+                assert np.asarray(res).max() > 255  # the output uses the 16-bit range
+        assert ("padded by repeating its edge" in err) == (name == "tiny.png"), err
+    code, _, err = cli(*base, "--sigma", "25", str(tmp_path / "la.png"), "-o", str(tmp_path / "s.png"))
+    assert code == 0 and "warning: --sigma is not used" in err
+    code, _, err = cli(*base, str(tmp_path / "la.png"), "-o", str(tmp_path / "no" / "dir" / "o.png"))
+    assert code == 2 and "does not exist (it is not created)" in err and not (tmp_path / "no").exists()

@@ -1,0 +1,300 @@
+"""Unit tests for the service logic that otherwise runs only inside whole Ray studies: the per-cell searcher,
+early stopping within a cell, the trial recorder, the classical baselines' parameter choice, `denoise`'s choice of
+cell, and every registered report figure on a small synthetic study. Each names the unit it checks."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from denoise_core.results import Score
+from studies.cells import TrialMeta, cell_key
+from studies.spec import StudySpec
+from tests.test_stats import _study
+
+SPEC = StudySpec.model_validate({
+    "name": "u", "description": "d", "fixed": {"noise": "gaussian", "noise_params": {"sigma": 25}, "dataset": "faces",
+                                               "model_params": {"width": 8}},
+    "compare": {"loss": ["l1", "l2"]}, "tune": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+    "budgets": {b: {"trials_per_cell": 3, "seeds": 2, "steps": 40, "eval_every": 10, "crop": 16}
+                for b in ("smoke", "quick", "full")}})
+
+
+# -- the searcher ----------------------------------------------------------------------------------
+def _searcher(tmp_path, name="optuna.db"):
+    from studies.searcher import CellSearcher
+
+    return CellSearcher(SPEC, "smoke", f"sqlite:///{tmp_path / name}")
+
+
+def _finish(s, trial_id, value=25.0, step=40):
+    s.on_trial_complete(trial_id, {"psnr": value, "step": step})
+
+
+def test_searcher_gives_every_cell_the_same_budget_one_trial_after_another(tmp_path):
+    s = _searcher(tmp_path)
+    first = [TrialMeta.of(s.suggest(f"t{i}")) for i in range(2)]
+    assert [m.cell for m in first] == SPEC.cell_keys() and {m.phase for m in first} == {"tune"}
+    assert s.suggest("t2") is None  # each cell's next tuning trial waits for its earlier one to finish
+    _finish(s, "t0")
+    nxt = TrialMeta.of(s.suggest("t3"))
+    assert nxt.cell == first[0].cell  # the cell whose trial finished goes on; the other still waits
+    n = 4
+    while True:
+        open_tune = [tid for tid, slot in s.slots.items() if not slot.get("done") and slot["phase"] == "tune"]
+        for tid in open_tune:
+            _finish(s, tid, value=20 + n % 7)
+        cfg = s.suggest(f"t{n}")
+        if cfg is None or cfg == s.FINISHED:
+            break
+        n += 1
+        if TrialMeta.of(cfg).phase == "confirm":
+            break
+    tuned = {}
+    for slot in s.slots.values():
+        if slot["phase"] == "tune":
+            tuned[slot["cell"]] = tuned.get(slot["cell"], 0) + 1
+    assert tuned == {k: 3 for k in SPEC.cell_keys()}  # exactly trials_per_cell each, never more
+
+
+def test_a_slot_asked_again_gets_the_same_parameters(tmp_path):
+    """A slot lost to a driver kill is asked again: its parameters depend on (cell, index) and the earlier
+    trials only, so a second searcher over the same history proposes the same values."""
+    a, b = _searcher(tmp_path, "a.db"), _searcher(tmp_path, "b.db")
+    firsts = []
+    for s in (a, b):
+        firsts.append(TrialMeta.of(s.suggest("x0")).params)
+        s.suggest("x1")
+        _finish(s, "x0", 24.0), _finish(s, "x1", 26.0)
+    pa, pb = (TrialMeta.of(s.suggest("x2")).params for s in (a, b))
+    assert firsts[0] == firsts[1] and pa == pb
+    assert pa != firsts[0]  # slot 1 of the cell is not slot 0 again: each slot has its own seed
+
+
+def test_searcher_confirms_the_best_tuned_parameters_with_distinct_seeds(tmp_path):
+    s = _searcher(tmp_path)
+    values = iter([21.0, 27.0, 24.0, 22.0, 23.0, 28.0])
+    params = {}
+    for i in range(6):
+        cfg = s.suggest(f"t{i}")
+        if cfg is None:  # waits for its cell: finish what runs, then ask again
+            for tid, slot in list(s.slots.items()):
+                if not slot.get("done"):
+                    _finish(s, tid, next(values))
+            cfg = s.suggest(f"t{i}")
+        params[f"t{i}"] = TrialMeta.of(cfg)
+    for tid, slot in list(s.slots.items()):
+        if not slot.get("done"):
+            _finish(s, tid, next(values))
+    confirms = [TrialMeta.of(s.suggest(f"c{i}")) for i in range(4)]
+    assert [m.phase for m in confirms] == ["confirm"] * 4
+    for cell in SPEC.cell_keys():
+        import optuna
+
+        best = optuna.load_study(study_name=f"u:{cell}", storage=s.storage_url).best_trial.params
+        mine = [c for c in confirms if c.cell == cell]
+        assert [c.params for c in mine] == [best, best]
+    assert sorted(c.number for c in confirms) == [0, 0, 1, 1]  # seed indexes 0 and 1 in each cell
+    assert s.suggest("done") == s.FINISHED
+
+
+def test_a_tuning_trial_that_reported_fewer_steps_is_pruned_for_optuna(tmp_path):
+    import optuna
+
+    s = _searcher(tmp_path)
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_complete("a", {"psnr": 25.0, "step": 20})  # stopped early at step 20 of 40
+    s.on_trial_complete("b", {"psnr": 25.0, "step": 40})
+    states = {slot["cell"]: optuna.load_study(study_name=f"u:{slot['cell']}", storage=s.storage_url)
+              .trials[slot["number"]].state for slot in s.slots.values()}
+    assert list(states.values()) == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+
+
+# -- early stopping within a cell ----------------------------------------------------------------------
+def test_rungs_and_the_cutoff_rule():
+    from studies.scheduler import rungs, stops
+
+    assert rungs(6, 2, 3) == [2] and rungs(20, 2, 3) == [2, 6, 18] and rungs(2, 2, 3) == []
+    assert stops(20.0, [25.0, 26.0], +1, 3) and not stops(27.0, [25.0, 26.0], +1, 3)
+    assert stops(0.9, [0.5], -1, 3) and not stops(0.4, [0.5], -1, 3)  # lower is better
+    assert not stops(20.0, [], +1, 3)  # the first trial of a cell has nothing to be compared with
+
+
+def _record(tmp_path, trial_id, cell, phase, status, history):
+    d = tmp_path / "records"
+    d.mkdir(exist_ok=True)
+    (d / f"{trial_id}.json").write_text(json.dumps({"trial_id": trial_id, "cell": cell, "phase": phase,
+                                                    "status": status, "history": history}))
+
+
+def test_early_stopping_compares_a_trial_only_with_finished_trials_of_its_cell(tmp_path):
+    from ray.tune.schedulers import TrialScheduler
+
+    from studies.scheduler import CellHalving
+
+    l1, l2 = SPEC.cell_keys()
+    _record(tmp_path, "a", l1, "tune", "completed", [{"step": 10, "psnr": 20}, {"step": 20, "psnr": 26}])
+    _record(tmp_path, "b", l2, "tune", "completed", [{"step": 20, "psnr": 10}])  # another cell: not compared
+    _record(tmp_path, "c", l1, "tune", "running", [{"step": 20, "psnr": 30}])  # not finished: not compared
+    sched = CellHalving(tmp_path, "psnr", "max", max_t=4, grace_period=2)
+
+    def trial(cell, phase="tune"):
+        cfg = TrialMeta(cell, phase, {}, {}, 0).attach({"eval_every": 10, "steps": 40})
+        return SimpleNamespace(trial_id="me", config=cfg)
+
+    assert sched.on_trial_result(None, trial(l1), {"psnr": 24.0, "step": 20}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, trial(l1), {"psnr": 27.0, "step": 20}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trial(l1), {"psnr": 1.0, "step": 10}) == TrialScheduler.CONTINUE  # no rung
+    assert sched.on_trial_result(None, trial(l2), {"psnr": 9.0, "step": 20}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, trial(l1, "confirm"), {"psnr": 1.0, "step": 20}) == TrialScheduler.CONTINUE
+
+
+# -- the trial recorder -----------------------------------------------------------------------------
+def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopped(tmp_path, capsys):
+    from studies.records import StudyRecorder
+
+    l1, _ = SPEC.cell_keys()
+    rec = StudyRecorder(tmp_path, planned=2, n_evals=2, cells=SPEC.cell_keys(), per_cell=5, quiet=False,
+                        errors_log=str(tmp_path / "errors.log"))
+    rec.setup()
+
+    def trial(tid):
+        cfg = TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, 0, 1.0, 0.0).attach({"seed": 3, "lr": 0.01})
+        return SimpleNamespace(trial_id=tid, config=cfg, checkpoint=None, error_file=None, get_error=lambda: None)
+
+    done, stopped = trial("t1"), trial("t2")
+    for t in (done, stopped):
+        rec.on_trial_start(0, [], t)
+    rec.on_trial_result(0, [], done, {"step": 10, "psnr": 20.0, "node_id": "n1"})
+    rec.on_trial_result(0, [], done, {"step": 20, "psnr": 22.0})
+    rec.on_trial_result(0, [], done, {"step": 20, "psnr": 22.0})  # a resumed trial repeats a step: kept once
+    rec.on_trial_complete(0, [], done)
+    rec.on_trial_result(0, [], stopped, {"step": 10, "psnr": 18.0})
+    rec.on_trial_complete(0, [], stopped)
+    r1 = json.loads((tmp_path / "records" / "t1.json").read_text())
+    r2 = json.loads((tmp_path / "records" / "t2.json").read_text())
+    assert r1["status"] == "completed" and [h["step"] for h in r1["history"]] == [10, 20]
+    assert r1["params"] == {"lr": 0.01} and r1["seed"] == 3 and r1["node_id"] == "n1" and r1["attempts"] == 1
+    assert r2["status"] == "stopped"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1/2] trial 1/5 of cell 1/2 (loss=l1), tune: val psnr 22.000"
+    assert out[1] == "[2/2] trial 2/5 of cell 1/2 (loss=l1), tune: stopped early (val psnr 18.000)"
+    failing = SimpleNamespace(trial_id="t3", config=done.config, checkpoint=None, error_file=None,
+                              get_error=lambda: "Traceback ...\nValueError: boom")
+    rec.on_trial_start(0, [], failing)
+    rec.on_trial_error(0, [], failing)
+    assert capsys.readouterr().out.strip().endswith(f"failed: ValueError: boom (traceback in {tmp_path / 'errors.log'})")
+
+
+# -- the classical baselines' parameter choice -------------------------------------------------------
+def test_a_baseline_parameter_is_the_one_best_on_validation():
+    import torch
+
+    from denoise_core.baselines import BASELINES, _apply, baselines_for, score_baselines
+    from denoise_core.metrics import psnr
+    from denoise_core.noise import build_noise
+    from denoise_core.trial import corrupt_fixed, eval_crops
+
+    cfg = {"noise": "impulse", "noise_params": {"p": 0.3}, "dataset": "faces", "crop": 16, "val_images": 6,
+           "test_images": 6, "model_params": {"width": 8}}
+    assert [b.name for b in baselines_for("impulse")] == ["median", "nlm", "noisy", "tv"]
+    assert "bm3d" in [b.name for b in baselines_for("gaussian")] and "median" not in [b.name for b in baselines_for("gaussian")]
+    out = score_baselines(cfg, showcase=False)
+    clean = eval_crops("faces", None, "val", 1, False, 16, 6)
+    noisy = corrupt_fixed(build_noise("impulse", p=0.3), clean, 1234)
+    for name in ("median", "tv"):
+        b = BASELINES.get(name)
+        by_param = {p: float(psnr(_apply(b, noisy, p, None), clean).mean()) for p in b.grid}
+        assert out["metrics"][name]["param"] == max(by_param, key=by_param.get), (name, by_param)
+        assert out["metrics"][name]["val"]["psnr"] == pytest.approx(max(by_param.values()), abs=1e-4)
+    assert out["best"] == max((n for n in out["metrics"] if n != "noisy"), key=lambda n: out["metrics"][n]["val"]["psnr"])
+    assert len(out["metrics"]["median"]["test_per_image"]["psnr"]) == 6 and torch.isfinite(torch.tensor(
+        out["metrics"]["median"]["test_per_image"]["psnr"])).all()
+
+
+# -- denoise's choice of cell --------------------------------------------------------------------------
+def _stored(tmp_path, scores: dict[tuple[str, str], float]):
+    """A study folder with a best model per cell (noise x loss) and the given validation PSNRs."""
+    from studies.store import best_dir
+
+    spec = StudySpec.model_validate({"name": "p", "description": "d",
+                                     "compare": {"noise": {"gaussian": {"noise": "gaussian"}, "impulse": {"noise": "impulse"}},
+                                                 "loss": ["l1", "l2"]},
+                                     "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
+    sdir = tmp_path / "p"
+    (sdir / "records").mkdir(parents=True)
+    (sdir / "study.json").write_text(json.dumps({"spec": spec.model_dump()}))
+    for (noise, loss), value in scores.items():
+        cell = cell_key({"noise": noise, "loss": loss})
+        d = best_dir(sdir, cell)
+        d.mkdir(parents=True)
+        (d / "trial.json").write_text(json.dumps({"cell": cell, "trial_id": cell, "psnr": value}))
+        (sdir / "records" / f"{noise}{loss}.json").write_text(json.dumps({"cell": cell, "config": {"noise": noise}}))
+    return sdir
+
+
+def test_denoise_picks_the_best_cell_of_the_named_noise(tmp_path):
+    from studies.apply import pick_cell
+
+    sdir = _stored(tmp_path, {("gaussian", "l1"): 27.0, ("gaussian", "l2"): 28.0,
+                              ("impulse", "l1"): 30.0, ("impulse", "l2"): 26.0})
+    assert pick_cell(sdir, noise="gaussian") == cell_key({"noise": "gaussian", "loss": "l2"})
+    assert pick_cell(sdir, noise="impulse") == cell_key({"noise": "impulse", "loss": "l1"})
+    assert pick_cell(sdir, cell="noise=impulse, loss=l2") == cell_key({"noise": "impulse", "loss": "l2"})
+    with pytest.raises(ValueError, match="trained on several noises"):
+        pick_cell(sdir)
+    with pytest.raises(ValueError, match="no cell of study 'p' was trained on noise 'poisson'"):
+        pick_cell(sdir, noise="poisson")
+    with pytest.raises(ValueError, match="unknown cell"):
+        pick_cell(sdir, cell="noise=impulse,loss=l9")
+
+
+# -- every registered figure on a small synthetic study ------------------------------------------------
+def _with_levels_and_params(results):
+    """Add what the levels and pareto figures read: PSNR at other test levels, and parameter counts."""
+    for r in results.records:
+        loss = r["factors"]["loss"]
+        last = r["history"][-1]
+        base = last[Score("psnr", "test").key]
+        last.update({Score("psnr_sigma15", "test").key: base + 3, Score("psnr_sigma50", "test").key: base - 4,
+                     "params": {"l1": 1000, "l2": 5000, "l0": 20000}[loss], "images_per_s": 100.0})
+    from studies.store import trials_table
+
+    results.table = trials_table(None, results.spec, results.records)
+    return results
+
+
+@pytest.mark.parametrize("name", ["bars", "heatmap", "gap", "levels", "pareto"])
+def test_every_registered_figure_draws_the_synthetic_study(name):
+    from reports.analysis import analyse
+    from reports.figures import FIGURES
+    from tests.test_stats import _spec
+
+    effects = {"gaussian": {"l1": 0.0, "l2": 1.0, "l0": -2.0}, "impulse": {"l1": 0.0, "l2": -3.0, "l0": 3.0}}
+    a = analyse(_with_levels_and_params(_study(_spec(), effects)))
+    assert sorted(FIGURES.names) == ["bars", "gap", "heatmap", "levels", "pareto"]
+    figs = FIGURES.get(name)(a)
+    if name == "bars":
+        assert figs == []  # the bars are always drawn on their own
+        return
+    assert figs and all(len(f.data) >= 1 for f in figs)
+    fig = figs[0]
+    t = a.results.confirm_runs()
+    means = t.groupby(["factor.noise", "factor.loss"])["final.test_psnr"].mean()
+    if name == "heatmap":
+        z = np.array(fig.data[0].z)
+        assert z.shape == (2, 3) and list(fig.data[0].x) == ["l1", "l2", "l0"] and list(fig.data[0].y) == ["gaussian", "impulse"]
+        assert z[1, 2] == pytest.approx(means["impulse", "l0"]) and z[0, 1] == pytest.approx(means["gaussian", "l2"])
+    elif name == "gap":
+        assert list(fig.data[0].x) == ["noise=gaussian", "noise=impulse"]
+        # l0 minus l1 per slice: paired image by image, the mean difference of the two cells
+        assert fig.data[0].y[1] == pytest.approx(means["impulse", "l0"] - means["impulse", "l1"], abs=0.05)
+        assert fig.data[0].y[0] == pytest.approx(means["gaussian", "l0"] - means["gaussian", "l1"], abs=0.05)
+    elif name == "levels":
+        assert list(fig.data[0].x) == ["sigma15", "sigma50"]
+        z = np.array(fig.data[0].z)
+        assert (z[:, 0] - z[:, 1] == pytest.approx(7.0, abs=1e-6))  # 3 dB above, 4 dB below the test score
+    elif name == "pareto":
+        assert sorted(fig.data[0].x) == [1000, 5000, 20000] or len(fig.data[0].x) >= 3

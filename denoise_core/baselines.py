@@ -29,8 +29,6 @@ import torch
 
 from denoise_core.registry import Registry
 
-GAUSSIAN_LIKE = {"gaussian", "poisson", "uniform_blend"}
-IMPULSE_LIKE = {"impulse", "salt_pepper", "text", "bernoulli"}
 PAD = 8  # reflect padding around each image in a BM3D mosaic
 
 
@@ -39,7 +37,7 @@ class Baseline:
     name: str
     denoise: Callable[[list[np.ndarray], object, float | None], list[np.ndarray]]  # images [H, W, C], param, sigma
     grid: tuple  # the parameter values tried on validation
-    noises: frozenset | None = None  # the noises it is meant for; None: every noise
+    families: frozenset | None = None  # the noise families it is meant for (Noise.family); None: every noise
 
 
 BASELINES: Registry[Baseline] = Registry("baseline")
@@ -78,13 +76,22 @@ def _nlm(images, factor, sigma):
     return out
 
 
-def _bm3d(images, factor, sigma):
-    """All images in one mosaic (each reflect-padded by PAD), one BM3D call per channel."""
+def _bm3d_call(img: np.ndarray, sigma: float) -> np.ndarray:
+    """BM3D on one [H, W, C] image; CBM3D (Dabov et al. 2007b: grouping on luminance in an opponent colour
+    space) for colour, the published colour baseline, not BM3D per channel."""
     import bm3d
 
+    return bm3d.bm3d_rgb(img, sigma_psd=sigma) if img.shape[-1] == 3 else bm3d.bm3d(img[..., 0], sigma_psd=sigma)[..., None]
+
+
+def _bm3d(images, factor, sigma):
+    """All images in one mosaic (each reflect-padded by PAD): one BM3D call, CBM3D for colour."""
     h, w, c = images[0].shape
     if any(im.shape != (h, w, c) for im in images):  # different sizes: one call each
         return [_bm3d([im], factor, sigma)[0] for im in images]
+    s = sigma if sigma is not None else float(np.median([_estimate_sigma(im) for im in images]))
+    if len(images) == 1:  # one whole image (the literature's protocol): BM3D on it alone, no padding
+        return [_bm3d_call(images[0], max(factor * s, 1e-4))]
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     H, W = h + 2 * PAD, w + 2 * PAD
@@ -92,22 +99,22 @@ def _bm3d(images, factor, sigma):
     for i, im in enumerate(images):
         r, q = divmod(i, cols)
         mosaic[r * H:(r + 1) * H, q * W:(q + 1) * W] = np.pad(im, ((PAD, PAD), (PAD, PAD), (0, 0)), mode="reflect")
-    s = sigma if sigma is not None else float(np.median([_estimate_sigma(im) for im in images]))
-    out = np.stack([bm3d.bm3d(mosaic[..., k], sigma_psd=max(factor * s, 1e-4)) for k in range(c)], -1)
+    out = _bm3d_call(mosaic, max(factor * s, 1e-4))
     return [out[r * H + PAD:r * H + PAD + h, q * W + PAD:q * W + PAD + w]
             for r, q in (divmod(i, cols) for i in range(len(images)))]
 
 
 BASELINES.add("noisy", Baseline("noisy", _noisy, (None,)))
-BASELINES.add("bm3d", Baseline("bm3d", _bm3d, (0.75, 1.0, 1.33), frozenset(GAUSSIAN_LIKE)))
+BASELINES.add("bm3d", Baseline("bm3d", _bm3d, (0.75, 1.0, 1.33), frozenset({"additive"})))
 BASELINES.add("tv", Baseline("tv", _tv, (0.03, 0.06, 0.1, 0.16, 0.25, 0.4, 0.7, 1.2)))
 BASELINES.add("nlm", Baseline("nlm", _nlm, (0.6, 0.8, 1.0, 1.3, 1.7, 2.2)))
-BASELINES.add("median", Baseline("median", _median, (3, 5, 7, 9, 11), frozenset(IMPULSE_LIKE)))
+BASELINES.add("median", Baseline("median", _median, (3, 5, 7, 9, 11), frozenset({"impulse"})))
 
 
-def baselines_for(noise: str) -> list[Baseline]:
-    return [BASELINES.get(n) for n in BASELINES.names if BASELINES.get(n).noises is None
-            or noise in BASELINES.get(n).noises]
+def baselines_for(noise) -> list[Baseline]:
+    """The baselines meant for a noise model's family (`Noise.family`)."""
+    return [BASELINES.get(n) for n in BASELINES.names if BASELINES.get(n).families is None
+            or noise.family in BASELINES.get(n).families]
 
 
 def _to_numpy(x: torch.Tensor) -> list[np.ndarray]:
@@ -119,54 +126,41 @@ def _to_torch(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def _apply(b: Baseline, noisy: torch.Tensor, param, sigma: float | None) -> torch.Tensor:
-    """A baseline on a batch [B, C, H, W] in [0, 1]; some denoisers drop a single channel axis: put it back."""
-    images = _to_numpy(noisy.clamp(0, 1) if b.name != "noisy" else noisy)
+    """A baseline on a batch [B, C, H, W]: exactly the networks' noisy input (not clipped: Gaussian noise
+    leaves [0, 1]); some denoisers drop a single channel axis: put it back."""
+    images = _to_numpy(noisy)
     return _to_torch([o.reshape(i.shape) for o, i in zip(b.denoise(images, param, sigma), images)])
 
 
-def _known_sigma(noise) -> float | None:
-    """The Gaussian noise's standard deviation on the [0, 1] scale when it has one fixed level."""
-    lo, hi = noise.level
-    return lo / 255.0 if type(noise).__name__ == "Gaussian" and lo == hi else None
-
-
 def score_baselines(config: dict, showcase: bool = True) -> dict:
-    """Every baseline that suits the config's noise, tuned on validation and scored on test.
+    """Every baseline that suits the config's noise, its parameter chosen on validation, scored on test.
 
     Returns {"noise", "metrics": {name: {"param", "val": {metric: mean}, "test": {metric: mean},
     "test_per_image": {metric: [...]}}}, "best": name (highest validation PSNR among the real
     denoisers), "showcase": {"clean", "noisy", <best>: [C, H, W] tensors}, "showcase_psnr": {...}}.
     Metrics: psnr and ssim under the config's noise, and under each extra evaluation level with
-    `psnr_levels_mean`, named as the trial names them.
+    `psnr_levels_mean`, named as the trial names them. Under `test_protocol: whole` the test images are
+    whole and scored as the networks' are (denoise_core.protocol), on exactly their noisy inputs.
     """
-    from denoise_core.data import showcase_image
-    from denoise_core.metrics import psnr, ssim
-    from denoise_core.noise import build_noise
     from denoise_core.tasks import validate_config
-    from denoise_core.trial import corrupt_fixed, eval_crops
+    from denoise_core.tasks.denoise import evaluation_noises
 
     cfg = validate_config({**config, "test": True})
-    noises = {"": build_noise(cfg.noise, **cfg.noise_params)}
-    param = type(noises[""]).param
-    for suffix, lvl in zip(cfg.level_suffixes(), cfg.eval_levels):
-        noises[suffix] = build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
-    clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.eval_size,
-                               cfg.val_images if split == "val" else cfg.test_images) for split in ("val", "test")}
-    noisy = {(split, sfx): corrupt_fixed(n, clean[split], cfg.val_seed) for split in clean for sfx, n in noises.items()}
+    noises = evaluation_noises(cfg)
+    sets = {"val": _crop_set(cfg, "val", noises), "test": _whole_set(cfg, noises) if cfg.test_protocol == "whole"
+            else _crop_set(cfg, "test", noises)}
     out = {"noise": cfg.noise, "metrics": {}}
-    for b in baselines_for(cfg.noise):
+    for b in baselines_for(noises[""]):
+        grid = (1.0,) if b.name == "bm3d" and noises[""].gaussian_sigma is not None else b.grid
         # the parameter: best mean validation PSNR over the evaluation noises
-        def run(split, sfx, p):
-            return _apply(b, noisy[split, sfx], p, _known_sigma(noises[sfx]))
-
-        grid = (1.0,) if b.name == "bm3d" and _known_sigma(noises[""]) is not None else b.grid
-        p_best = max(grid, key=lambda p: float(np.mean([psnr(run("val", s, p), clean["val"]).mean() for s in noises])))
-        entry = {"param": p_best, "val": {}, "test": {}, "test_per_image": {}}
-        for split in ("val", "test"):
+        p_best = max(grid, key=lambda p: float(np.mean([sets["val"].scores(b, p, s, noises[s])["psnr"].mean()
+                                                        for s in noises])))
+        entry = {"param": p_best}
+        for split, evalset in sets.items():
             per = {}
-            for sfx in noises:
-                den = run(split, sfx, p_best)
-                per[f"psnr{sfx}"], per[f"ssim{sfx}"] = psnr(den, clean[split]), ssim(den, clean[split])
+            for sfx, noise in noises.items():
+                for metric, v in evalset.scores(b, p_best, sfx, noise).items():
+                    per[f"{metric}{sfx}"] = v
             if cfg.eval_levels:
                 per["psnr_levels_mean"] = torch.stack([per[f"psnr{s}"] for s in cfg.level_suffixes()]).mean(0)
             entry[split] = {k: float(v.mean()) for k, v in per.items()}
@@ -176,10 +170,89 @@ def score_baselines(config: dict, showcase: bool = True) -> dict:
     real = [n for n in out["metrics"] if n != "noisy"]
     out["best"] = max(real, key=lambda n: out["metrics"][n]["val"]["psnr"]) if real else "noisy"
     if showcase:
-        img = showcase_image(cfg.dataset, cfg.data_root, cfg.channels, cfg.download, split="test")
-        nz = corrupt_fixed(noises[""], img, cfg.val_seed).clamp(0, 1)
-        b = BASELINES.get(out["best"])
-        den = _apply(b, nz, out["metrics"][b.name]["param"], _known_sigma(noises[""]))
-        out["showcase"] = {"clean": img[0], "noisy": nz[0], out["best"]: den[0]}
-        out["showcase_psnr"] = {"noisy": float(psnr(nz, img)), out["best"]: float(psnr(den, img))}
+        out.update(_showcase(cfg, noises[""], out))
+    return out
+
+
+class _CropSet:
+    """A split's fixed crops, corrupted as the trials corrupt them (denoise_core.trial.corrupt_fixed)."""
+
+    def __init__(self, clean: torch.Tensor, noisy: dict[str, torch.Tensor]):
+        self.clean, self.noisy = clean, noisy
+
+    def scores(self, b: Baseline, param, sfx: str, noise) -> dict[str, torch.Tensor]:
+        from denoise_core.metrics import psnr, ssim
+
+        den = _apply(b, self.noisy[sfx], param, noise.gaussian_sigma)
+        return {"psnr": psnr(den, self.clean), "ssim": ssim(den, self.clean)}
+
+
+class _WholeSet:
+    """The test split's whole images under the literature's protocol: the networks' very noisy inputs,
+    outputs rounded to 8 bits (denoise_core.protocol)."""
+
+    def __init__(self, clean: list[torch.Tensor], noisy: dict[str, list[torch.Tensor]]):
+        self.clean, self.noisy = clean, noisy
+
+    def scores(self, b: Baseline, param, sfx: str, noise) -> dict[str, torch.Tensor]:
+        from denoise_core.protocol import apply_whole, score_images
+
+        out = apply_whole(lambda x: _apply(b, x, param, noise.gaussian_sigma), self.noisy[sfx], batch=1)
+        return score_images(out, self.clean)
+
+
+def _crop_set(cfg, split: str, noises: dict) -> _CropSet:
+    from denoise_core.data import split_source
+    from denoise_core.trial import corrupt_fixed, eval_crops
+
+    clean = eval_crops(*split_source(cfg.dataset, split), cfg.data_root, cfg.channels, cfg.download, cfg.eval_size,
+                       cfg.val_images if split == "val" else cfg.test_images)
+    return _CropSet(clean, {sfx: corrupt_fixed(n, clean, cfg.val_seed) for sfx, n in noises.items()})
+
+
+def _whole_set(cfg, noises: dict) -> _WholeSet:
+    from denoise_core.protocol import noisy_images
+    from denoise_core.tasks.denoise import whole_test_set
+
+    key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
+    clean = list(whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)[0])
+    return _WholeSet(clean, {sfx: noisy_images(n, clean, cfg.val_seed) for sfx, n in noises.items()})
+
+
+def _showcase(cfg, noise, out: dict) -> dict:
+    """The report's whole test image: clean, noisy and the best baseline's output, with their PSNRs."""
+    from denoise_core.data import showcase_image, split_source
+    from denoise_core.metrics import psnr
+    from denoise_core.trial import corrupt_fixed
+
+    name, part = split_source(cfg.dataset, "test")
+    img = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part)
+    nz = corrupt_fixed(noise, img, cfg.val_seed)
+    b = BASELINES.get(out["best"])
+    den = _apply(b, nz, out["metrics"][b.name]["param"], noise.gaussian_sigma).clamp(0, 1)
+    return {"showcase": {"clean": img[0], "noisy": nz[0].clamp(0, 1), out["best"]: den[0]},
+            "showcase_psnr": {"noisy": float(psnr(nz.clamp(0, 1), img)), out["best"]: float(psnr(den, img))}}
+
+
+def score_set(clean: list[torch.Tensor], noise, seed: int, names=("noisy", "bm3d"), progress=None) -> dict[str, dict]:
+    """`denoise-study evaluate`: methods whose one parameter needs no validation set (the noisy input; BM3D,
+    CBM3D for colour, at the noise's own sigma) on whole images under the literature's protocol. Returns
+    {method: {"psnr": [N], "ssim": [N]}}; `progress(method, i, n)` is called after each image."""
+    from denoise_core.protocol import noisy_images, quantize, score_images, score_input
+
+    noisy = noisy_images(noise, clean, seed)
+    out = {}
+    for name in names:
+        b = BASELINES.get(name)
+        if b.families is not None and noise.family not in b.families:
+            continue
+        if name == "noisy":
+            out[name] = score_input(noisy, clean)
+            continue
+        outputs = []
+        for i, x in enumerate(noisy):
+            outputs.append(quantize(_apply(b, x[None], 1.0, noise.gaussian_sigma)[0]))
+            if progress:
+                progress(name, i + 1, len(noisy))
+        out[name] = score_images(outputs, clean)
     return out

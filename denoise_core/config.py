@@ -25,7 +25,7 @@ class CommonConfig(BaseModel):
     crop: int = Field(64, ge=8)  # training crops
     eval_crop: int | None = Field(None, ge=8)  # validation and test images (None: the training crop)
     channels: Literal[1, 3] = 1
-    dataset: str = "natural"
+    dataset: str | dict[str, str] = "natural"  # one source, or {train: ..., val: ..., test: ...} (denoise_core.sources)
     data_root: str | None = None
     download: bool = False
     train_images: int | None = Field(None, ge=1)

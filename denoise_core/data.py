@@ -2,13 +2,13 @@
 
     train = load_dataset("natural", split="train", channels=1)   # [N, C, T, T] float32 in [0, 1]
 
-Bundled (no network): `natural` (scikit-image's photographs, split by source image),
-`faces` (scikit-image's LFW subset, 25x25), `digits` (scikit-learn's 8x8 digits, resized).
-From a data root via torchvision: `mnist`, `fashion_mnist`, `cifar10` (downloaded only with
-`download=True`). Any folder: `folder:PATH` (PNG/JPEG/TIFF, gray/RGB/RGBA/16-bit).
+Where images come from is `denoise_core.sources` (a registry: bundled sets, torchvision sets,
+folders, the literature's standard sets by name). This module turns a source's images into what a
+trial holds: whole images of different sizes are cut into non-overlapping `tile` x `tile` tiles so
+that one tensor holds a whole split; training crops are drawn from the tiles on the device.
 
-Images of different sizes are cut into non-overlapping `tile` x `tile` tiles so that one
-tensor holds a whole split; training crops are drawn from the tiles on the device.
+`split` is train, val or test (a source's own three disjoint parts) or all (every image of it: a
+study that names one source per split reads each whole).
 """
 from __future__ import annotations
 
@@ -19,34 +19,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# three disjoint splits by source image: tuning and early stopping see `val`, findings use `test`
-NATURAL_TRAIN = ["chelsea", "coffee", "coins", "moon", "hubble_deep_field",
-                 "immunohistochemistry", "brick", "grass", "gravel", "clock"]
-NATURAL_VAL = ["camera", "astronaut"]  # never trained on
-# never trained on, never used to choose anything: eight photographs (street, scientific, document,
-# medical, graphic), each scaled to a short side of HELD_OUT_SIDE so each gives a similar share of the
-# test crops (`test_images` of them, 32 by default: the findings compare cells image by image)
-NATURAL_TEST = ["motorcycle", "rocket", "retina", "page", "text", "cell", "logo", "microaneurysms"]
-NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
-HELD_OUT_SIDE = 256
+from denoise_core.sources import IMAGE_SUFFIXES, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, PARTS, SOURCES, \
+    _from_numpy, image_files, parse, split_files, split_source  # noqa: F401 - the names other modules import
+
 SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
-TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-DATASETS = BUNDLED + list(TORCHVISION) + ["folder:PATH"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
 
 
-def check_dataset_name(name: str) -> None:
-    if name in BUNDLED or name in TORCHVISION or (name.startswith("folder:") and len(name) > 7):
+def check_dataset_name(name) -> None:
+    """A source name, or {train, val, test} -> source names."""
+    if isinstance(name, dict):
+        if set(name) != set(SPLITS):
+            raise ValueError(f"dataset: one source, or one per split with exactly the keys {', '.join(SPLITS)} "
+                             f"(got {', '.join(map(str, name)) or 'none'})")
+        for split, n in name.items():
+            try:
+                parse(n)
+            except ValueError as e:
+                raise ValueError(f"dataset.{split}: {e}") from None
         return
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    parse(name)
 
 
 def load_dataset(name: str, root: str | None = None, split: str = "train", channels: int = 1,
                  tile: int = 128, download: bool = False, limit: int | None = None) -> torch.Tensor:
-    """One split (train, val or test; disjoint) of a dataset as a float32 tensor [N, channels, H, W] in
-    [0, 1] on the CPU. Bundled sets split by source image, folders by file, torchvision sets use their
-    official test split and hold out the last tenth of their training split for validation."""
+    """One split of a source as a float32 tensor [N, channels, H, W] in [0, 1] on the CPU."""
     return load_split(name, root, split, channels, tile, download, limit)[0]
 
 
@@ -54,44 +52,49 @@ def load_split(name: str, root: str | None = None, split: str = "train", channel
                download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, list[str] | None]:
     """`load_dataset(...)` and the source image of each of its rows (a photograph's or a file's name: its
     tiles are not independent images), or None for the sources where every row is its own image."""
-    check_dataset_name(name)
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
+    source, arg = parse(name)
+    if split not in PARTS:
+        raise ValueError(f"split={split!r}; allowed: {', '.join(PARTS)}")
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r}; allowed: 1, 3")
+    images, names = source.load(arg, root, split, download)
     sources = None
-    if name == "natural":
-        names = {"train": NATURAL_TRAIN, "val": NATURAL_VAL, "test": NATURAL_TEST}[split]
-        images = [_skimage(n) for n in names]
-        if split == "test":
-            images = [_short_side(im, HELD_OUT_SIDE) for im in images]
-        x, sources = _tiled(images, names, channels, tile)
-    elif name == "faces":
-        x = _faces(split)
-    elif name == "digits":
-        x = _digits(split)
-    elif name in TORCHVISION:
-        x = _torchvision(name, root, split, download)
+    if isinstance(images, torch.Tensor):
+        x = images
     else:
-        files = _folder_files(Path(name[len("folder:"):]).expanduser(), split)
-        x, sources = _tiled([read_image(f) for f in files], [f.name for f in files], channels, tile)
+        x, sources = _tiled(images, names, channels, tile)
     x = to_channels(x, channels)
     if limit is not None:
         x, sources = x[:limit], sources and sources[:limit]
     return x.contiguous(), sources
 
 
-def check_source(name: str, root: str | None = None, channels: int = 1, download: bool = False) -> None:
-    """Load every split of a data source as a trial would, so that a missing folder, an empty one, a
-    truncated or unreadable image, or a torchvision set absent from its root fails before any trial
-    runs: a ValueError whose one line names the source, the split and the problem."""
-    for split in SPLITS:
+def load_whole(name: str, root: str | None, split: str, channels: int, download: bool = False,
+               limit: int | None = None) -> tuple[list[torch.Tensor], list[str]]:
+    """A split's images whole ([C, H, W] each, any size) with their names: what the literature scores. A source
+    of small images gives each as its own (named by index)."""
+    source, arg = parse(name)
+    images, names = source.load(arg, root, split, download)
+    if isinstance(images, torch.Tensor):
+        images, names = list(images), [f"{i:05d}" for i in range(len(images))]
+    images = [to_channels(im, channels).contiguous() for im in images]
+    return (images[:limit], names[:limit]) if limit else (images, names)
+
+
+def check_source(name: str, root: str | None = None, channels: int = 1, download: bool = False,
+                 parts: tuple[str, ...] = SPLITS) -> None:
+    """Check a source and load each part a study reads as a trial would, so that a missing or incomplete
+    set, an empty folder, a truncated or unreadable image, or a torchvision set absent from its root fails
+    before any trial runs: a ValueError whose one line names the source, the part and the problem."""
+    source, arg = parse(name)
+    source.check(arg, root, download)
+    for part in parts:
         try:
-            x, _ = load_split(name, root, split, channels, download=download)
+            x, _ = load_split(name, root, part, channels, download=download)
         except (OSError, ValueError, RuntimeError) as e:
-            raise ValueError(f"dataset {name!r}, split {split}: {str(e).splitlines()[0]}") from None
+            raise ValueError(f"dataset {name!r}, split {part}: {str(e).splitlines()[0]}") from None
         if len(x) == 0:
-            raise ValueError(f"dataset {name!r}, split {split}: holds no images")
+            raise ValueError(f"dataset {name!r}, split {part}: holds no images")
 
 
 def _tiled(images: list[torch.Tensor], names: list[str], channels: int, tile: int):
@@ -104,13 +107,13 @@ def showcase_image(name: str, root: str | None = None, channels: int = 1, downlo
                    split: str = "test", multiple: int = 32, max_side: int = 160) -> torch.Tensor:
     """One whole image [1, C, H, W] of a split for the report (not a crop): the split's first source image,
     centre-cropped to a multiple of `multiple` (any model takes it) and at most `max_side`."""
-    check_dataset_name(name)
-    if name == "natural":
+    if name == "natural" and split in NATURAL_SHOWCASE:
+        from denoise_core.sources import _skimage
+
         img = to_channels(_skimage(NATURAL_SHOWCASE[split]), channels)[None]
-    elif name.startswith("folder:"):
-        img = to_channels(read_image(_folder_files(Path(name[len("folder:"):]).expanduser(), split)[0]), channels)[None]
     else:
-        img = load_dataset(name, root, split, channels, download=download, limit=1)
+        images, _ = load_whole(name, root, split, channels, download, limit=1)
+        img = images[0][None]
     h, w = img.shape[-2:]
     th = min(max_side, max(multiple, h // multiple * multiple))
     tw = min(max_side, max(multiple, w // multiple * multiple))
@@ -133,33 +136,6 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).clone()
 
 
-def _from_numpy(a: np.ndarray) -> torch.Tensor:
-    """An image array (H, W) or (H, W, C), any integer or float type -> [C, H, W] float32 in [0, 1]."""
-    if a.dtype == bool:
-        a = a.astype(np.float32)
-    elif np.issubdtype(a.dtype, np.integer):
-        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max if a.max() > 255 else 255)
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    return t.clamp(0, 1)
-
-
-def _skimage(name: str) -> torch.Tensor:
-    import skimage.data
-
-    if name == "motorcycle":  # the left view of the stereo pair
-        return _from_numpy(skimage.data.stereo_motorcycle()[0])
-    return _from_numpy(getattr(skimage.data, name)())
-
-
-def _short_side(img: torch.Tensor, side: int) -> torch.Tensor:
-    """[C, H, W] resized (antialiased) so that its shorter side is `side`."""
-    c, h, w = img.shape
-    s = side / min(h, w)
-    return F.interpolate(img[None], size=(round(h * s), round(w * s)), mode="bilinear", antialias=s < 1,
-                         align_corners=False)[0].clamp(0, 1)
-
-
 def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
     """[C, H, W] -> [N, C, tile, tile] non-overlapping tiles (small images are upscaled first)."""
     c, h, w = img.shape
@@ -170,53 +146,6 @@ def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
         c, h, w = img.shape
     t = img[:, : h // tile * tile, : w // tile * tile].unfold(1, tile, tile).unfold(2, tile, tile)
     return t.permute(1, 2, 0, 3, 4).reshape(-1, c, tile, tile)  # [nh * nw, C, tile, tile]
-
-
-def _faces(split: str) -> torch.Tensor:
-    import skimage.data
-
-    faces = torch.from_numpy(skimage.data.lfw_subset()[:100].astype(np.float32))[:, None]  # [100, 1, 25, 25]
-    faces = faces[:, :, :24, :24]  # crop to a size the U-Nets take
-    return _by_fraction(faces, split)
-
-
-def _by_fraction(x: torch.Tensor, split: str, val: float = 0.15, test: float = 0.15) -> torch.Tensor:
-    """The first 70% train, the next 15% val, the last 15% test (disjoint, in the set's own order)."""
-    n_val, n_test = round(val * len(x)), round(test * len(x))
-    n_train = len(x) - n_val - n_test
-    return {"train": x[:n_train], "val": x[n_train:n_train + n_val], "test": x[n_train + n_val:]}[split]
-
-
-def _digits(split: str, size: int = 32) -> torch.Tensor:
-    from sklearn.datasets import load_digits
-
-    d = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]  # [1797, 1, 8, 8]
-    d = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return _by_fraction(d, split)
-
-
-def _torchvision(name: str, root: str | None, split: str, download: bool) -> torch.Tensor:
-    import torchvision
-
-    if root is None:
-        raise ValueError(f"dataset {name!r} needs a data root (--data-root); it is never fetched unless asked")
-    root_path = Path(root).expanduser()
-    if not download and not root_path.is_dir():
-        raise FileNotFoundError(f"data root {str(root_path)!r} does not exist (dataset {name!r})")
-    cls = getattr(torchvision.datasets, TORCHVISION[name])
-    try:
-        ds = cls(str(root_path), train=split != "test", download=download)
-    except RuntimeError as e:
-        raise FileNotFoundError(f"dataset {name!r} not found under {str(root_path)!r}: {e}") from None
-    data = torch.as_tensor(np.asarray(ds.data))
-    data = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # [N, C, H, W]
-    data = data.float() / 255.0
-    if data.shape[-1] == 28:  # MNIST-likes: pad to 32 so every U-Net takes them
-        data = F.pad(data, (2, 2, 2, 2))
-    if split != "test":  # validation: the last tenth of the official training split
-        n_val = len(data) // 10
-        data = data[len(data) - n_val:] if split == "val" else data[:len(data) - n_val]
-    return data
 
 
 MAX_PIXELS = 64 * 2**20  # 64 megapixels (8192 x 8192): larger files are refused before decoding
@@ -244,23 +173,6 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
             return _from_numpy(np.asarray(im))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
-
-
-def _folder_files(folder: Path, split: str) -> list[Path]:
-    """The image files of `folder` in a split, split by file (sorted by name): every fifth (the 5th, 10th
-    ...) is validation and the one before it test; with fewer than 5 files, the last is validation and the
-    one before it test (with 2 files, test is the validation file: there is no third to hold out)."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(files) >= 2:
-        val = [f for i, f in enumerate(files) if i % 5 == 4] or files[-1:]
-        test = [f for i, f in enumerate(files) if i % 5 == 3] if len(files) >= 5 else \
-            (files[-2:-1] if len(files) >= 3 else val)
-        files = {"val": val, "test": test}.get(split) or [f for f in files if f not in val and f not in test]
-    return files
 
 
 def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generator) -> torch.Tensor:

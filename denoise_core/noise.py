@@ -70,9 +70,15 @@ def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool =
 
 
 class Noise:
-    """Base class: subclasses implement `corrupt(clean, level[B,1,1,1], generator)`."""
+    """Base class: subclasses implement `corrupt(clean, level[B,1,1,1], generator)`.
+
+    A noise model says what it is, so that generic code (classical baselines, the report) never tests a
+    name: `family` is "additive" (a zero-mean perturbation of every pixel, where BM3D, TV and NLM apply) or
+    "impulse" (some pixels replaced or dropped, where a median filter applies), and `gaussian_sigma` is its
+    standard deviation on the [0, 1] scale when it is Gaussian with one fixed level, else None."""
 
     param: str = ""
+    family: str = "additive"
 
     def __init__(self, level: tuple[float, float]):
         self.level = level
@@ -94,6 +100,10 @@ class Noise:
     def corrupt(self, clean, level, generator) -> Corruption:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def gaussian_sigma(self) -> float | None:
+        return None
+
     def __repr__(self) -> str:
         lo, hi = self.level
         return f"{type(self).__name__}({self.param}={lo if lo == hi else [lo, hi]})"
@@ -112,6 +122,11 @@ class Gaussian(Noise):
     def __init__(self, sigma: Level = 25.0, clip: bool = False):
         super().__init__(_check_level("sigma", sigma, 0.0, float("inf")))
         self.clip = clip
+
+    @property
+    def gaussian_sigma(self) -> float | None:
+        lo, hi = self.level
+        return lo / 255.0 if lo == hi and not self.clip else None
 
     def corrupt(self, clean, level, generator):
         n = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -138,6 +153,7 @@ class Bernoulli(Noise):
     """Multiplicative: each pixel dropped to 0 with probability p; mask = 1 where kept."""
 
     param = "p"
+    family = "impulse"
 
     def __init__(self, p: Level = 0.5):
         super().__init__(_check_level("p", p, 0.0, 1.0))
@@ -152,6 +168,7 @@ class SaltPepper(Noise):
     """A fraction p of pixels set to 0 or 1, half each."""
 
     param = "p"
+    family = "impulse"
 
     def __init__(self, p: Level = 0.1):
         super().__init__(_check_level("p", p, 0.0, 1.0))
@@ -167,6 +184,7 @@ class Impulse(Noise):
     """Random-valued impulse noise: a fraction p of pixels replaced by U(0, 1)."""
 
     param = "p"
+    family = "impulse"
 
     def __init__(self, p: Level = 0.5):
         super().__init__(_check_level("p", p, 0.0, 1.0))
@@ -227,6 +245,7 @@ class TextOverlay(Noise):
     """Random strings drawn over the image in random colours until `coverage` of pixels is covered."""
 
     param = "coverage"
+    family = "impulse"
 
     def __init__(self, coverage: Level = 0.25, font_size: int = 10, max_rounds: int = 400, chunk: int = 32):
         super().__init__(_check_level("coverage", coverage, 0.0, 1.0, hi_open=True))

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split
+from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split, split_source
 from denoise_core.models import build_model, count_parameters
 from denoise_core.results import PER_IMAGE, SOURCES, Score
 
@@ -91,13 +91,13 @@ def save_grid(path: Path, rows: list[torch.Tensor], n: int = 6) -> Path:
 
 # -- per-process caches: a Ray worker reused for the next trial keeps its data on the device ----
 @lru_cache(maxsize=8)
-def _dataset(name: str, root: str | None, split: str, channels: int, download: bool, limit: int | None,
+def _dataset(name: str, split: str, root: str | None, channels: int, download: bool, limit: int | None,
              device: str) -> torch.Tensor:
     return load_dataset(name, root, split, channels, download=download, limit=limit).to(device)
 
 
 @lru_cache(maxsize=8)
-def _eval_set(name: str, root: str | None, split: str, channels: int, download: bool, crop: int,
+def _eval_set(name: str, split: str, root: str | None, channels: int, download: bool, crop: int,
               n: int) -> tuple[torch.Tensor, tuple[str, ...] | None]:
     """The split's fixed evaluation images on the CPU, spread evenly over its source images, and the source
     of each (None where each image is its own)."""
@@ -107,17 +107,17 @@ def _eval_set(name: str, root: str | None, split: str, channels: int, download: 
 
 
 @lru_cache(maxsize=8)
-def eval_crops(name: str, root: str | None, split: str, channels: int, download: bool, crop: int, n: int,
+def eval_crops(name: str, split: str, root: str | None, channels: int, download: bool, crop: int, n: int,
                device: str = "cpu") -> torch.Tensor:
-    """The split's fixed evaluation images [n, C, crop, crop] (the same for every trial of a study), spread
-    evenly over the split's source images."""
-    return _eval_set(name, root, split, channels, download, crop, n)[0].to(device)
+    """The fixed evaluation images [n, C, crop, crop] of a source's split (the same for every trial of a
+    study), spread evenly over its source images."""
+    return _eval_set(name, split, root, channels, download, crop, n)[0].to(device)
 
 
-def eval_sources(name: str, root: str | None, split: str, channels: int, download: bool, crop: int,
+def eval_sources(name: str, split: str, root: str | None, channels: int, download: bool, crop: int,
                  n: int) -> tuple[str, ...] | None:
     """The source image of each of `eval_crops(...)` (None where each image is its own source)."""
-    return _eval_set(name, root, split, channels, download, crop, n)[1]
+    return _eval_set(name, split, root, channels, download, crop, n)[1]
 
 
 def corrupt_fixed(noise, clean: torch.Tensor, seed: int) -> torch.Tensor:
@@ -184,11 +184,11 @@ class Trial:
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         dev = str(self.device)
-        self.train_data = _dataset(cfg.dataset, cfg.data_root, "train", cfg.channels, cfg.download,
+        self.train_data = _dataset(*split_source(cfg.dataset, "train"), cfg.data_root, cfg.channels, cfg.download,
                                    cfg.train_images, dev)
         # the clean evaluation images per split: validation always, test for confirm runs (cfg.test)
-        self.clean = {split: eval_crops(cfg.dataset, cfg.data_root, split, cfg.channels, cfg.download, cfg.eval_size,
-                                        cfg.val_images if split == "val" else cfg.test_images, dev)
+        self.clean = {split: eval_crops(*split_source(cfg.dataset, split), cfg.data_root, cfg.channels, cfg.download,
+                                        cfg.eval_size, cfg.val_images if split == "val" else cfg.test_images, dev)
                       for split in (("val", "test") if cfg.test else ("val",))}
         self.best: dict | None = None  # the evaluation that scored best on validation: step, value, weights
         self.model = build_model(cfg.model, cfg.channels, **cfg.model_params).to(self.device)
@@ -253,11 +253,16 @@ class Trial:
             if not Score.parse(key).input:
                 out[Score.parse(key).on("test", "final").key] = mean_of(value)
         cfg = self.cfg
-        sources = eval_sources(cfg.dataset, cfg.data_root, "test", cfg.channels, cfg.download, cfg.eval_size,
-                               cfg.test_images)
+        sources = self.test_sources()
         if per_image and sources is not None:
             per_image[SOURCES] = list(sources)
         return out | {PER_IMAGE: per_image, "best_val_step": self.best["step"] if self.best else cfg.steps}
+
+    def test_sources(self) -> tuple[str, ...] | None:
+        """The source image of each test image (what the statistics pair and group on), None where each is its own."""
+        cfg = self.cfg
+        return eval_sources(*split_source(cfg.dataset, "test"), cfg.data_root, cfg.channels, cfg.download,
+                            cfg.eval_size, cfg.test_images)
 
     def optimise(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from denoise_core.results import Score
 from denoise_core.tasks import get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, Analysis, analyse
@@ -32,7 +33,8 @@ def build_report(sdir: Path) -> Path:
     results = StudyResults.load(Path(sdir))
     a = analyse(results)
     figs = Figures()
-    sections = [_header(a), _method(a), _verdicts(a), _answer(a), _comparisons(a), _figures(a, figs), _images(a),
+    sections = [_header(a), _method(a), _protocol(a), _references(a), _verdicts(a), _answer(a), _comparisons(a),
+                _figures(a, figs), _images(a),
                 _curves(a, figs), _tuning(a, figs), _best_table(a), _how_it_ran(a)]
     html = page(f"{results.spec.name} report", "\n".join(s for s in sections if s), figs.n,
                 time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -92,6 +94,91 @@ def _method(a: Analysis) -> str:
             f"{a.level:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
             f"{fam.m} for {fam.discoveries} significant of {fam.m}), so a difference is significant exactly when its "
             f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
+
+
+def _cell_configs(a: Analysis) -> dict:
+    """{cell key: the cell's validated trial config} at the study's budget, with the run's data flags."""
+    from denoise_core.tasks import validate_config
+
+    r = a.results
+    budget, extra = r.info.get("budget", "quick"), r.info.get("extra") or {}
+    return {r.spec.key_of(cell): validate_config(r.spec.cell_config(cell, budget, extra)) for cell in r.spec.cells()}
+
+
+def _protocol(a: Analysis) -> str:
+    """One line: how the test scores were made (the task says), where the study has test scores."""
+    task = get_task(a.results.spec.task)
+    if task.test_note is None or a.score.split != "test":
+        return ""
+    notes = list(dict.fromkeys(task.test_note(cfg) for cfg in _cell_configs(a).values()))
+    return f'<p class="protocol" id="protocol">{escape(" ".join(notes))}</p>'
+
+
+def _here(a: Analysis, cells: list[tuple[str, str]], ref) -> tuple[str, float] | None:
+    """Our number for a published row: the best matching cell's mean test score over its confirm runs, or our
+    classical baseline's (`ref.baseline`) on the same test images."""
+    from studies.cells import cell_label, parse_cell
+
+    r = a.results
+    if ref.baseline:
+        for cell, sfx in cells:
+            entry = r.baselines.get("entries", {}).get(r.baselines.get("cells", {}).get(cell, ""), {})
+            value = entry.get("metrics", {}).get(ref.baseline, {}).get("test", {}).get(f"{ref.metric}{sfx}")
+            if value is not None:
+                return f"our {_bname(ref.baseline)}", value
+        return None
+    conf = r.confirm_runs()
+    best = None
+    for cell, sfx in cells:
+        col = f"final.{Score(f'{ref.metric}{sfx}', 'test').key}"
+        if col in conf and (conf.cell == cell).any():
+            value = float(conf.loc[conf.cell == cell, col].mean())
+            if best is None or value > best[1]:
+                best = (cell_label(parse_cell(cell)), value)
+    return best
+
+
+PROTOCOL_TOLERANCE = 0.1  # dB: one draw of noise moves a set's mean PSNR by a few hundredths (benchmarks/README.md)
+
+
+def _references(a: Analysis) -> str:
+    """The published rows whose test set, noise, level and metric are this study's, each beside our number."""
+    from denoise_core.data import split_source
+
+    spec = a.results.spec
+    task = get_task(spec.task)
+    if not spec.references or task.test_conditions is None or a.score.split != "test":
+        return ""
+    cfgs = _cell_configs(a)
+    rows, checks = [], []
+    for ref in spec.references:
+        cells = [(cell, sfx) for cell, cfg in cfgs.items() for noise, level, sfx in task.test_conditions(cfg)
+                 if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)]
+        here = _here(a, cells, ref) if cells else None
+        if here is None:
+            continue
+        who, value = here
+        unit = "dB" if ref.metric == "psnr" else ""
+        rows.append({"published": f"{ref.method} ({ref.source})", "test set": ref.test_set,
+                     "noise": f"{ref.noise} {ref.level:g}", "metric": ref.metric, "published value": f"{ref.value:.2f}",
+                     "here": who, "value here": f"{value:.2f}", "difference": f"{value - ref.value:+.2f}",
+                     "protocol": "same" if ref.protocol == "same" else ref.protocol})
+        if ref.baseline:
+            gap = abs(round(value, 2) - ref.value)
+            verdict = (f"within the {PROTOCOL_TOLERANCE:g} {unit} one draw of noise allows" if gap <= PROTOCOL_TOLERANCE
+                       else f"{gap:.2f} {unit} apart, more than the {PROTOCOL_TOLERANCE:g} {unit} one draw of noise "
+                            f"explains: the test images or the protocol differ from the source's")
+            checks.append(f"published {ref.method} {ref.value:.2f} {unit}, here {value:.2f} {unit}, "
+                          f"{'same protocol' if ref.protocol == 'same' else ref.protocol} "
+                          f"({ref.test_set}, {ref.noise} {ref.level:g}): {verdict}")
+    if not rows:
+        return ""
+    text = ("Published rows of the same test set, noise, level and metric, beside this study's numbers (a network's "
+            "row: the best matching cell's mean over its confirm runs). ")
+    if checks:
+        text += "The check that the protocol is the same: " + "; ".join(checks) + "."
+    return ('<h2 id="references">Published results beside ours</h2>' + f"<p>{escape(text)}</p>"
+            + table(pd.DataFrame(rows), "reference-table"))
 
 
 def _steps(a: Analysis) -> str:

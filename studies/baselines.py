@@ -22,7 +22,7 @@ from pathlib import Path
 from studies.store import write_json
 
 KEYS = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "val_images", "test_images", "val_seed", "noise",
-        "noise_params", "eval_levels")
+        "noise_params", "eval_levels", "test_protocol")
 
 
 def baseline_key(cfg: dict) -> str:

@@ -85,6 +85,8 @@ def cli():
     denoise-study run n2n_loss               run a study (resumes if interrupted), print the report path
     denoise-study report n2n_loss            rebuild the HTML report from stored results
     denoise-study spec [noise|model|...]     every key a study YAML may hold, and each component's parameters
+    denoise-study evaluate --test Set12 --data-root DIR --noise gaussian:sigma=25
+                                             baselines (and a study's models) under the literature's protocol
 
     Exit codes: 0 done, 1 the run failed, 2 the input was wrong.
     """
@@ -343,6 +345,57 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
     except ValueError as e:
         raise Fail(str(e)) from None
     click.echo(f"{output} (model of cell {cell_label(parse_cell(used))})")
+
+
+@cli.command()
+@click.option("--test", "test_set", required=True,
+              help="The test set: a standard set under --data-root (BSD68, CBSD68, Set12, Kodak24, McMaster, Urban100 ...) "
+                   "or folder:PATH.")
+@click.option("--data-root", default=None, help="The folder that holds the standard sets, each in its usual folder name.")
+@click.option("--noise", "noise", required=True, help="The noise and its level, e.g. gaussian:sigma=25 (0-255 scale).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="1 gray, 3 colour [default: the set's own; a study's models' channels].")
+@click.option("--study", "name", default=None, help="Also score this study's best models (every cell, or --cell).")
+@click.option("--cell", default=None, help="With --study: one cell, e.g. 'noise=gaussian,loss=l2'.")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="The noise seed: image i draws from seed + i.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write one row per method: method, test_set, noise, images, psnr, ssim, published.")
+def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, csv_path):
+    """Score the classical baselines (the noisy input; BM3D, or CBM3D for colour, at the noise's sigma) and, with
+    --study, a study's best models on every image of a test set, under the literature's protocol: whole images,
+    noise drawn once per image from a fixed seed and not clipped, outputs rounded to 8 bits, PSNR and SSIM per
+    image averaged over the set. Published rows of the same set, noise and level are shown beside ours.
+    BM3D takes seconds per image: progress goes to stderr.
+    """
+    from studies.evaluate import evaluate as run_eval, parse_noise, study_models, table, write_csv
+
+    if csv_path is not None and not Path(csv_path).expanduser().parent.is_dir():
+        raise Fail(f"--csv {csv_path!r}: the folder {str(Path(csv_path).expanduser().parent)!r} does not exist")
+    try:
+        parse_noise(noise)
+    except ValueError as e:
+        raise Fail(str(e)) from None
+    models = {}
+    if name is not None:
+        sdir = _existing_study(name, storage)
+        try:
+            models = study_models(sdir, cell)
+        except ValueError as e:
+            raise Fail(str(e)) from None
+        channels = channels or str(next(iter(models.values()))[1].channels)
+    elif cell is not None:
+        raise Fail("--cell needs --study")
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    try:
+        rows = run_eval(test_set, root, noise, int(channels) if channels else None, seed, models,
+                        progress=lambda line: click.echo(line, err=True))
+    except ValueError as e:
+        raise Fail(str(e)) from None
+    click.echo(table(rows))
+    if csv_path is not None:
+        write_csv(rows, Path(csv_path).expanduser())
+        click.echo(f"csv: {csv_path}")
 
 
 @cli.command()

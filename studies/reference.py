@@ -112,10 +112,13 @@ def section(name: str) -> str:
         return ("Tasks (`task:`; or a module path that registers one; `spec trial` lists each task's keys):\n"
                 + _table(rows, ("name", "report images", "what it is")))
     if name == "dataset":
-        from denoise_core import data
+        from denoise_core.sources import SOURCES
 
-        return ("Datasets (`dataset:`; bundled sets need no network, torchvision sets read --data-root):\n  "
-                + "\n  ".join(data.DATASETS) + "\n" + (data.__doc__ or "").strip().split("\n\n")[1])
+        rows = [(n + (":PATH" if n == "folder" else ""), "whole images" if SOURCES.get(n).whole else "small images",
+                 SOURCES.get(n).about) for n in SOURCES.names]
+        return ("Datasets (`dataset: NAME`, or one per split: `dataset: {train: NAME, val: NAME, test: NAME}`; "
+                "bundled sets need no network; the others are read under --data-root):\n"
+                + _table(rows, ("name", "kind", "what it is")))
     registries = _registries()
     if name in registries:
         reg, header = registries[name]

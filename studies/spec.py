@@ -101,6 +101,8 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     trials_per_cell: int = Field(ge=1)
+    # what of the source paper this budget is: its data, model, noise and steps, or the fraction of them it takes
+    paper: str | None = None
     seeds: int | None = Field(None, ge=1)  # overrides the study's `seeds`
     steps: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
@@ -140,6 +142,24 @@ class Claim(BaseModel):
     source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
 
+class Reference(BaseModel):
+    """A published result: `method` scored `value` (`metric`) on `test_set` under `noise` at `level` (the noise's
+    level parameter in its own units: sigma on the 0-255 scale, lam ...), in `source`. The report shows it only
+    where the study's test set, noise, level and metric are the same; `baseline` names our classical baseline
+    that implements the same method (bm3d), whose row then sits beside it as the check of the protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str
+    test_set: str
+    noise: str
+    level: float
+    metric: Literal["psnr", "ssim"] = "psnr"
+    value: float
+    source: str
+    baseline: str | None = None
+    protocol: str = "same"  # "same": scored as denoise_core.protocol scores; otherwise what differs, said beside it
+
+
 # a factor is a list of scalar values for one trial key, or a mapping label -> trial overrides
 Factor = Union[list[Union[str, int, float, bool]], dict[str, dict[str, Any]]]
 
@@ -163,6 +183,7 @@ class StudySpec(BaseModel):
     also: list[str] = Field(default_factory=list)  # metrics the report shows beside `metric` (never compared)
     question: str | None = None  # the factor the findings compare; default: the last one with several levels
     expect: list[Claim] = Field(default_factory=list)  # claims from the literature: the report's verdicts
+    references: list[Reference] = Field(default_factory=list)  # published rows shown beside ours where they match
 
     @field_validator("name")
     @classmethod
@@ -426,17 +447,28 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
     """Every data source the study's cells name at this budget exists and holds readable images in each
     split, checked once per distinct source before Ray starts: bad data is a SpecError (exit 2), never a
     run whose every trial fails."""
-    from denoise_core.data import check_source
+    from denoise_core.data import SPLITS, check_source, split_source
     from denoise_core.tasks import validate_config
 
     seen = set()
     for cell in spec.cells():
         cfg = validate_config(spec.cell_config(cell, budget, extra))
-        source = (cfg.dataset, cfg.data_root, cfg.channels, cfg.download)
-        if source in seen or "://" in f"{cfg.dataset} {cfg.data_root}":  # object-store data: the trials read it
-            continue
-        seen.add(source)
-        try:
-            check_source(*source)
-        except ValueError as e:
-            raise SpecError(f"{spec.name}: {e}") from None
+        for split in SPLITS:
+            name, part = split_source(cfg.dataset, split)
+            source = (name, cfg.data_root, cfg.channels, cfg.download, part)
+            if source in seen or "://" in f"{name} {cfg.data_root}":  # object-store data: the trials read it
+                continue
+            seen.add(source)
+            try:
+                check_source(*source[:4], parts=(part,))
+            except ValueError as e:
+                raise SpecError(f"{spec.name}, budget {budget}: {e}") from None
+
+
+def published_rows() -> list[Reference]:
+    """Every published row the catalog carries, once (what `evaluate` shows beside its own numbers)."""
+    rows: dict[tuple, Reference] = {}
+    for name in catalog_names():
+        for r in load_spec(name, check=False).references:
+            rows.setdefault((r.method, r.test_set, r.noise, r.level, r.metric), r)
+    return list(rows.values())

@@ -199,10 +199,11 @@ def test_a_baseline_parameter_is_the_one_best_on_validation():
 
     cfg = {"noise": "impulse", "noise_params": {"p": 0.3}, "dataset": "faces", "crop": 16, "val_images": 6,
            "test_images": 6, "model_params": {"width": 8}}
-    assert [b.name for b in baselines_for("impulse")] == ["median", "nlm", "noisy", "tv"]
-    assert "bm3d" in [b.name for b in baselines_for("gaussian")] and "median" not in [b.name for b in baselines_for("gaussian")]
+    names = lambda noise, **p: [b.name for b in baselines_for(build_noise(noise, **p))]  # noqa: E731
+    assert names("impulse", p=0.3) == names("text", coverage=0.2) == ["median", "nlm", "noisy", "tv"]
+    assert names("gaussian", sigma=25) == names("poisson", lam=30) == ["bm3d", "nlm", "noisy", "tv"]
     out = score_baselines(cfg, showcase=False)
-    clean = eval_crops("faces", None, "val", 1, False, 16, 6)
+    clean = eval_crops("faces", "val", None, 1, False, 16, 6)
     noisy = corrupt_fixed(build_noise("impulse", p=0.3), clean, 1234)
     for name in ("median", "tv"):
         b = BASELINES.get(name)

@@ -44,6 +44,11 @@ class Task:
     images_caption: str = ""  # what those images show
     needs_sigma: bool = False  # applying the model needs the input's noise level (0-255 scale)
     baselines: bool = False  # classical denoisers compete on its test images (denoise_core.baselines)
+    # one sentence for the report: how a config's test scores were made (its protocol and test set)
+    test_note: Callable[[Any], str] | None = None
+    # the conditions under which a config's test scores exist, for published rows to be matched against:
+    # [(noise name, level, metric suffix)], empty where the scoring is not the literature's protocol
+    test_conditions: Callable[[Any], list[tuple[str, float, str]]] | None = None
 
 
 def task_names() -> list[str]:

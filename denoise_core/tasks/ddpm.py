@@ -42,7 +42,7 @@ class DDPMConfig(CommonConfig):
     rampdown: float = Field(0.0, ge=0, le=1)  # DDPM trains at a constant rate
     batch_size: int = Field(32, ge=1)
     crop: int = Field(32, ge=8)
-    dataset: str = "digits"
+    dataset: str | dict[str, str] = "digits"
     eval_sigmas: list[float] = Field(default_factory=lambda: [15.0, 25.0, 50.0])  # on the 0-255 scale
     vlb_timesteps: int = Field(0, ge=0)  # 0: the bound over all T terms; K: stratified estimate from K terms
     n_samples: int = Field(16, ge=1)

@@ -11,17 +11,20 @@ one whole test image, clean, noisy and denoised, with their PSNR in `images.json
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
 
 from denoise_core.config import CommonConfig
-from denoise_core.data import random_crops, showcase_image
+from denoise_core.data import load_whole, random_crops, showcase_image, split_source
 from denoise_core.losses import LOSSES, build_loss
 from denoise_core.metrics import psnr, ssim
-from denoise_core.noise import NOISES, build_noise
+from denoise_core.noise import NOISES, Noise, build_noise
+from denoise_core.protocol import PROTOCOL, apply_whole, noisy_images, score_images, score_input
 from denoise_core.results import Score
 from denoise_core.tasks import TASKS, Task
 from denoise_core.trial import Trial, corrupt_fixed, save_png
@@ -35,6 +38,9 @@ class DenoiseConfig(CommonConfig):
     noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
     eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
     target: Literal["clean", "noisy"] = "clean"
+    # how confirm runs are scored on the test split: `whole` is the literature's protocol (denoise_core.protocol:
+    # whole images, one noise draw per image, 8-bit outputs); `crops` scores test_images fixed crops (fast)
+    test_protocol: Literal["crops", "whole"] = "crops"
     loss: str = "l2"
 
     @field_validator("loss", "noise")
@@ -73,25 +79,69 @@ def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
         (["psnr_levels_mean"] if levels else [])
 
 
+def denoise_test_note(cfg: DenoiseConfig) -> str:
+    test = split_source(cfg.dataset, "test")[0]
+    if cfg.test_protocol == "whole":
+        return f"Test protocol: every image of {test}, {PROTOCOL}."
+    return (f"Test protocol: {cfg.test_images} fixed {cfg.eval_size}x{cfg.eval_size} crops of {test}'s held-out "
+            f"images, noise from a fixed seed; not the literature's whole-image protocol, so no published row applies.")
+
+
+def denoise_test_conditions(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
+    """(noise, level, metric suffix) of a config's test scores under the literature's protocol: its own noise at
+    its training level (no suffix), and at each extra evaluation level (suffix _sigma15 ...)."""
+    if cfg.test_protocol != "whole":
+        return []
+    noise = evaluation_noises(cfg)[""]
+    lo, hi = noise.level
+    own = [(cfg.noise, lo, "")] if lo == hi else []  # a blind range has no one level
+    return own + [(cfg.noise, float(lvl), sfx) for sfx, lvl in zip(cfg.level_suffixes(), cfg.eval_levels)]
+
+
 def apply_denoiser(model, cfg, noisy, sigma=None):
     """A direct denoiser maps the noisy image to its estimate; it needs no noise level."""
     return model(noisy).clamp(0, 1)
 
 
+def evaluation_noises(cfg: DenoiseConfig) -> dict[str, Noise]:
+    """The noises a trial is scored under: '' the training noise, then one per extra evaluation level (the
+    suffix names its metrics: psnr_sigma15 ...). The baselines score under the same."""
+    param = NOISES.get(cfg.noise).param
+    return {"": build_noise(cfg.noise, **cfg.noise_params)} | {
+        s: build_noise(cfg.noise, **{**cfg.noise_params, param: lvl}) for s, lvl in zip(cfg.level_suffixes(), cfg.eval_levels)}
+
+
+def with_levels_mean(scores: dict, cfg: DenoiseConfig) -> dict:
+    """psnr_levels_mean (and its input twin): the mean over the extra evaluation levels, per image."""
+    if cfg.eval_levels:
+        for inp in (False, True):
+            per_level = [scores[Score(f"psnr{s}", input=inp).key] for s in cfg.level_suffixes()]
+            scores[Score("psnr_levels_mean", input=inp).key] = torch.stack(per_level).mean(0)
+    return scores
+
+
+@lru_cache(maxsize=4)
+def whole_test_set(dataset, root: str | None, channels: int, download: bool) -> tuple[tuple, tuple]:
+    """The test split's images whole, with their names (per process: a reused worker keeps them)."""
+    name, part = split_source(dict(dataset) if isinstance(dataset, tuple) else dataset, "test")
+    images, names = load_whole(name, root, part, channels, download)
+    return tuple(images), tuple(names)
+
+
 class DenoiseTrial(Trial):
     def __init__(self, cfg: DenoiseConfig, workdir: Path):
         super().__init__(cfg, workdir)
-        self.noise = build_noise(cfg.noise, **cfg.noise_params)
+        self.noises = evaluation_noises(cfg)
+        self.noise = self.noises[""]
         self.loss = build_loss(cfg.loss)
-        self.noisy = {split: self._noisy_sets(split) for split in self.clean}
-
-    def _noisy_sets(self, split: str) -> dict[str, torch.Tensor]:
-        """Noisy inputs of a split, drawn once with the fixed seed: '' for the training noise, one per eval level."""
-        cfg = self.cfg
-        param = NOISES.get(cfg.noise).param
-        noises = {"": self.noise} | {s: build_noise(cfg.noise, **{**cfg.noise_params, param: lvl})
-                                     for s, lvl in zip(cfg.level_suffixes(), cfg.eval_levels)}
-        return {suffix: self.noisy_validation(noise, split) for suffix, noise in noises.items()}
+        self.noisy = {split: {sfx: self.noisy_validation(n, split) for sfx, n in self.noises.items()}
+                      for split in self.clean}
+        self.whole = None  # the test split under the literature's protocol: clean, names, noisy per noise
+        if cfg.test and cfg.test_protocol == "whole":
+            key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
+            clean, names = whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)
+            self.whole = SimpleNamespace(clean=list(clean), names=list(names), noisy={
+                sfx: noisy_images(n, list(clean), cfg.val_seed) for sfx, n in self.noises.items()})
 
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, chunk: int = 64) -> torch.Tensor:
@@ -105,18 +155,31 @@ class DenoiseTrial(Trial):
         return torch.nan_to_num(torch.cat(outs), nan=0.0).clamp(0, 1)
 
     def evaluate(self, final: bool = False, split: str = "val") -> dict:
+        if split == "test" and self.whole is not None:
+            return self.evaluate_whole()
         scores, clean = {}, self.clean[split]
         for suffix, noisy in self.noisy[split].items():
             out, noisy = self.predict(noisy), noisy.clamp(0, 1)
             for name, fn in (("psnr", psnr), ("ssim", ssim)):
                 scores[Score(f"{name}{suffix}").key] = fn(out, clean)
                 scores[Score(f"{name}{suffix}", input=True).key] = fn(noisy, clean)
-        if self.cfg.eval_levels:
-            per_level = [scores[f"psnr{s}"] for s in self.cfg.level_suffixes()]
-            scores["psnr_levels_mean"] = torch.stack(per_level).mean(0)
-            scores[Score("psnr_levels_mean", input=True).key] = torch.stack(
-                [scores[Score(f"psnr{s}", input=True).key] for s in self.cfg.level_suffixes()]).mean(0)
-        return scores
+        return with_levels_mean(scores, self.cfg)
+
+    def evaluate_whole(self) -> dict:
+        """The test split under the literature's protocol (denoise_core.protocol), one value per whole image."""
+        scores, w = {}, self.whole
+        multiple = getattr(self.model, "size_multiple", 1)
+        for suffix, noisy in w.noisy.items():
+            out = apply_whole(self.predict, noisy, multiple, device=self.device)
+            for name, v in score_images(out, w.clean).items():
+                scores[Score(f"{name}{suffix}").key] = v
+            for name, v in score_input(noisy, w.clean).items():
+                scores[Score(f"{name}{suffix}", input=True).key] = v
+        return with_levels_mean(scores, self.cfg)
+
+    def test_sources(self):
+        """Under the whole-image protocol each test image is its own source (named by its file)."""
+        return tuple(self.whole.names) if self.whole is not None else super().test_sources()
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
@@ -143,7 +206,8 @@ class DenoiseTrial(Trial):
         model (the dense autoencoder) takes no whole image: it writes none."""
         cfg = self.cfg
         split = "test" if "test" in self.clean else "val"
-        clean = showcase_image(cfg.dataset, cfg.data_root, cfg.channels, cfg.download, split=split).to(self.device)
+        name, part = split_source(cfg.dataset, split)
+        clean = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part).to(self.device)
         if getattr(self.model, "size_error", lambda h, w: None)(*clean.shape[-2:]) is not None:
             return {}
         noisy = corrupt_fixed(self.noise, clean, cfg.val_seed)
@@ -158,4 +222,4 @@ class DenoiseTrial(Trial):
 TASKS.add("denoise", Task(
     name="denoise", config=DenoiseConfig, trial=DenoiseTrial, apply=apply_denoiser, metrics=denoise_metrics,
     images=("image_output",), images_caption="one whole held-out image denoised by each cell's best model",
-    baselines=True))
+    baselines=True, test_note=denoise_test_note, test_conditions=denoise_test_conditions))

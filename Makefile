@@ -44,7 +44,9 @@ bench: $(STAMP)
 	  test -f $$d/trials.parquet && $(VENV)/bin/python benchmarks/study_efficiency.py $$d; done; true
 
 # On a CUDA machine: the gpu tests, n2n_loss and ddpm_schedule quick end to end (timed), trial overhead
-# under Ray, and packing 1 vs 0.25 vs 0.125 GPU per trial. Logs under $(GPU_CHECK_DIR).
+# under Ray, packing 1 vs 0.25 vs 0.125 GPU per trial, and with DATA_ROOT=DIR (../shared/data/benchmarks) the
+# noise_level paper budget and its best models under the paper protocol. Logs under $(GPU_CHECK_DIR).
+DATA_ROOT ?=
 GPU_CHECK_DIR ?= /tmp/gpu-check
 gpu-check: $(STAMP)
 	mkdir -p $(GPU_CHECK_DIR)
@@ -56,6 +58,14 @@ gpu-check: $(STAMP)
 	$(VENV)/bin/python benchmarks/trial_overhead.py --from $(GPU_CHECK_DIR)/studies/n2n_loss | tee $(GPU_CHECK_DIR)/overhead.log
 	$(VENV)/bin/python benchmarks/gpu_busy.py --study n2n_loss --budget quick --shares 1 0.25 0.125 | tee $(GPU_CHECK_DIR)/packing.log
 	$(VENV)/bin/python benchmarks/noise_throughput.py --device cuda | tee $(GPU_CHECK_DIR)/noise.log
+	@# a paper budget: DnCNN's data, model and noise (noise_level full); Set12 for test, the DnCNN paper's rows beside it
+	@if [ -n "$(DATA_ROOT)" ]; then \
+	  /usr/bin/time -f "noise_level paper budget (full) on one GPU: %e s wall" $(VENV)/bin/denoise-study run noise_level \
+	    --budget full --data-root $(DATA_ROOT) --dataset train=Train400,val=Kodak24,test=Set12 \
+	    --storage $(GPU_CHECK_DIR)/studies --fresh --quiet 2>&1 | tail -5 | tee $(GPU_CHECK_DIR)/paper.log; \
+	  $(VENV)/bin/denoise-study evaluate --study noise_level --storage $(GPU_CHECK_DIR)/studies --test Set12 \
+	    --data-root $(DATA_ROOT) --noise gaussian:sigma=25 2>/dev/null | tee -a $(GPU_CHECK_DIR)/paper.log; \
+	else echo "paper budget skipped: make gpu-check DATA_ROOT=DIR (Train400, Kodak24, Set12 under DIR)"; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,16 +12,18 @@ study that names one source per split reads each whole).
 """
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from denoise_core.sources import IMAGE_SUFFIXES, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, PARTS, SOURCES, \
-    _from_numpy, image_files, parse, split_files, split_source  # noqa: F401 - the names other modules import
+from denoise_core.sources import IMAGE_SUFFIXES, MAX_PIXELS, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, PARTS, \
+    SOURCES, image_files, parse, read_image, split_files, split_source
 
+# what other modules import from here: this module's own, and the sources' names they read images through
+__all__ = ["SPLITS", "BUNDLED", "NATURAL_SHOWCASE", "NATURAL_TEST", "NATURAL_TRAIN", "NATURAL_VAL", "IMAGE_SUFFIXES",
+           "MAX_PIXELS", "SOURCES", "check_dataset_name", "load_dataset", "load_split", "load_whole", "check_source",
+           "showcase_image", "to_channels", "read_image", "image_files", "split_files", "split_source", "random_crops",
+           "fixed_crops", "fixed_crops_and_rows"]
 SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
 NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
@@ -146,33 +148,6 @@ def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
         c, h, w = img.shape
     t = img[:, : h // tile * tile, : w // tile * tile].unfold(1, tile, tile).unfold(2, tile, tile)
     return t.permute(1, 2, 0, 3, 4).reshape(-1, c, tile, tile)  # [nh * nw, C, tile, tile]
-
-
-MAX_PIXELS = 64 * 2**20  # 64 megapixels (8192 x 8192): larger files are refused before decoding
-
-
-def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """One image file as [C, H, W] float32 in [0, 1]. A ValueError names the file when it is not an
-    image, is truncated, or has more than `max_pixels` pixels (a decompression bomb is refused from
-    its header, before any pixel is decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():  # our own limit below replaces Pillow's warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ValueError(f"{w}x{h} pixels is more than the {max_pixels / 2**20:.0f} megapixels allowed")
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
-                return _from_numpy((a / (65535.0 if a.max() > 255 else 255.0)).astype(np.float32))
-            if im.mode not in ("L", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
-            return _from_numpy(np.asarray(im))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
 
 
 def random_crops(data: torch.Tensor, n: int, crop: int, generator: torch.Generator) -> torch.Tensor:

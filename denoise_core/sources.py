@@ -21,6 +21,7 @@ what it expected there: a study checks every source before Ray starts.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -180,6 +181,33 @@ for _name in TORCHVISION:
 
 
 # -- folders ----------------------------------------------------------------------------------------------
+MAX_PIXELS = 64 * 2**20  # 64 megapixels (8192 x 8192): larger files are refused before decoding
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """One image file as [C, H, W] float32 in [0, 1]. A ValueError names the file when it is not an
+    image, is truncated, or has more than `max_pixels` pixels (a decompression bomb is refused from
+    its header, before any pixel is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # our own limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ValueError(f"{w}x{h} pixels is more than the {max_pixels / 2**20:.0f} megapixels allowed")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float64)
+                return _from_numpy((a / (65535.0 if a.max() > 255 else 255.0)).astype(np.float32))
+            if im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+            return _from_numpy(np.asarray(im))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
+
+
 def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
@@ -202,8 +230,6 @@ def split_files(files: list[Path], part: str) -> list[Path]:
 
 
 def _read_files(files: list[Path]) -> Loaded:
-    from denoise_core.data import read_image
-
     return [read_image(f) for f in files], [f.name for f in files]
 
 

@@ -72,7 +72,7 @@ def analyse(results: StudyResults) -> Analysis:
     data = _long(results, score)
     if data.empty:
         return a
-    q, others = spec.question_factor(), spec.other_factors()
+    q = spec.question_factor()
     diverged = results.diverged_confirms()
     for where, g in _slices(data, spec):
         means = g.groupby(factor_column(q)).value.mean() * spec.sign

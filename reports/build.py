@@ -271,7 +271,7 @@ def _figures(a: Analysis, figs: Figures) -> str:
     if s.empty:
         return '<h2 id="comparison">Comparison</h2><p>No confirm run has finished yet.</p>'
     out = ['<h2 id="comparison">Comparison</h2>']
-    kind = spec.figure or ("heatmap" if len(spec.compare) >= 2 else "bars")
+    kind = spec.comparison_figure()
     out += [figs.add(f) for f in F.FIGURES.get(kind)(a)]
     if (sched := F.schedules_compared(spec)) is not None:
         out.append(figs.add(F.schedule_curves(*sched)))

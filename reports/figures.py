@@ -94,21 +94,30 @@ def _bars_only(a) -> list[go.Figure]:
 
 @FIGURES.register("heatmap")
 def heatmap(a) -> list[go.Figure]:
-    """Mean of each cell, the question factor along x, another factor down y."""
+    """Mean of each cell, the question factor along x, another factor down y: one heatmap per combination of any
+    further factors, so no factor is ever averaged over."""
     spec, s = a.results.spec, summary(a)
     q = spec.question_factor()
-    rows = next((f for f in spec.other_factors()), None)
-    if rows is None or s.empty:
+    others = spec.other_factors()
+    if not others or s.empty:
         return []
-    m = s.pivot_table(index=rows, columns=q, values="mean", sort=False)
-    m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index], columns=[v for v in spec.labels(q) if v in m.columns])
-    fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), texttemplate="%{z:.3g}",
-                               colorscale="Viridis", colorbar_title=a.unit,
-                               hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{z:.3g}} {a.unit}<extra></extra>"))
-    fig.update_layout(title=f"mean {a.score.split} {spec.metric} ({a.unit}): {rows} x {q}", xaxis_title=q,
-                      yaxis_title=rows, yaxis_autorange="reversed", height=160 + 60 * len(m.index),
-                      xaxis_type="category", yaxis_type="category")  # levels are names, even "50"
-    return [fig]
+    rows, facets = others[0], others[1:]
+    groups = s.groupby(facets, sort=False) if facets else [((), s)]
+    figs = []
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        where = ", ".join(f"{f}={v}" for f, v in zip(facets, key))
+        m = part.pivot_table(index=rows, columns=q, values="mean", sort=False)  # one cell per (rows, q): no averaging
+        m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index],
+                      columns=[v for v in spec.labels(q) if v in m.columns])
+        fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), texttemplate="%{z:.3g}",
+                                   colorscale="Viridis", colorbar_title=a.unit,
+                                   hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{z:.3g}} {a.unit}<extra></extra>"))
+        fig.update_layout(title=f"mean {a.score.split} {spec.metric} ({a.unit}): {rows} x {q}" + (f", {where}" if where else ""),
+                          xaxis_title=q, yaxis_title=rows, yaxis_autorange="reversed", height=160 + 60 * len(m.index),
+                          xaxis_type="category", yaxis_type="category")  # levels are names, even "50"
+        figs.append(fig)
+    return figs
 
 
 @FIGURES.register("gap")

@@ -329,7 +329,9 @@ class StudySpec(BaseModel):
         return {**self.tune, **self.budgets[budget].tune}
 
     def comparison_figure(self) -> str:
-        return self.figure or ("heatmap" if len(self.compare) == 2 else "bars")
+        """The report's comparison figure: the spec's, else a heatmap (one per level of any further factor) when two
+        or more factors are compared, else bars only."""
+        return self.figure or ("heatmap" if len(self.compare) >= 2 else "bars")
 
     def seeds_for(self, budget: str) -> int:
         return self.budgets[budget].seeds or self.seeds

@@ -42,7 +42,7 @@ class IsolatedHead:
     def start(self) -> "IsolatedHead":
         env = os.environ | {"RAY_TMPDIR": self.temp, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         env.pop("RAY_ADDRESS", None)
-        dash = ([f"--include-dashboard=true", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1"]
+        dash = (["--include-dashboard=true", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1"]
                 if self.dashboard_port else ["--include-dashboard=false"])
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",

@@ -77,7 +77,7 @@ def cli(*args: str) -> tuple[int, str, str]:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from studies.cli import main
+    from denoise_study.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0

@@ -142,12 +142,14 @@ def test_every_catalog_study_validates_every_cell_at_every_budget():
 
 def test_data_paths_given_on_the_command_line_become_absolute(tmp_path, monkeypatch):
     """Trials run in Ray worker directories, so a relative --data-root or folder: would point elsewhere there."""
-    from studies.cli import absolute_data_paths
+    from denoise_study.cli import absolute_data_paths
 
     monkeypatch.chdir(tmp_path)
     assert absolute_data_paths("folder:imgs", "data") == (f"folder:{tmp_path}/imgs", str(tmp_path / "data"))
     assert absolute_data_paths("natural", "s3://bucket/data") == ("natural", "s3://bucket/data")
     assert absolute_data_paths(None, None) == (None, None)
+    assert absolute_data_paths("train=folder:imgs,val=Set12,test=BSD68", None) == (
+        {"train": f"folder:{tmp_path}/imgs", "val": "Set12", "test": "BSD68"}, None)
 
 
 def test_bad_data_is_refused_before_ray_with_one_line(tmp_path):

@@ -51,7 +51,6 @@ def test_worker_node_killed_mid_trial_retries_and_resumes_from_checkpoint(tmp_pa
     """SIGKILL a worker node's Ray processes while a trial runs there; the study completes with one row per
     planned trial, and the trial that was on the dead node resumed from its last checkpoint elsewhere."""
     import json
-    import os
     import time
 
     from ray.cluster_utils import Cluster

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("denoise_core", "studies", "reports")
+PACKAGES = ("denoise_core", "studies", "reports", "denoise_study")
 
 
 def modules() -> dict[str, Path]:
@@ -125,8 +125,13 @@ def test_layers_point_one_way():
                          "studies.runner", "studies.trainable", "studies.packing", "studies.baselines"}, ray_users
     for reader in ("reports.build", "studies.store", "studies.apply"):  # what status, report, denoise load
         assert not (reachable(g, reader) | {reader}) & ray_users, (reader, reachable(g, reader) & ray_users)
-    only_cli = {n for n, deps in g.items() if any(d.startswith("reports") for d in deps) and not n.startswith("reports")}
-    assert only_cli == {"studies.cli"}, only_cli  # the report is the CLI's last step; nothing else in studies needs it
+    # denoise_core <- studies <- reports <- denoise_study (the CLI), and the CLI <- studies: no exception
+    below = {"denoise_core": (), "studies": ("denoise_core",), "reports": ("denoise_core", "studies"),
+             "denoise_study": ("denoise_core", "studies", "reports")}
+    for name, deps in g.items():
+        layer = name.split(".")[0]
+        wrong = {d for d in deps if d.split(".")[0] not in (layer, *below[layer])}
+        assert not wrong, (name, wrong)
 
 
 def _external(path: Path) -> set[str]:
@@ -147,14 +152,14 @@ def test_every_module_imports_alone(name):
 
 
 def test_reading_a_study_loads_no_ray():
-    code = ("import sys, studies.store, studies.apply, reports.build, studies.cli; "
+    code = ("import sys, studies.store, studies.apply, reports.build, denoise_study.cli; "
             "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 def test_cli_help_loads_no_heavy_library():
-    code = ("import sys; from studies.cli import main\n"
+    code = ("import sys; from denoise_study.cli import main\n"
             "try: main(['--help'])\nexcept SystemExit: pass\n"
             "print(sorted(m for m in ('torch', 'ray', 'optuna', 'plotly', 'pandas') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -1,5 +1,4 @@
 """GPU packing: the default share and the memory-fit warning (pure functions, no GPU needed)."""
-import pytest
 
 from studies.packing import fit_warning, gpu_share, probe_configs
 from studies.spec import load_spec

@@ -299,3 +299,36 @@ def test_every_registered_figure_draws_the_synthetic_study(name):
         assert (z[:, 0] - z[:, 1] == pytest.approx(7.0, abs=1e-6))  # 3 dB above, 4 dB below the test score
     elif name == "pareto":
         assert sorted(fig.data[0].x) == [1000, 5000, 20000] or len(fig.data[0].x) >= 3
+
+
+def test_the_default_heatmap_never_averages_over_a_third_factor():
+    """Three compared factors and no `figure:`: one heatmap per level of the third, each cell its own mean."""
+    from reports.analysis import analyse
+    from reports.figures import FIGURES
+    from studies.store import StudyResults, trials_table
+
+    spec = StudySpec.model_validate({
+        "name": "t", "description": "d", "compare": {"schedule": ["linear", "cosine"], "prediction": ["eps", "x0"],
+                                                     "T": ["100", "1000"]},
+        "question": "schedule", "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
+    assert spec.comparison_figure() == "heatmap"
+    rng = np.random.default_rng(0)
+    records = []
+    for cell in spec.cells():
+        value = {"eps": 1.0, "x0": 100.0}[cell["prediction"]] + {"100": 0.0, "1000": 10.0}[cell["T"]]
+        for r in range(2):
+            per = list(value + rng.normal(0, 0.01, 8))
+            records.append({"trial_id": f"{cell_key(cell)}-{r}", "cell": cell_key(cell), "phase": "confirm",
+                            "factors": cell, "params": {}, "seed": r, "status": "completed", "error": None, "attempts": 1,
+                            "start": 0, "end": 1, "resources": {"cpu": 1, "gpu": 0}, "node_id": "n", "checkpoint": None,
+                            "config": {}, "history": [{"step": 1, "psnr": value, "test_psnr": value}],
+                            "per_image": {"test_psnr": per}})
+    info = {"planned": len(records), "budget": "quick", "cells": spec.cell_keys(), "runs": [], "trials_per_cell": 0,
+            "seeds": 2, "optuna_storage": "sqlite:///:memory:"}
+    a = analyse(StudyResults(None, info, spec, records, trials_table(None, spec, records)))
+    figs = FIGURES.get("heatmap")(a)
+    assert [f.layout.title.text.split(", ")[-1] for f in figs] == ["T=100", "T=1000"]
+    for fig, t in zip(figs, (0.0, 10.0)):
+        z = np.array(fig.data[0].z)  # rows: prediction eps, x0; columns: linear, cosine
+        assert list(fig.data[0].y) == ["eps", "x0"]
+        assert z == pytest.approx(np.array([[1 + t] * 2, [100 + t] * 2]), abs=0.05)  # never a mean of eps and x0

@@ -25,6 +25,7 @@ import importlib.util
 import pkgutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,12 +78,24 @@ def get_task(name: str) -> Task:
 
 
 def validate_config(config: dict):
-    """Validate a trial config of any task (`task` defaults to denoise); one line naming the key on error."""
+    """Validate a trial config of any task (`task` defaults to denoise); one line naming the key on error.
+    Each distinct config is validated once per process (a study's cells, probes and trials repeat them): the
+    result is a copy of the remembered one."""
+    import json
+
+    key = json.dumps({"task": "denoise", **config}, sort_keys=True, default=str)
+    return _validated(key).model_copy(deep=True)
+
+
+@lru_cache(maxsize=4096)
+def _validated(key: str):
+    import json
+
     from pydantic import ValidationError
 
     from denoise_core.errors import one_line_error
 
-    config = {"task": "denoise", **config}
+    config = json.loads(key)
     task = get_task(config["task"])
     try:
         return task.config.model_validate(config)

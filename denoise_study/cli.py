@@ -25,12 +25,13 @@ class Fail(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
-def _spec(name_or_path: str):
-    """The study spec, every cell validated; its report figure checked against the registered ones."""
-    from studies.spec import load_spec
+def _spec(name_or_path: str, budgets: tuple[str, ...] = BUDGETS, extra: dict | None = None):
+    """The study spec, every cell validated at these budgets; its report figure checked against the registered ones."""
+    from studies.spec import check_trial_configs, load_spec
 
     try:
-        spec = load_spec(name_or_path)
+        spec = load_spec(name_or_path, check=False)
+        check_trial_configs(spec, Path(name_or_path).name, budgets=budgets, extra=extra)
     except SpecError as e:
         raise Fail(str(e)) from None
     if spec.figure is not None:
@@ -157,16 +158,23 @@ def address_problem(address: str | None, timeout: float = 5.0) -> str | None:
         return f"--address {address!r}: no Ray cluster answers there ({e.strerror or e}); start it, or check the address"
 
 
-def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str | None, str | None]:
-    """Trials run in Ray's worker directories on any node: a relative path given here would point
-    elsewhere there, so local paths become absolute (URIs stay as they are)."""
+def absolute_data_paths(dataset: str | None, data_root: str | None):
+    """--dataset and --data-root as the trials need them. `train=A,val=B,test=C` names a source per split.
+    Trials run in Ray's worker directories on any node: a relative path given here would point elsewhere
+    there, so local paths become absolute (URIs stay as they are)."""
     from studies.store import is_uri
+
+    def absolute(name: str) -> str:
+        if name.startswith("folder:") and not is_uri(name):
+            return "folder:" + str(Path(name[len("folder:"):]).expanduser().resolve())
+        return name
 
     if data_root is not None and not is_uri(data_root):
         data_root = str(Path(data_root).expanduser().resolve())
-    if dataset is not None and dataset.startswith("folder:") and not is_uri(dataset):
-        dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
-    return dataset, data_root
+    if dataset is not None and "=" in dataset.split(":")[0]:
+        parts = dict(item.partition("=")[::2] for item in dataset.split(","))
+        return {k.strip(): absolute(v.strip()) for k, v in parts.items()}, data_root
+    return (absolute(dataset) if dataset is not None else None), data_root
 
 
 @cli.command()
@@ -181,7 +189,9 @@ def absolute_data_paths(dataset: str | None, data_root: str | None) -> tuple[str
               help="Fractions pack trials: 0.25 runs four trials per GPU. Default: the budget's, else 0.25 when "
                    "the cluster has GPUs (0 without). The run measures one trial's GPU memory first and warns "
                    "when the packing does not fit.")
-@click.option("--dataset", default=None, help="Override the study's dataset: natural, faces, digits, mnist, fashion_mnist, cifar10, folder:PATH.")
+@click.option("--dataset", default=None, help="Override the study's data: one source (natural, digits, cifar10, folder:PATH, "
+                                              "Set12 ...; see `denoise-study spec dataset`) or one per split: "
+                                              "train=Train400,val=Kodak24,test=Set12.")
 @click.option("--data-root", default=None, help="Root of torchvision datasets; must be reachable from every node.")
 @click.option("--optuna-storage", default=None, help="An RDB URL for the Optuna studies [default: sqlite in the study directory].")
 @click.option("--fresh", is_flag=True, help="Discard stored results and start over instead of resuming.")
@@ -195,17 +205,11 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     its best configuration re-run over seeds; running the same study again resumes it. Progress: one
     line per finished trial and a summary every 30 s.
     """
-    from studies.spec import check_trial_configs
     from studies.store import is_uri
 
-    spec = _spec(study)
     dataset, data_root = absolute_data_paths(dataset, data_root)
     extra = {k: v for k, v in {"dataset": dataset, "data_root": data_root}.items() if v is not None}
-    if extra:
-        try:
-            check_trial_configs(spec, study, budgets=(budget,), extra=extra)
-        except SpecError as e:
-            raise Fail(str(e)) from None
+    spec = _spec(study, budgets=(budget,), extra=extra)  # every cell at this budget, each distinct config once
     if data_root is not None and not is_uri(data_root) and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
     from studies.spec import check_data

@@ -1,0 +1,2 @@
+"""The `denoise-study` command line: the one package that uses both the study layer (`studies`) and the report
+(`reports`). Nothing below it imports it."""

@@ -43,7 +43,7 @@ def main():
         steps = trial.cfg.steps
         trial_s = steps * step_s + math.ceil(steps / trial.cfg.eval_every) * eval_s
         if trial.device.type == "cuda":
-            share = b.gpus_per_trial or DEFAULT_GPU_SHARE[budget]
+            share = b.gpus_per_trial or DEFAULT_GPU_SHARE
             per_hour, unit = 3600 / trial_s / share, f"GPU-hour at --gpus-per-trial {share:g}"
         else:
             per_hour, unit = 3600 / trial_s / b.cpus_per_trial, "CPU-core-hour"

@@ -68,6 +68,3 @@ class Score:
         """The same metric of the same subject on another split (or with other weights)."""
         return Score(self.metric, split, "best" if self.input else weights, self.input)
 
-    def of_input(self) -> "Score":
-        """The noisy input's score of the same metric on the same split."""
-        return Score(self.metric, self.split, "best", True)

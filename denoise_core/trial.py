@@ -3,8 +3,9 @@ the training loop with evaluations, divergence detection, and resumable checkpoi
 (`denoise_core.tasks.denoise.DenoiseTrial`, `denoise_core.tasks.ddpm.DDPMTrial`) subclasses `Trial`
 and defines `train_step`, `evaluate` and `final_outputs`.
 
-The loop never waits for the device between evaluations: each step's loss and its divergence
-monitor are summed on the device and read once per evaluation. Evaluations return one value per
+The loop reads nothing back from the device between evaluations: each step's loss and its divergence
+monitor are summed on the device and read once per evaluation (text noise alone syncs once per chunk of
+its drawing rounds, usually once a step: `denoise_core.noise.TextOverlay`). Evaluations return one value per
 image; the loop reports their means (validation) and, for confirm runs, the held-out test scores
 with their per-image values (`denoise_core.results`).
 """

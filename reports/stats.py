@@ -97,10 +97,10 @@ class Family:
     def m(self) -> int:
         return sum(c.testable for c in self.comparisons)
 
-    def find(self, factor: str, a: str, b: str, where: dict, kind: str = "levels") -> Comparison | None:
-        """The comparison of a against b in slice `where` (read in that direction), if the family has it."""
+    def find(self, factor: str, a: str, b: str, where: dict) -> Comparison | None:
+        """The comparison of levels a against b in slice `where` (read in that direction), if the family has it."""
         for c in self.comparisons:
-            if c.kind == kind and c.factor == factor and c.where == where:
+            if c.kind == "levels" and c.factor == factor and c.where == where:
                 if (c.a, c.b) == (a, b):
                     return c
                 if (c.b, c.a) == (a, b):

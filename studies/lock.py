@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
 
+from studies.heartbeat import Heartbeat
 from studies.store import write_atomic
 
 HEARTBEAT_S = 10.0
@@ -73,8 +73,7 @@ class DriverLock:
     def __init__(self, sdir: Path):
         self.path = Path(sdir) / "driver.lock"
         self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(), "token": uuid.uuid4().hex}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heart: Heartbeat | None = None
 
     def _create(self) -> bool:
         try:
@@ -96,8 +95,7 @@ class DriverLock:
                     if holder is None or holder.get("token") != self.me["token"]:
                         raise StudyLocked(f"study {self.path.parent.name!r} was taken over by another driver"
                                           + (f" ({describe(holder)})" if holder else ""))
-                self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-lock")
-                self._thread.start()
+                self._heart = Heartbeat(self._beat, HEARTBEAT_S, "denoise-study-lock").start()
                 return
             holder = read_holder(self.path)
             if holder is not None and holder.get("token") == self.me["token"]:
@@ -113,17 +111,19 @@ class DriverLock:
             took_over = True
         raise StudyLocked(f"study {self.path.parent.name!r}: could not take its driver lock ({self.path})")
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            holder = read_holder(self.path)
-            if holder is None or holder.get("token") != self.me["token"]:
-                return  # taken over (this driver was presumed dead): stop touching it
-            write_atomic(self.path, json.dumps({**self.me, "heartbeat": time.time()}))
+    def _beat(self) -> bool:
+        holder = read_holder(self.path)
+        if holder is None or holder.get("token") != self.me["token"]:
+            return False  # taken over (this driver was presumed dead): stop touching it
+        write_atomic(self.path, json.dumps({**self.me, "heartbeat": time.time()}))
+        return True
+
+    def _stop_heart(self) -> None:
+        if self._heart is not None:
+            self._heart.stop()
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._stop_heart()
         holder = read_holder(self.path)
         if holder is not None and holder.get("token") == self.me["token"]:
             self.path.unlink(missing_ok=True)
@@ -192,18 +192,13 @@ class ObjectLock(DriverLock):
             raise StudyLocked(f"study at {self.uri!r} was taken over by another driver")
         else:
             raise StudyLocked(f"study at {self.uri!r}: could not take its driver lock")
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-lock")
-        self._thread.start()
+        self._heart = Heartbeat(self._beat, HEARTBEAT_S, "denoise-study-lock").start()
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            if not self._put(IfMatch=self.etag):
-                return  # taken over (this driver was presumed dead): stop touching it
+    def _beat(self) -> bool:
+        return self._put(IfMatch=self.etag)  # False: taken over (this driver was presumed dead): stop touching it
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._stop_heart()
         holder, etag = self._read()
         if holder is not None and holder.get("token") == self.me["token"] and etag == self.etag:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)

@@ -14,7 +14,7 @@ import math
 # trials (models under ~1M parameters, batches of 16-128 small crops) need far less than a quarter
 # of a 24 GB GPU; rather than trust that, `check_packing` measures each shape's real peak on a GPU of
 # the cluster before every study and warns where the share does not fit.
-DEFAULT_GPU_SHARE = {"smoke": 0.25, "quick": 0.25, "full": 0.25}
+DEFAULT_GPU_SHARE = 0.25
 HEADROOM = 0.9  # of a trial's share of memory: CUDA context, allocator fragmentation
 
 
@@ -24,7 +24,7 @@ def gpu_share(requested: float | None, budget_value: float | None, budget: str, 
         return requested
     if budget_value is not None:
         return budget_value
-    return DEFAULT_GPU_SHARE.get(budget, 0.25) if cluster_gpus > 0 else 0.0
+    return DEFAULT_GPU_SHARE if cluster_gpus > 0 else 0.0
 
 
 def fit_warning(peak_bytes: int, total_bytes: int, share: float, device: str = "GPU") -> str | None:

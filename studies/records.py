@@ -17,7 +17,7 @@ from ray.tune import Callback
 
 from denoise_core.results import PER_IMAGE, Score
 from studies.cells import TrialMeta, cell_label, parse_cell
-from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, read_records, write_json
+from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, read_records, write_json
 
 SUMMARY_S = 30.0
 
@@ -118,7 +118,7 @@ class StudyRecorder(Callback):
         if rec.get("diverged"):
             status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
         else:
-            status = COMPLETED if len(rec["history"]) >= self.n_evals else "stopped"
+            status = COMPLETED if len(rec["history"]) >= self.n_evals else STOPPED
         self._finish(trials, trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from studies.heartbeat import Heartbeat
 from studies.store import read_info, write_json
 
 HEARTBEAT_S = 10.0
@@ -46,8 +47,8 @@ class RunLog:
         self.remote = remote  # object storage: study.json is pushed there at every change and every few beats
         self.info: dict = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heart: Heartbeat | None = None
+        self._beats = 0
 
     def start(self, **plan) -> dict:
         info = read_info(self.path.parent) if self.path.exists() else {"runs": []}
@@ -64,25 +65,21 @@ class RunLog:
                              "versions": versions})
         self.info = info
         self._write(push=True)
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="denoise-study-runlog")
-        self._thread.start()
+        self._heart = Heartbeat(self._beat, HEARTBEAT_S, "denoise-study-runlog").start()
         return info
 
     def close(self, how: str) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._heart is not None:
+            self._heart.stop()
         with self._lock:
             self.info["runs"][-1].update(end=time.time(), ended=how)
         self._write(push=True)
 
     def _beat(self) -> None:
-        beats = 0
-        while not self._stop.wait(HEARTBEAT_S):
-            beats += 1
-            with self._lock:
-                self.info["runs"][-1]["heartbeat"] = time.time()
-            self._write(push=beats % 3 == 0)
+        self._beats += 1
+        with self._lock:
+            self.info["runs"][-1]["heartbeat"] = time.time()
+        self._write(push=self._beats % 3 == 0)
 
     def _write(self, push: bool) -> None:
         with self._lock:

@@ -94,16 +94,16 @@ def paper_smoke(ray_cluster, tmp_path_factory):
     """A smoke study with a source per split (training and validation folders, Set12 for test) scored under the
     whole-image protocol, with published rows for Set12."""
     root = tmp_path_factory.mktemp("benchmarks")
-    standard_set(root, "Set12")
+    test = f"folder:{image_folder(root / 'test', 4, ((48, 40), (40, 56)))}"  # whole images of two shapes
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "paper_smoke"
     spec["fixed"].update(dataset={"train": f"folder:{image_folder(root / 'train', 6, ((64, 64),))}",
-                                  "val": f"folder:{image_folder(root / 'val', 2, ((64, 64),))}", "test": "Set12"},
+                                  "val": f"folder:{image_folder(root / 'val', 2, ((64, 64),))}", "test": test},
                          test_protocol="whole")
     spec["references"] = [
-        {"method": "BM3D", "test_set": "Set12", "noise": "gaussian", "level": 25, "value": 29.97,
+        {"method": "BM3D", "test_set": test, "noise": "gaussian", "level": 25, "value": 29.97,
          "source": "DnCNN paper, Table II", "baseline": "bm3d"},
-        {"method": "DnCNN-S", "test_set": "Set12", "noise": "gaussian", "level": 25, "value": 30.44,
+        {"method": "DnCNN-S", "test_set": test, "noise": "gaussian", "level": 25, "value": 30.44,
          "source": "DnCNN paper, Table II"},
         {"method": "BM3D", "test_set": "BSD68", "noise": "gaussian", "level": 25, "value": 28.57, "source": "x",
          "baseline": "bm3d"}]  # another test set: never shown
@@ -124,12 +124,12 @@ def test_confirm_runs_score_every_test_image_whole(paper_smoke):
 
     r = StudyResults.load(paper_smoke)
     per = r.per_image()
-    assert set(per.source) == {f"{i:03d}.png" for i in range(1, 13)}  # each whole image its own source
-    assert per.groupby("trial_id").size().eq(12).all()
+    assert set(per.source) == {f"img{i:02d}.png" for i in range(4)}  # each whole image its own source
+    assert per.groupby("trial_id").size().eq(4).all()
     conf = pd.read_parquet(paper_smoke / "trials.parquet").query("phase == 'confirm'")
     assert len(conf) == 4 and conf["final.test_psnr"].notna().all()
     bm3d = r.baselines["entries"][next(iter(r.baselines["cells"].values()))]["metrics"]["bm3d"]
-    assert len(bm3d["test_per_image"]["psnr"]) == 12
+    assert len(bm3d["test_per_image"]["psnr"]) == 4
 
 
 def test_the_report_states_the_protocol_and_shows_the_published_rows_in_a_browser(paper_smoke):
@@ -139,7 +139,8 @@ def test_the_report_states_the_protocol_and_shows_the_published_rows_in_a_browse
         pytest.skip("chromium is not installed")
     dom, errors = browser.load(paper_smoke / "report.html")
     assert errors == []
-    assert 'id="protocol"' in dom and "Test protocol: every image of Set12, whole images, noise drawn once per image" in dom
+    assert 'id="protocol"' in dom and "Test protocol: every image of folder:" in dom
+    assert "whole images, noise drawn once per image from a fixed seed and not clipped, outputs rounded to 8 bits" in dom
     assert 'id="reference-table"' in dom
     rows = dom.split('id="reference-table"')[1].split("</table>")[0]
     assert "BM3D (DnCNN paper, Table II)" in rows and "our BM3D" in rows and "29.97" in rows

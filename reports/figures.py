@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from denoise_core.registry import Registry
 from denoise_core.results import Score
 from studies.cells import parse_cell
-from studies.store import column, factor_column
+from studies.store import FINISHED, column, factor_column
 
 FIGURES: Registry = Registry("figure")
 COLORS = plotly.colors.qualitative.Plotly
@@ -247,12 +247,13 @@ def learning_curves(a) -> go.Figure | None:
 
 
 def tuning(a) -> list[go.Figure]:
-    """Every tuning trial: one figure per tuned parameter, one panel per slice, colour by the question
-    factor's level, the trial's final validation metric against its value."""
+    """Every finished tuning trial: one figure per tuned parameter, one panel per slice, colour by the question
+    factor's level, the trial's last validation metric against its value. A running trial's interim value
+    is not a result: it is left out until the trial finishes."""
     spec, t = a.results.spec, a.results.table
     col = column(Score(spec.metric))
     params = [c for c in t.columns if c.startswith("param.")] if not t.empty else []
-    t = t[(t.phase == "tune") & t[col].notna()] if col in t else t.iloc[0:0]
+    t = t[(t.phase == "tune") & t.status.isin(FINISHED) & t[col].notna()] if col in t else t.iloc[0:0]
     if t.empty or not params:
         return []
     q, others = spec.question_factor(), spec.other_factors()
@@ -283,7 +284,8 @@ def tuning(a) -> list[go.Figure]:
         fig.update_yaxes(title_text=f"val {spec.metric} ({a.unit})", col=1)
         if spec.mode == "min" and (t[col] > 0).all() and t[col].max() > 20 * t[col].min():
             fig.update_yaxes(type="log")
-        fig.update_layout(title=f"tuning: each trial's {name} against its final validation {spec.metric}",
+        fig.update_layout(title=f"tuning: each finished trial's {name} against its last validation {spec.metric} "
+                                f"(stopped trials at their stop)",
                           height=260 * rows + 100)
         figs.append(fig)
     return figs

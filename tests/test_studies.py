@@ -274,3 +274,13 @@ def test_denoise_keeps_bit_depth_grey_and_alpha_and_pads_tiny_images(n2n_smoke, 
     assert code == 0 and "warning: --sigma is not used" in err
     code, _, err = cli(*base, str(tmp_path / "la.png"), "-o", str(tmp_path / "no" / "dir" / "o.png"))
     assert code == 2 and "does not exist (it is not created)" in err and not (tmp_path / "no").exists()
+
+
+def test_a_complete_study_run_on_other_data_is_refused(n2n_smoke):
+    """Rerunning a complete study with another --dataset would rebuild its report and silently ignore the flag."""
+    sdir, _ = n2n_smoke
+    before = (sdir / "study.json").read_text()
+    code, out, err = cli("run", "n2n_loss", "--budget", "smoke", "--storage", str(sdir.parent), "--dataset", "faces")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "holds results on the spec's own data; this run asks for dataset=faces" in err and "--fresh" in err
+    assert (sdir / "study.json").read_text() == before

@@ -21,6 +21,9 @@ from typing import Literal
 SPLITS = ("val", "test")
 PER_IMAGE = "per_image"  # result key: {test key: [one value per test image], SOURCES: [source names]}
 SOURCES = "sources"  # in PER_IMAGE: the source image of each test image (absent: each is its own)
+# result key of a resumed trial's first report: the evaluations it made before (from its checkpoint), so a record
+# that lost them with a killed driver is whole again
+RESTORED = "restored_history"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 
 from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split, split_source
 from denoise_core.models import build_model, count_parameters
-from denoise_core.results import PER_IMAGE, SOURCES, Score
+from denoise_core.results import PER_IMAGE, RESTORED, SOURCES, Score
 
 Report = Callable[[dict], None]
 
@@ -321,6 +321,7 @@ class Trial:
     def run(self, report: Report, resume_from: Path | None = None) -> dict:
         cfg = self.cfg
         step, history = self.load_state(resume_from) if resume_from else (0, [])
+        restored = {RESTORED: [dict(h) for h in history]} if resume_from else {}  # sent once, with the first report
         evals_done = step // cfg.eval_every
         window, seen = Window(self.device), 0
         checkpoint_s, last_periodic, final_dir, images, per_image = 0.0, None, None, {}, {}
@@ -344,7 +345,8 @@ class Trial:
             elif cfg.checkpoint_every and evals_done % cfg.checkpoint_every == 0:
                 periodic = self.save_state(step, history)
                 metrics["checkpoint"] = str(periodic)
-            report(metrics)  # the caller persists a checkpoint during this call (Tune does)
+            report({**metrics, **restored})  # the caller persists a checkpoint during this call (Tune does)
+            restored = {}
             if "checkpoint" in metrics:
                 checkpoint_s += time.perf_counter() - t_ckpt  # writing it and handing it over, both
                 if last_periodic is not None:
@@ -355,7 +357,7 @@ class Trial:
         if final_dir is None:  # resumed from the final checkpoint: report the end once more
             final_dir, images = self.finish(step, history)
             per_image = self.test_scores()[PER_IMAGE] if cfg.test else {}
-            report({**history[-1], PER_IMAGE: per_image, "checkpoint": str(final_dir)})
+            report({**history[-1], PER_IMAGE: per_image, "checkpoint": str(final_dir), **restored})
         return {"metrics": dict(history[-1]), "history": history, "checkpoint": str(final_dir / "model.pt"),
                 "checkpoint_dir": str(final_dir), "diverged": "diverged" in history[-1], PER_IMAGE: per_image,
                 "images": images}

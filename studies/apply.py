@@ -66,13 +66,13 @@ def read_for_denoise(path: Path):
 
     from denoise_core.data import read_image
 
-    with Image.open(path) as im:
+    img = read_image(path)[:3]  # [C, H, W]: C 1 or 3 (alpha, read as a fourth channel, dropped here); a bad file
+    with Image.open(path) as im:  # is refused by read_image first, with one line naming it
         mode = im.mode
         alpha = np.asarray(im.getchannel("A")) if mode in ("LA", "RGBA", "PA") else None
         if mode == "P":
             alpha = np.asarray(im.convert("RGBA").getchannel("A")) if "transparency" in im.info else None
     bits = 16 if mode in ("I;16", "I;16B", "I;16L", "I") else 8
-    img = read_image(path)[:3]  # [C, H, W]: C 1 or 3 (alpha, read as a fourth channel, dropped here)
     if mode in ("LA", "1", "I;16", "I;16B", "I;16L", "I"):  # grey, though read_image may give RGB(A)
         img = img[:1]
     return img, alpha, bits

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from denoise_core.results import PER_IMAGE, Score
+from denoise_core.results import PER_IMAGE, RESTORED, Score
 from studies.cells import TrialMeta, cell_label, parse_cell
 from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, read_records, write_json
 
@@ -89,8 +89,11 @@ class StudyRecorder(Callback):
         rec = self._load(trial)
         row = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         row["step"] = result.get("step")
-        # a resumed trial repeats no step: keep history strictly increasing
-        rec["history"] = [h for h in rec["history"] if h.get("step", 0) < (row["step"] or 0)] + [row]
+        # a resumed trial repeats no step: keep history strictly increasing; its first report brings the evaluations
+        # before its checkpoint, which a record written by a killed driver may lack
+        earlier = {h["step"]: h for h in result.get(RESTORED) or [] if h.get("step") is not None}
+        earlier |= {h["step"]: h for h in rec["history"] if h.get("step") is not None}
+        rec["history"] = [earlier[s] for s in sorted(earlier) if s < (row["step"] or 0)] + [row]
         if result.get(PER_IMAGE):
             rec[PER_IMAGE] = result[PER_IMAGE]
         rec["node_id"] = result.get("node_id", rec["node_id"])
@@ -117,8 +120,8 @@ class StudyRecorder(Callback):
         rec = self._load(trial)
         if rec.get("diverged"):
             status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
-        else:
-            status = COMPLETED if len(rec["history"]) >= self.n_evals else STOPPED
+        else:  # it reached its last step, or early stopping ended it before (whatever its record holds)
+            status = COMPLETED if (trial.last_result or {}).get("step", 0) >= _steps(trial.config) else STOPPED
         self._finish(trials, trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -167,6 +170,13 @@ class Progress(Callback):
                else "estimating time left")
         return (f"[{_minutes(now - self._start)}] {done}/{self.planned} trials finished, {running} running, "
                 f"{left} to go; {eta}")
+
+
+def _steps(config: dict) -> int:
+    """A trial's planned training steps (its config's, or the task's default)."""
+    from denoise_core.tasks import validate_config
+
+    return validate_config(TrialMeta.strip(config)).steps
 
 
 def _minutes(seconds: float) -> str:

@@ -69,7 +69,7 @@ CASES = [
     ("unknown trial key lists the allowed", _set(["fixed", "weight_decay"], 0.1),
      "weight_decay: unknown key; allowed: model, model_params, lr,"),
     ("unknown budget key lists the allowed", _set(["budgets", "smoke", "optimiser"], "sgd"),
-     "budgets.smoke.optimiser: unknown key; allowed: trials_per_cell, seeds, steps,"),
+     "budgets.smoke.optimiser: unknown key; allowed: trials_per_cell, paper, seeds, steps,"),
     ("absurd step count", _set(["budgets", "smoke", "steps"], 10**12), "less than or equal to 100000000"),
     ("tuned and fixed", _set(["tune", "batch_size"], {"type": "choice", "values": [4, 8]}),
      "'batch_size' is tuned and also set by budgets."),
@@ -204,3 +204,16 @@ def test_the_spec_reference_covers_every_key_and_component():
     assert code == 0 and "poisson" in out and "lam=30.0" in out and "Models" not in out
     code, _, err = cli("spec", "noises")
     assert code == 2 and "unknown section 'noises'" in err
+
+
+def test_a_budget_that_asks_for_gpus_where_none_can_come_exits_2(tmp_path):
+    """A local Ray on a machine without a GPU can never give a trial one: the run would wait forever."""
+    from tests.conftest import cli_process, ray_env
+
+    proc = cli_process("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--gpus-per-trial", "0.5",
+                       "--storage", str(tmp_path / "s"), env=ray_env())
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out
+    assert "budget 'smoke' of tiny asks for 0.5 GPU per trial (--gpus-per-trial), but this machine has no GPU" in out
+    assert "--gpus-per-trial 0" in out and out.count("error:") == 1
+    assert not (tmp_path / "s" / "tiny").exists()  # nothing written

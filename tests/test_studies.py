@@ -284,3 +284,19 @@ def test_a_complete_study_run_on_other_data_is_refused(n2n_smoke):
     assert code == 2 and err.count("\n") == 1, err
     assert "holds results on the spec's own data; this run asks for dataset=faces" in err and "--fresh" in err
     assert (sdir / "study.json").read_text() == before
+
+
+def test_evaluate_scores_a_studys_best_model_beside_the_baselines(n2n_smoke, tmp_path):
+    from tests.fixtures import image_folder
+
+    sdir, _ = n2n_smoke
+    folder = image_folder(tmp_path / "test", 2)
+    code, out, err = cli("evaluate", "--test", f"folder:{folder}", "--noise", "gaussian:sigma=25", "--study", "n2n_loss",
+                         "--cell", "noise=gaussian,loss=l2", "--storage", str(sdir.parent))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["method", "test_set", "noise", "images", "psnr", "ssim", "published"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["noisy", "BM3D", "n2n_loss"]
+    assert "n2n_loss (noise=gaussian, loss=l2)" in out and all(" 2 " in ln for ln in lines[1:])
+    code, _, err = cli("evaluate", "--test", f"folder:{folder}", "--noise", "gaussian:sigma=25", "--cell", "x=y")
+    assert code == 2 and "--cell needs --study" in err

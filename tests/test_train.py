@@ -64,8 +64,12 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
     run_trial({**cfg}, keep, workdir=tmp_path / "part")
     assert [p.name for p in ckpts] == ["20", "40"]
     assert sorted(p.name for p in (tmp_path / "part").iterdir()) == ["state-0000040"]  # superseded ones are removed
-    resumed = run_trial(cfg, lambda m: None, workdir=tmp_path / "resumed", resume_from=ckpts[0])  # from step 20
+    reports = []
+    resumed = run_trial(cfg, reports.append, workdir=tmp_path / "resumed", resume_from=ckpts[0])  # from step 20
     assert len(resumed["history"]) == 4
+    # the first report after a resume carries the evaluations before it (a killed driver's record may lack them)
+    assert [h["step"] for h in reports[0]["restored_history"]] == [10, 20] and reports[0]["step"] == 30
+    assert all("restored_history" not in r for r in reports[1:])
     assert resumed["metrics"]["psnr"] == pytest.approx(full["metrics"]["psnr"], abs=1e-4)
 
 

@@ -160,11 +160,12 @@ def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopp
                         errors_log=str(tmp_path / "errors.log"))
     rec.setup()
 
-    def trial(tid):
-        cfg = TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, 0, 1.0, 0.0).attach({"seed": 3, "lr": 0.01})
-        return SimpleNamespace(trial_id=tid, config=cfg, checkpoint=None, error_file=None, get_error=lambda: None)
+    def trial(tid, last_step):
+        cfg = TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, 0, 1.0, 0.0).attach({"seed": 3, "lr": 0.01, "steps": 20})
+        return SimpleNamespace(trial_id=tid, config=cfg, checkpoint=None, error_file=None, get_error=lambda: None,
+                               last_result={"step": last_step})
 
-    done, stopped = trial("t1"), trial("t2")
+    done, stopped = trial("t1", 20), trial("t2", 10)
     for t in (done, stopped):
         rec.on_trial_start(0, [], t)
     rec.on_trial_result(0, [], done, {"step": 10, "psnr": 20.0, "node_id": "n1"})
@@ -181,7 +182,19 @@ def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopp
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[1/2] trial 1/5 of cell 1/2 (loss=l1), tune: val psnr 22.000"
     assert out[1] == "[2/2] trial 2/5 of cell 1/2 (loss=l1), tune: stopped early (val psnr 18.000)"
-    failing = SimpleNamespace(trial_id="t3", config=done.config, checkpoint=None, error_file=None,
+    # a driver killed before the record saw steps 10 and 20: the resumed trial's first report brings them back, and
+    # a trial that reached its last step is completed whatever its record held
+    resumed = trial("t4", 40)
+    resumed.config = {**resumed.config, "steps": 40}
+    rec.on_trial_start(0, [], resumed)
+    rec.on_trial_result(0, [], resumed, {"step": 30, "psnr": 23.0, "restored_history": [
+        {"step": 10, "psnr": 20.0}, {"step": 20, "psnr": 21.0}]})
+    rec.on_trial_result(0, [], resumed, {"step": 40, "psnr": 24.0})
+    rec.on_trial_complete(0, [], resumed)
+    r4 = json.loads((tmp_path / "records" / "t4.json").read_text())
+    assert [h["step"] for h in r4["history"]] == [10, 20, 30, 40] and r4["status"] == "completed"
+    capsys.readouterr()
+    failing = SimpleNamespace(trial_id="t3", config=done.config, checkpoint=None, error_file=None, last_result={},
                               get_error=lambda: "Traceback ...\nValueError: boom")
     rec.on_trial_start(0, [], failing)
     rec.on_trial_error(0, [], failing)

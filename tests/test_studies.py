@@ -160,13 +160,13 @@ def test_a_driver_killed_twice_resumes_to_the_same_answer(ray_cluster, tmp_path)
 
     from studies.runlog import HEARTBEAT_S
 
-    code, out, err = cli("run", str(DATA / "tiny.yaml"), "--budget", "quick", "--storage", str(tmp_path / "ref"),
+    code, out, err = cli("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "ref"),
                          "--address", ray_cluster.address, "--quiet")
     assert code == 0, out + err
     reference = _answer(tmp_path / "ref" / "tiny")
 
     storage = tmp_path / "store"
-    args = ("run", str(DATA / "tiny.yaml"), "--budget", "quick", "--storage", str(storage))
+    args = ("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage))
     env = ray_env(TUNE_GLOBAL_CHECKPOINT_S="1")
     # a first `denoise-study run` on a machine where Ray never ran: its default temp dir does not exist yet
     assert not (Path(env["RAY_TMPDIR"]) / "ray").exists()

@@ -235,7 +235,10 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=CellHalving(sdir, spec.metric, spec.mode, searcher.n_evals, budget.grace_evals),
-            num_samples=searcher.planned, max_concurrent_trials=opts.max_concurrent or budget.max_concurrent,
+            # the searcher ends the experiment (Searcher.FINISHED once every cell is confirmed). A count here would
+            # stop it one trial short after a driver kill: a slot the searcher asks again (a trial created after
+            # Tune's last experiment checkpoint) can already be in the count Tune restores
+            num_samples=-1, max_concurrent_trials=opts.max_concurrent or budget.max_concurrent,
             reuse_actors=True, trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
         run_config=tune.RunConfig(
             name=RAY_DIR, storage_path=home,

@@ -106,6 +106,27 @@ def n2n_smoke(ray_cluster, tmp_path_factory):
     return storage / "n2n_loss", out
 
 
+@pytest.fixture(scope="session")
+def tiny_race(ray_cluster, tmp_path_factory):
+    """tests/data/tiny.yaml at the smoke budget, started by two drivers within milliseconds on one storage that a
+    user's files surround (another study, notes beside it, a file beside the root). Shared by the two-driver test,
+    the file-safety test and the resume test (whose uninterrupted reference it is)."""
+    import json
+    from types import SimpleNamespace
+
+    top = tmp_path_factory.mktemp("guarded")
+    storage = top / "studies"
+    (storage / "other_study").mkdir(parents=True)
+    (storage / "other_study" / "study.json").write_text(json.dumps({"spec": {"name": "other_study"}}))
+    (storage / "notes.txt").write_text("my notes")
+    (top / "beside-the-root.txt").write_text("keep me")
+    before = {p.relative_to(top): p.read_bytes() for p in top.rglob("*") if p.is_file()}
+    procs = [cli_process("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage),
+                         "--address", ray_cluster.address, "--quiet") for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    return SimpleNamespace(top=top, storage=storage, before=before, codes=[p.returncode for p in procs], outs=outs)
+
+
 # -- the bystander: a study in a Ray of its own that must survive the whole suite ----------------
 BYSTANDER_TEST = "test_a_study_in_another_ray_survived_the_whole_suite"
 _bystander: dict = {}

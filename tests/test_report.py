@@ -65,23 +65,6 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     assert len(html) < 3 * 2**20  # plotly once, compressed; small PNGs
 
 
-def test_description_is_escaped_in_the_browser(ray_cluster, tmp_path):
-    spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
-    spec["name"] = "tiny_xss"
-    spec["description"] = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
-    spec["expect"] = [{"claim": "<script>document.title='PWNED2'</script>", "source": "<b onmouseover=x>src</b>",
-                       "a": "l1", "b": "l2"}]
-    spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=1, steps=4, eval_every=2)
-    (tmp_path / "xss.yaml").write_text(yaml.safe_dump(spec))
-    code, out, err = cli("run", str(tmp_path / "xss.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
-                         "--address", ray_cluster.address, "--quiet")
-    assert code == 0, out + err
-    dom, errors = browser.load(tmp_path / "s" / "tiny_xss" / "report.html")
-    assert "<title>tiny_xss report</title>" in dom and "PWNED</title>" not in dom
-    assert "&lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom and errors == []
-    assert "&lt;script&gt;document.title='PWNED2'&lt;/script&gt;" in dom and "&lt;b onmouseover=x&gt;" in dom
-
-
 def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):
     from reports.build import build_report
 
@@ -177,12 +160,16 @@ def test_baselines_axes_and_tables_a_researcher_reads(n2n_smoke):
         assert len(digits) <= 3 or "," in cell, cell  # 3 significant figures (integers such as 1,234 aside)
 
 
-def test_any_label_text_survives_to_the_report(ray_cluster, tmp_path):
-    """Levels named with commas, equals signs, quotes and unicode: the study runs, and the report shows them."""
+def test_any_label_text_survives_and_markup_is_escaped_in_the_browser(ray_cluster, tmp_path):
+    """Levels named with commas, equals signs, quotes and unicode: the study runs, and the report shows them. A
+    description and a claim holding markup are shown as text, never run."""
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "tiny_labels"
     labels = ["L1, robust", 'it\'s "L2" = σ² ✓']
     spec["compare"] = {"loss": {labels[0]: {"loss": "l1"}, labels[1]: {"loss": "l2"}}}
+    spec["description"] = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
+    spec["expect"] = [{"claim": "<script>document.title='PWNED2'</script>", "source": "<b onmouseover=x>src</b>",
+                       "a": labels[0], "b": labels[1]}]
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=2, steps=4, eval_every=2)
     (tmp_path / "labels.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     code, out, err = cli("run", str(tmp_path / "labels.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "s"),
@@ -190,6 +177,9 @@ def test_any_label_text_survives_to_the_report(ray_cluster, tmp_path):
     assert code == 0, out + err
     dom, errors = browser.load(tmp_path / "s" / "tiny_labels" / "report.html")
     assert errors == []
+    assert "<title>tiny_labels report</title>" in dom and "PWNED</title>" not in dom
+    assert "&lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom
+    assert "&lt;script&gt;document.title='PWNED2'&lt;/script&gt;" in dom and "&lt;b onmouseover=x&gt;" in dom
     from html import escape
 
     for label in labels:

@@ -106,21 +106,24 @@ def test_a_study_folder_that_is_a_symlink_out_of_the_root_is_refused(guarded):
     assert study_dir(str(storage), "fine") == storage / "fine"
 
 
-def test_run_and_fresh_rerun_write_and_delete_only_inside_the_study(guarded, ray_cluster):
-    """A real study through Ray, then the same with --fresh: outside <storage>/tiny every file is as it was;
-    inside, the rerun starts over (its records are the new run's)."""
-    top, storage = guarded
-    outside = {k: v for k, v in _tree(top).items() if not k.startswith("studies/tiny/")}
-    args = ("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage),
-            "--address", ray_cluster.address, "--quiet")
-    code, out, err = cli(*args)
-    assert code == 0, out + err
+def test_run_and_fresh_rerun_write_and_delete_only_inside_the_study(tiny_race, ray_cluster, tmp_path):
+    """A real study through Ray (two drivers raced for it), then, on a copy, the same with --fresh: outside
+    <storage>/tiny every file is as it was; inside, the rerun starts over."""
+    import shutil
+
+    outside = {str(k): v for k, v in tiny_race.before.items() if not str(k).startswith("studies/tiny/")}
+    now = {k: v.encode("latin-1") for k, v in _tree(tiny_race.top).items() if not k.startswith("studies/tiny/")}
+    assert now == outside  # the run wrote nothing outside its study
+    top = tmp_path / "copy"
+    shutil.copytree(tiny_race.top, top)
+    storage = top / "studies"
     first = json.loads((storage / "tiny" / "study.json").read_text())["runs"][0]["start"]
-    code, out, err = cli(*args, "--fresh")
+    code, out, err = cli("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage),
+                         "--address", ray_cluster.address, "--quiet", "--fresh")
     assert code == 0, out + err
     runs = json.loads((storage / "tiny" / "study.json").read_text())["runs"]
     assert len(runs) == 1 and runs[0]["start"] > first  # started over, not resumed
     code, _, _ = cli("report", "tiny", "--storage", str(storage))
     assert code == 0
-    after = {k: v for k, v in _tree(top).items() if not k.startswith("studies/tiny/")}
+    after = {k: v.encode("latin-1") for k, v in _tree(top).items() if not k.startswith("studies/tiny/")}
     assert after == outside

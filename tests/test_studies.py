@@ -153,17 +153,14 @@ def _answer(sdir) -> tuple[list, dict]:
     return plan, scores
 
 
-def test_a_driver_killed_twice_resumes_to_the_same_answer(ray_cluster, tmp_path):
+def test_a_driver_killed_twice_resumes_to_the_same_answer(tiny_race, tmp_path):
     """SIGKILL the driver (a local 2-CPU Ray of its own) at two points; the same command resumes each time and
     ends with the same trials, parameters, early-stopping decisions and confirm scores as an uninterrupted run."""
     import json
 
     from studies.runlog import HEARTBEAT_S
 
-    code, out, err = cli("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "ref"),
-                         "--address", ray_cluster.address, "--quiet")
-    assert code == 0, out + err
-    reference = _answer(tmp_path / "ref" / "tiny")
+    reference = _answer(tiny_race.storage / "tiny")  # the same study, uninterrupted (on the shared cluster)
 
     storage = tmp_path / "store"
     args = ("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage))
@@ -211,20 +208,15 @@ def test_address_spreads_trials_over_nodes(n2n_smoke, ray_cluster):
     assert df.node_id.nunique() >= 2 and set(df.node_id) <= alive
 
 
-def test_two_drivers_started_together_run_the_study_once(ray_cluster, tmp_path):
+def test_two_drivers_started_together_run_the_study_once(tiny_race):
     """Both start within milliseconds on one storage: one runs the study, the other exits 2 naming it;
     no (cell, phase, seed) is run twice."""
-    storage = tmp_path / "s"
-    procs = [cli_process("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage),
-                         "--address", ray_cluster.address, "--quiet") for _ in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 2], outs
-    loser = outs[[p.returncode for p in procs].index(2)]
+    assert sorted(tiny_race.codes) == [0, 2], tiny_race.outs
+    loser = tiny_race.outs[tiny_race.codes.index(2)]
     assert "is being run by another driver (host " in loser, loser
-    df = pd.read_parquet(storage / "tiny" / "trials.parquet")
+    df = pd.read_parquet(tiny_race.storage / "tiny" / "trials.parquet")
     assert len(df) == 8 and not df.duplicated(["cell", "phase", "seed"]).any()  # 2 cells x (2 tuning + 2 confirm)
-    assert not (storage / "tiny" / "driver.lock").exists()  # released by the driver that ran
+    assert not (tiny_race.storage / "tiny" / "driver.lock").exists()  # released by the driver that ran
 
 
 def test_a_task_added_in_one_file_runs_through_a_study_and_its_report(ray_cluster, tmp_path):

@@ -68,6 +68,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     searcher = CellSearcher(spec, opts.budget, optuna_url, opts.extra)
     searcher.resources = (cpus, gpus)
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
+    searcher.sdir = str(sdir)
     log = RunLog(sdir, remote=home if is_uri(storage) else None)
     log.start(spec=spec.model_dump(), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
               n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,

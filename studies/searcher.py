@@ -43,6 +43,7 @@ class CellSearcher(Searcher):
         self.n_tune = spec.budgets[budget].trials_per_cell
         self.n_seeds = spec.seeds_for(budget)
         self.n_evals = 1  # set by the runner: evaluations per trial, to tell pruned from finished
+        self.sdir: str | None = None  # set by the runner: the study folder, whose records a restarted driver reads
         # bookkeeping, all plain data (pickled by Tune with the experiment state)
         self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, seed}
         self.asked = {k: 0 for k in self.keys}
@@ -227,13 +228,21 @@ class CellSearcher(Searcher):
         finished but this state does not is completed here. Returns what it changed, for the log."""
         import optuna
 
+        from pathlib import Path
+
+        from studies.store import FINISHED, read_records
+
         known = {t.trial_id: t for t in trials}
+        done = {r["trial_id"]: r for r in (read_records(Path(self.sdir)) if getattr(self, "sdir", None) else []) if r["status"] in FINISHED}
         changed = []
         for trial_id, slot in list(self.slots.items()):
             if slot.get("done"):
                 continue
             trial = known.get(trial_id)
-            if trial is None:  # asked after Tune's last experiment checkpoint: ask this slot again
+            if trial is None and trial_id in done:  # it ran to its end after Tune's last checkpoint: keep it; running
+                self._keep_finished(trial_id, slot, done[trial_id])  # it again would ask TPE after its own result
+                changed.append(f"{slot['cell']} {slot['phase']}: finished before the driver died, kept")
+            elif trial is None:  # asked after Tune's last experiment checkpoint, never finished: ask this slot again
                 key = slot["cell"]
                 if slot["phase"] == "tune":
                     self.asked[key] -= 1
@@ -249,6 +258,15 @@ class CellSearcher(Searcher):
                 self.on_trial_complete(trial_id, trial.last_result or {}, error=trial.status == "ERROR")
                 changed.append(f"{slot['cell']} {slot['phase']}: counted as finished")
         return changed
+
+    def _keep_finished(self, trial_id: str, slot: dict, record: dict) -> None:
+        """A slot whose trial finished (its record says so) though Tune's restored state never saw it: counted as
+        done, and Optuna told its result from the record if the killed driver had not told it yet."""
+        last = record["history"][-1] if record["history"] else {}
+        status = record["status"]
+        result = {} if status not in ("completed", "stopped") else {self.metric: last.get(self.metric),
+                                                                     "step": last.get("step", 0)}
+        self.on_trial_complete(trial_id, result, error=status not in ("completed", "stopped"))
 
     def fail_orphans(self) -> None:
         """Optuna trials asked after Tune's last experiment checkpoint belong to no Tune trial now:

@@ -345,3 +345,17 @@ def test_the_default_heatmap_never_averages_over_a_third_factor():
         z = np.array(fig.data[0].z)  # rows: prediction eps, x0; columns: linear, cosine
         assert list(fig.data[0].y) == ["eps", "x0"]
         assert z == pytest.approx(np.array([[1 + t] * 2, [100 + t] * 2]), abs=0.05)  # never a mean of eps and x0
+
+
+def test_after_a_driver_kill_a_finished_trial_tune_never_saw_is_kept_not_run_again(tmp_path):
+    """A trial that ran to its end between Tune's last checkpoint and the kill is known to its record and to Optuna
+    only: asking its slot again would ask TPE after its own result (other parameters). An unfinished one is asked again."""
+    s = _searcher(tmp_path)
+    s.sdir = str(tmp_path)
+    s.suggest("t0"), s.suggest("t1")
+    _record(tmp_path, "t0", SPEC.cell_keys()[0], "tune", "completed", [{"step": 40, "psnr": 25.0}])
+    _record(tmp_path, "t1", SPEC.cell_keys()[1], "tune", "running", [{"step": 10, "psnr": 20.0}])
+    changed = s.reconcile(trials=[])  # Tune's restored state knows neither
+    assert s.slots["t0"]["done"] and "t1" not in s.slots
+    assert s.asked == {SPEC.cell_keys()[0]: 1, SPEC.cell_keys()[1]: 0} and s.finished[SPEC.cell_keys()[0]] == 1
+    assert any("finished before the driver died, kept" in c for c in changed) and any("asked again" in c for c in changed)

@@ -93,19 +93,6 @@ def write_like_input(path: Path, y, alpha, bits: int) -> None:
     Image.fromarray(a8[..., 0] if a8.shape[-1] == 1 else a8).save(path, optimize=True)
 
 
-def pad_to_multiple(x, m: int):
-    """[B, C, H, W] padded on the bottom and right to a multiple of `m`: reflected where the image is large
-    enough, else its edge replicated (a 1x1 or 2x2 image). Returns the padded batch and how it was padded."""
-    import torch.nn.functional as F
-
-    h, w = x.shape[-2:]
-    ph, pw = -h % m, -w % m
-    if not (ph or pw):
-        return x, None
-    how = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=how), how
-
-
 def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: float | None = None,
                  noise: str | None = None, warn=lambda line: None) -> str:
     """Denoise one image file with a cell's best model; returns the cell used. The task decides how
@@ -114,6 +101,7 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: floa
     import torch
 
     from denoise_core.data import to_channels
+    from denoise_core.protocol import pad_to_multiple
     from denoise_core.tasks import get_task, load_model
 
     chosen = pick_cell(sdir, cell, noise)

@@ -126,17 +126,9 @@ class CellSearcher(Searcher):
         return None  # waiting for tuning trials to finish
 
     def _tuned(self, key: str) -> int:
-        """Finished tuning trials of a cell. After a driver restart the counter can lag: a trial that
-        finished after this searcher's state was last saved, and that Tune's own state already holds as
-        finished, is never reported again. Optuna's storage, told at once, has the truth then."""
-        if self.finished[key] >= self.asked[key] or not getattr(self, "_after_restore", False):
-            return self.finished[key]
-        import optuna
-
-        mine = {s["number"] for s in self.slots.values() if s["cell"] == key and s["phase"] == "tune"}
-        told = sum(1 for t in self.study(key).trials
-                   if t.number in mine and t.state != optuna.trial.TrialState.RUNNING)
-        self.finished[key] = max(self.finished[key], told)
+        """Finished tuning trials of a cell, as this searcher was told (after a driver restart, `reconcile` has
+        brought the count in line with Tune's restored trials). Not Optuna's count: a trial Optuna was told of
+        before a kill may be running again in Tune, and the cell's next trial must wait for it, as it did."""
         return self.finished[key]
 
     def _steps(self, key: str) -> int:
@@ -218,7 +210,6 @@ class CellSearcher(Searcher):
 
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-        self._after_restore = True  # finished counts may lag Optuna's storage: _tuned checks it
         self.fail_orphans()
         CellSearcher.restored = self  # studies.recovery.RestoreRepair reconciles it with Tune's trials
 

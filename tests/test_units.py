@@ -359,3 +359,26 @@ def test_after_a_driver_kill_a_finished_trial_tune_never_saw_is_kept_not_run_aga
     assert s.slots["t0"]["done"] and "t1" not in s.slots
     assert s.asked == {SPEC.cell_keys()[0]: 1, SPEC.cell_keys()[1]: 0} and s.finished[SPEC.cell_keys()[0]] == 1
     assert any("finished before the driver died, kept" in c for c in changed) and any("asked again" in c for c in changed)
+
+
+def test_after_a_driver_kill_a_trial_tune_runs_again_holds_its_cell_until_it_ends_again(tmp_path):
+    """A trial that finished (Optuna told) after the searcher's last save, but that Tune's restored state holds as
+    running, is run again by Tune. Its cell's next trial waits for that run, as it did in the uninterrupted run (its
+    early stopping reads the trial's record, rewritten meanwhile), and the rerun is counted once, not twice: counted
+    twice, the cell's confirm runs would start before its last tuning trial had finished."""
+    from types import SimpleNamespace
+
+    s = _searcher(tmp_path)
+    s.sdir = str(tmp_path)
+    s.suggest("t0"), s.suggest("t1")
+    s.save(str(tmp_path / "searcher.pkl"))  # Tune's last experiment checkpoint: both running
+    _finish(s, "t0")  # then t0 finished, and the driver was killed before the next checkpoint
+    _record(tmp_path, "t0", SPEC.cell_keys()[0], "tune", "running", [{"step": 40, "psnr": 25.0}])  # Tune reruns it
+
+    r = _searcher(tmp_path)
+    r.restore(str(tmp_path / "searcher.pkl"))
+    r.reconcile([SimpleNamespace(trial_id=t, status="RUNNING", last_result={}) for t in ("t0", "t1")])
+    assert r.suggest("t2") is None  # t0 runs again: its cell waits, as the uninterrupted run waited for t0
+    _finish(r, "t0")  # the rerun ends (Optuna was already told: the tell is skipped)
+    assert r.finished[SPEC.cell_keys()[0]] == 1
+    assert TrialMeta.of(r.suggest("t2")).cell == SPEC.cell_keys()[0] and r.asked[SPEC.cell_keys()[0]] == 2

@@ -203,44 +203,48 @@ class _WholeSet:
 
 def _crop_set(cfg, split: str, noises: dict) -> _CropSet:
     from denoise_core.data import split_source
-    from denoise_core.trial import corrupt_fixed, eval_crops
+    from denoise_core.trial import eval_crops, fixed_inputs
 
-    clean = eval_crops(*split_source(cfg.dataset, split), cfg.data_root, cfg.channels, cfg.download, cfg.eval_size,
-                       cfg.val_images if split == "val" else cfg.test_images)
-    return _CropSet(clean, {sfx: corrupt_fixed(n, clean, cfg.val_seed) for sfx, n in noises.items()})
+    images = eval_crops(*split_source(cfg.dataset, split), cfg.data_root, cfg.channels, cfg.download, cfg.eval_size,
+                        cfg.val_images if split == "val" else cfg.test_images)
+    pairs = {sfx: fixed_inputs(n, images, cfg.val_seed, cfg.channels) for sfx, n in noises.items()}
+    return _CropSet(pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()})
 
 
 def _whole_set(cfg, noises: dict) -> _WholeSet:
-    from denoise_core.protocol import noisy_images
+    from denoise_core.protocol import test_inputs
     from denoise_core.tasks.denoise import whole_test_set
 
     key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
-    clean = list(whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)[0])
-    return _WholeSet(clean, {sfx: noisy_images(n, clean, cfg.val_seed) for sfx, n in noises.items()})
+    images = list(whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)[0])
+    pairs = {sfx: test_inputs(n, images, cfg.val_seed, cfg.channels) for sfx, n in noises.items()}
+    return _WholeSet(pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()})
 
 
 def _showcase(cfg, noise, out: dict) -> dict:
     """The report's whole test image: clean, noisy and the best baseline's output, with their PSNRs."""
     from denoise_core.data import showcase_image, split_source
     from denoise_core.metrics import psnr
-    from denoise_core.trial import corrupt_fixed
+    from denoise_core.trial import fixed_inputs
 
     name, part = split_source(cfg.dataset, "test")
-    img = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part)
-    nz = corrupt_fixed(noise, img, cfg.val_seed)
+    img, nz = fixed_inputs(noise, showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part),
+                           cfg.val_seed, cfg.channels)
     b = BASELINES.get(out["best"])
     den = _apply(b, nz, out["metrics"][b.name]["param"], noise.gaussian_sigma).clamp(0, 1)
     return {"showcase": {"clean": img[0], "noisy": nz[0].clamp(0, 1), out["best"]: den[0]},
             "showcase_psnr": {"noisy": float(psnr(nz.clamp(0, 1), img)), out["best"]: float(psnr(den, img))}}
 
 
-def score_set(clean: list[torch.Tensor], noise, seed: int, names=("noisy", "bm3d"), progress=None) -> dict[str, dict]:
+def score_set(clean: list[torch.Tensor], noise, seed: int, names=("noisy", "bm3d"), progress=None,
+              channels: int | None = None) -> dict[str, dict]:
     """`denoise-study evaluate`: methods whose one parameter needs no validation set (the noisy input; BM3D,
     CBM3D for colour, at the noise's own sigma) on whole images under the literature's protocol. Returns
-    {method: {"psnr": [N], "ssim": [N]}}; `progress(method, i, n)` is called after each image."""
-    from denoise_core.protocol import noisy_images, quantize, score_images, score_input
+    {method: {"psnr": [N], "ssim": [N]}}; `progress(method, i, n)` is called after each image. Real noise (a
+    pairs:PATH set, its images views of `channels` channels each) scores each scene's first capture."""
+    from denoise_core.protocol import quantize, score_images, score_input, test_inputs
 
-    noisy = noisy_images(noise, clean, seed)
+    clean, noisy = test_inputs(noise, clean, seed, channels)
     out = {}
     for name in names:
         b = BASELINES.get(name)

@@ -23,7 +23,7 @@ from denoise_core.sources import IMAGE_SUFFIXES, MAX_PIXELS, NATURAL_TEST, NATUR
 __all__ = ["SPLITS", "BUNDLED", "NATURAL_SHOWCASE", "NATURAL_TEST", "NATURAL_TRAIN", "NATURAL_VAL", "IMAGE_SUFFIXES",
            "MAX_PIXELS", "SOURCES", "check_dataset_name", "load_dataset", "load_split", "load_whole", "check_source",
            "showcase_image", "to_channels", "read_image", "image_files", "split_files", "split_source", "random_crops",
-           "fixed_crops", "fixed_crops_and_rows"]
+           "fixed_crops", "fixed_crops_and_rows", "stacked", "views"]
 SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
 NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
@@ -62,10 +62,9 @@ def load_split(name: str, root: str | None = None, split: str = "train", channel
     images, names = source.load(arg, root, split, download)
     sources = None
     if isinstance(images, torch.Tensor):
-        x = images
-    else:
+        x = to_channels(images, channels)
+    else:  # each image converted before its tiles are cut (a real-noise scene's views, one by one)
         x, sources = _tiled(images, names, channels, tile)
-    x = to_channels(x, channels)
     if limit is not None:
         x, sources = x[:limit], sources and sources[:limit]
     return x.contiguous(), sources
@@ -79,8 +78,23 @@ def load_whole(name: str, root: str | None, split: str, channels: int, download:
     images, names = source.load(arg, root, split, download)
     if isinstance(images, torch.Tensor):
         images, names = list(images), [f"{i:05d}" for i in range(len(images))]
-    images = [to_channels(im, channels).contiguous() for im in images]
+    images = [stacked(to_channels(im, channels)) for im in images]
     return (images[:limit], names[:limit]) if limit else (images, names)
+
+
+def stacked(img: torch.Tensor) -> torch.Tensor:
+    """An image [C, H, W] as it is; a real-noise scene's views [V, C, H, W] stacked along the channels
+    [V * C, H, W], so that a crop cuts every view at one place (`views` takes them apart again)."""
+    return img.reshape(-1, *img.shape[-2:]).contiguous()
+
+
+def views(x: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked views [..., (1 + K) * C, H, W] -> (clean [..., C, H, W], captures [..., K, C, H, W])."""
+    if x.shape[-3] % channels or x.shape[-3] < 3 * channels:
+        raise ValueError(f"expected a clean view and two or more captures of {channels} channel(s) each, "
+                         f"got {x.shape[-3]} channels")
+    v = x.unflatten(-3, (x.shape[-3] // channels, channels))
+    return v[..., 0, :, :, :], v[..., 1:, :, :, :]
 
 
 def check_source(name: str, root: str | None = None, channels: int = 1, download: bool = False,
@@ -100,7 +114,10 @@ def check_source(name: str, root: str | None = None, channels: int = 1, download
 
 
 def _tiled(images: list[torch.Tensor], names: list[str], channels: int, tile: int):
-    """Source images -> (one tensor of all their tiles, the source name of each tile)."""
+    """Source images -> (one tensor of all their tiles, the source name of each tile). Real-noise views are never
+    upscaled (interpolation would smooth their noise): their tiles are at most the smallest scene's short side."""
+    if images and images[0].ndim == 4:
+        tile = min(tile, *(min(im.shape[-2:]) for im in images))
     tiles = [_tiles(to_channels(im, channels), tile) for im in images]
     return torch.cat(tiles), [n for n, t in zip(names, tiles) for _ in range(len(t))]
 
@@ -139,7 +156,9 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
-    """[C, H, W] -> [N, C, tile, tile] non-overlapping tiles (small images are upscaled first)."""
+    """[C, H, W] (or views [V, C, H, W], stacked) -> [N, C, tile, tile] non-overlapping tiles (small images are
+    upscaled first)."""
+    img = stacked(img)
     c, h, w = img.shape
     if min(h, w) < tile:
         s = tile / min(h, w)

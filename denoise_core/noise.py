@@ -79,6 +79,7 @@ class Noise:
 
     param: str = ""
     family: str = "additive"
+    captured: bool = False  # True: no model; the data holds the noisy images (real noise, `Real`)
 
     def __init__(self, level: tuple[float, float]):
         self.level = level
@@ -294,3 +295,25 @@ class TextOverlay(Noise):
         colour = rgb.gather(1, first.clamp(max=drawn - 1).unsqueeze(-1).expand(b, h * w, c))  # [B, H*W, C]
         colour = colour.transpose(1, 2).reshape(b, c, h, w)
         return Corruption(torch.where(covered.view(b, 1, h, w), colour, clean))
+
+
+@NOISES.register("real")
+class Real(Noise):
+    """Real noise, no model: the noisy images are the captures of `dataset: pairs:PATH`.
+
+    Its images arrive as views stacked along the channels (`denoise_core.data.views`): view 0 the clean image,
+    views 1.. the captures; a trial takes its noisy inputs from the captures, never from this object."""
+
+    param = ""
+    captured = True
+    family = "real"  # camera noise: no Gaussian sigma, no impulses; the baselines that need no model apply
+
+    def __init__(self):
+        super().__init__((0.0, 0.0))
+
+    def corrupt(self, clean, level, generator):
+        raise ValueError("noise 'real' has no model to draw from: its noisy images are the captures of "
+                         "`dataset: pairs:PATH`")
+
+    def __repr__(self) -> str:
+        return "Real()"

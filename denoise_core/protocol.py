@@ -39,6 +39,17 @@ def noisy_images(noise, clean: list[torch.Tensor], seed: int) -> list[torch.Tens
     return out
 
 
+def test_inputs(noise, images: list[torch.Tensor], seed: int, channels: int) -> tuple[list, list]:
+    """The (clean, noisy) test images: `images` and their noise drawn by `noisy_images`, or, for real noise
+    (`noise.captured`, a pairs:PATH set), each scene's clean view and its first capture."""
+    if noise.captured:
+        from denoise_core.data import views
+
+        pairs = [views(img, channels) for img in images]
+        return [c for c, _ in pairs], [k[0] for _, k in pairs]
+    return images, noisy_images(noise, images, seed)
+
+
 def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, str | None]:
     """[B, C, H, W] padded at the bottom and right to a multiple of `m`: reflected where the image is large
     enough, else its edge repeated (a tiny image). Returns the batch and how it was padded (None: not)."""

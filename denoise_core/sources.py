@@ -12,6 +12,8 @@ images, each its own.
     natural, faces, digits        bundled with scikit-image / scikit-learn: no network
     mnist, fashion_mnist, cifar10 torchvision's files under --data-root (downloaded only when asked)
     folder:PATH                   every image file in PATH (PNG, JPEG, TIFF, BMP; gray, RGB, RGBA, 16-bit)
+    pairs:PATH                    real noise: PATH/<scene>/clean.png (if known) and two or more noisy captures
+                                  of the scene; its images are views [1 + K, C, H, W], view 0 the clean one
     Train400, BSD400, BSD68, CBSD68, Set12, Kodak24, McMaster, Urban100
                                   the literature's sets, as their authors lay them out: a folder of that
                                   name under --data-root, checked for its image count and sizes
@@ -56,19 +58,26 @@ class Source:
     load: Callable[..., Loaded]
     check: Callable[[str, str | None, bool], None] = lambda arg, root, download: None
     whole: bool = True  # its images are photographs, scored whole under the literature's protocol
+    captures: bool = False  # its images are real-noise views (clean + captures, `denoise_core.data.views`)
     about: str = ""
 
 
 SOURCES: Registry[Source] = Registry("dataset")
+WITH_PATH = ("folder", "pairs")  # sources named with their folder: folder:PATH, pairs:PATH
 
 
 def parse(name: str) -> tuple[Source, str]:
     """'folder:/data/x' -> (the folder source, '/data/x'); 'Set12' -> (Set12, ''). The one place a source
     name is parsed."""
     kind, sep, arg = name.partition(":")
-    if not isinstance(name, str) or kind not in SOURCES or (sep and not arg) or (not sep and kind == "folder"):
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(n + (':PATH' if n == 'folder' else '') for n in SOURCES.names)}")
+    if not isinstance(name, str) or kind not in SOURCES or (sep and not arg) or (not sep and kind in WITH_PATH):
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(n + (':PATH' if n in WITH_PATH else '') for n in SOURCES.names)}")
     return SOURCES.get(kind), arg
+
+
+def has_captures(dataset: "str | dict[str, str]") -> list[bool]:
+    """For the train, val and test splits in turn: whether the split reads real-noise captures (pairs:PATH)."""
+    return [parse(split_source(dataset, split)[0])[0].captures for split in ("train", "val", "test")]
 
 
 def split_source(dataset: "str | dict[str, str]", split: str) -> tuple[str, str]:
@@ -239,6 +248,70 @@ def _folder(arg, root, part, download) -> Loaded:
 
 SOURCES.add("folder", Source("folder", _folder, about="folder:PATH, every image file in PATH, split by file"))
 
+
+# -- real noise: scenes of noisy captures ----------------------------------------------------------------------
+CLEAN_STEMS = ("clean", "gt")  # a scene's clean image, if known: clean.png, gt.tif ... (any case)
+
+
+def scene_files(scene: Path) -> tuple[Path | None, list[Path]]:
+    """A scene folder's clean image (None: not known) and its noisy captures (every other image file, by name)."""
+    files = sorted(p for p in scene.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    clean = [p for p in files if p.stem.lower() in CLEAN_STEMS]
+    if len(clean) > 1:
+        raise ValueError(f"scene {str(scene)!r} has {len(clean)} clean images ({', '.join(p.name for p in clean)}); "
+                         f"expected at most one")
+    return (clean[0] if clean else None), [p for p in files if p not in clean]
+
+
+def pair_scenes(folder: Path) -> list[Path]:
+    """The scene folders of a `pairs:PATH` source, by name, each checked for two or more captures."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"pairs folder {str(folder)!r} does not exist")
+    scenes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not scenes:
+        raise ValueError(f"pairs folder {str(folder)!r} holds no scene folders (each: clean.png if known, and two "
+                         f"or more noisy captures)")
+    for scene in scenes:
+        if len(scene_files(scene)[1]) < 2:
+            raise ValueError(f"scene {str(scene)!r} has {len(scene_files(scene)[1])} noisy capture(s); "
+                             f"expected two or more (and clean.png, if known)")
+    return scenes
+
+
+def read_scene(scene: Path, captures: int, need_clean: bool) -> torch.Tensor:
+    """A scene as views [1 + captures, C, H, W]: view 0 the clean image (NaN where it is not known), then its
+    first `captures` captures by name. Every view must have the clean image's size and channels."""
+    clean_file, capture_files = scene_files(scene)
+    if clean_file is None and need_clean:
+        raise ValueError(f"scene {str(scene)!r} has no clean image (clean.png): the validation and test "
+                         f"scenes are scored against it")
+    caps = [read_image(p) for p in capture_files[:captures]]
+    clean = read_image(clean_file) if clean_file is not None else torch.full_like(caps[0], float("nan"))
+    for p, im in zip([clean_file, *capture_files], [clean, *caps]):
+        if im.shape != caps[0].shape:
+            raise ValueError(f"scene {str(scene)!r}: {p.name} is {tuple(im.shape)} (C, H, W); its other images are "
+                             f"{tuple(caps[0].shape)}")
+    return torch.stack([clean, *caps])
+
+
+def scenes_without_clean(name: str, part: str) -> list[str]:
+    """The scenes of a pairs:PATH source's part that have no clean image (none for any other source)."""
+    source, arg = parse(name)
+    if not source.captures:
+        return []
+    return [s.name for s in split_files(pair_scenes(Path(arg).expanduser()), part) if scene_files(s)[0] is None]
+
+
+def _pairs(arg, root, part, download) -> Loaded:
+    """Scenes split like a folder's files (by scene name); every scene of a split gives as many captures as the
+    one with fewest, so that a split is one stack of views."""
+    scenes = split_files(pair_scenes(Path(arg).expanduser()), part)
+    k = min(len(scene_files(s)[1]) for s in scenes)
+    return [read_scene(s, k, need_clean=part in ("val", "test")) for s in scenes], [s.name for s in scenes]
+
+
+SOURCES.add("pairs", Source("pairs", _pairs, captures=True, about="pairs:PATH, real noise: a folder per scene with clean.png (if "
+                                                   "known) and two or more noisy captures, split by scene"))
 
 # -- the literature's standard sets --------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split, split_source
+from denoise_core.data import fixed_crops_and_rows, load_dataset, load_split, split_source, views
 from denoise_core.models import build_model, count_parameters
 from denoise_core.results import PER_IMAGE, RESTORED, SOURCES, Score
 
@@ -125,6 +125,16 @@ def corrupt_fixed(noise, clean: torch.Tensor, seed: int) -> torch.Tensor:
     """`clean` corrupted by `noise` with a CPU generator at `seed`: the same numbers whichever device
     a trial runs on, so CPU and GPU trials and the classical baselines score the same noisy inputs."""
     return noise(clean.cpu(), generator=torch.Generator().manual_seed(seed)).noisy.to(clean.device)
+
+
+def fixed_inputs(noise, images: torch.Tensor, seed: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A set's (clean, noisy) evaluation images: `images` and their draw of the noise model at `seed`
+    (`corrupt_fixed`), or, for real noise (`noise.captured`), the clean view and the first capture of its
+    stacked views (`denoise_core.data.views`)."""
+    if noise.captured:
+        clean, captures = views(images, channels)
+        return clean.contiguous(), captures[:, 0].contiguous()
+    return images, corrupt_fixed(noise, images, seed)
 
 
 def mean_of(value) -> float:

@@ -72,12 +72,17 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     from denoise_core.baselines import score_set
     from denoise_core.data import check_source, load_whole
     from denoise_core.noise import NOISES
-    from denoise_core.protocol import apply_whole, noisy_images, score_images
+    from denoise_core.protocol import apply_whole, score_images, test_inputs
+    from denoise_core.sources import has_captures
 
     name, params, noise = parse_noise(noise_text)
+    if noise.captured != has_captures(test_set)[0]:
+        raise ValueError(f"--noise {noise_text!r} on --test {test_set!r}: real noise (--noise real) and a pairs:PATH "
+                         f"set of noisy captures go together")
     channels = channels or default_channels(test_set)
     check_source(test_set, root, channels, parts=("all",))
-    clean, _ = load_whole(test_set, root, "all", channels)
+    images, _ = load_whole(test_set, root, "all", channels)
+    clean, noisy = test_inputs(noise, images, seed, channels)
     level = params.get(NOISES.get(name).param)
     started = time.time()
 
@@ -85,10 +90,9 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
         progress(f"{method}: {i}/{n} images ({time.time() - started:.0f} s)")
 
     rows = []
-    for method, scores in score_set(clean, noise, seed, progress=tick).items():
+    for method, scores in score_set(images, noise, seed, progress=tick, channels=channels).items():
         label = METHOD_NAMES.get((method, channels), method)
         rows.append(_row(label, test_set, noise_text, scores, published(label, test_set, name, level)))
-    noisy = noisy_images(noise, clean, seed)
     for label, (model, cfg) in (models or {}).items():
         from denoise_core.tasks import get_task
 

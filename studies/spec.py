@@ -450,11 +450,17 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
     split, checked once per distinct source before Ray starts: bad data is a SpecError (exit 2), never a
     run whose every trial fails."""
     from denoise_core.data import SPLITS, check_source, split_source
-    from denoise_core.tasks import validate_config
+    from denoise_core.tasks import get_task, validate_config
 
     seen = set()
     for cell in spec.cells():
         cfg = validate_config(spec.cell_config(cell, budget, extra))
+        check = get_task(cfg.task).check_data
+        try:
+            if check is not None:
+                check(cfg)
+        except (ValueError, OSError) as e:
+            raise SpecError(f"{spec.name}, budget {budget}, cell {cell_label(cell)}: {e}") from None
         for split in SPLITS:
             name, part = split_source(cfg.dataset, split)
             source = (name, cfg.data_root, cfg.channels, cfg.download, part)

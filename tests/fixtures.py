@@ -41,3 +41,22 @@ def image_folder(path: Path, count: int, sizes=((48, 40), (40, 56)), colour: boo
         h, w = sizes[i % len(sizes)]
         Image.fromarray(picture(h, w, 100 + i, colour)).save(path / f"img{i:02d}.png")
     return path
+
+
+def pair_scenes(path: Path, scenes: int, captures: int = 2, size=(40, 48), colour: bool = False, clean: bool = True,
+                peak: float = 60.0, read_sigma: float = 0.02, seed: int = 0) -> Path:
+    """`path/sceneNN/` laid out as `pairs:PATH` reads it: clean.png (unless `clean` is False) and `captures` noisy
+    captures of it, each an independent Poisson-Gaussian draw (shot noise at `peak` photons for white, plus
+    read noise of `read_sigma`), rounded to 8 bits as a camera writes them."""
+    rng = np.random.default_rng(seed)
+    for i in range(scenes):
+        scene = path / f"scene{i:02d}"
+        scene.mkdir(parents=True, exist_ok=True)
+        img = picture(*size, 200 + i, colour)
+        if clean:
+            Image.fromarray(img).save(scene / "clean.png")
+        x = img.astype(np.float64) / 255
+        for k in range(captures):
+            noisy = rng.poisson(x * peak) / peak + rng.normal(0, read_sigma, x.shape)
+            Image.fromarray((np.clip(noisy, 0, 1) * 255).round().astype(np.uint8)).save(scene / f"capture{k}.png")
+    return path

@@ -89,7 +89,7 @@ def test_text_draws_glyph_strokes_not_blocks():
     assert 0 < covered.sum().item() < 0.6 * rows * 64
 
 
-@pytest.mark.parametrize("name", NOISES.names)
+@pytest.mark.parametrize("name", [n for n in NOISES.names if not NOISES.get(n).captured])
 def test_seeded_and_independent_and_input_untouched(name):
     x = torch.rand(4, 3, 64, 64, generator=gen(1))
     before = x.clone()
@@ -133,3 +133,11 @@ def test_bad_parameters_name_the_parameter(name, params, needle):
 def test_unknown_noise_lists_known():
     with pytest.raises(ValueError, match="unknown noise 'speckle'.*gaussian.*impulse"):
         build_noise("speckle")
+
+
+def test_real_noise_has_no_model_to_draw_from():
+    """`noise: real` stands for captures in the data (tests/test_pairs.py): asked to draw, it says so."""
+    noise = build_noise("real")
+    assert noise.captured and noise.family == "real" and noise.gaussian_sigma is None
+    with pytest.raises(ValueError, match="its noisy images are the captures of `dataset: pairs:PATH`"):
+        noise(torch.zeros(1, 1, 8, 8))

@@ -50,6 +50,9 @@ class Task:
     # the conditions under which a config's test scores exist, for published rows to be matched against:
     # [(noise name, level, metric suffix)], empty where the scoring is not the literature's protocol
     test_conditions: Callable[[Any], list[tuple[str, float, str]]] | None = None
+    # checks of a config's data beyond its sources (which `denoise_core.data.check_source` reads), run before
+    # anything starts: raises a ValueError of one line
+    check_data: Callable[[Any], None] | None = None
 
 
 def task_names() -> list[str]:

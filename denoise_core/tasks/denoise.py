@@ -20,14 +20,14 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from denoise_core.config import CommonConfig
-from denoise_core.data import load_whole, random_crops, showcase_image, split_source
+from denoise_core.data import load_whole, random_crops, showcase_image, split_source, views
 from denoise_core.losses import LOSSES, build_loss
 from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, Noise, build_noise
-from denoise_core.protocol import PROTOCOL, apply_whole, noisy_images, score_images, score_input
+from denoise_core.protocol import PROTOCOL, apply_whole, score_images, score_input, test_inputs
 from denoise_core.results import Score
 from denoise_core.tasks import TASKS, Task
-from denoise_core.trial import Trial, corrupt_fixed, save_png
+from denoise_core.trial import Trial, fixed_inputs, save_png
 
 
 class DenoiseConfig(CommonConfig):
@@ -58,6 +58,7 @@ class DenoiseConfig(CommonConfig):
 
     @model_validator(mode="after")
     def _levels(self):
+        self._real_noise()
         NOISES.check_params(self.noise, self.noise_params)  # a misspelt parameter first: it explains a missing level
         param = NOISES.get(self.noise).param
         if "noise" in self.model_fields_set and param and param not in self.noise_params:
@@ -67,6 +68,21 @@ class DenoiseConfig(CommonConfig):
         for level in self.eval_levels:
             build_noise(self.noise, **{**self.noise_params, NOISES.get(self.noise).param: level})
         return self
+
+    def _real_noise(self) -> None:
+        """`noise: real` and `dataset: pairs:PATH` go together, in every split: real captures have no model to
+        draw a noise level from, and a noise model has no captures to stand for."""
+        from denoise_core.sources import has_captures
+
+        captured = has_captures(self.dataset)
+        if self.noise == "real" and not all(captured):
+            raise ValueError("noise 'real' takes its noisy images from the data: every split's dataset must be "
+                             "pairs:PATH (scenes of noisy captures)")
+        if self.noise != "real" and any(captured):
+            raise ValueError(f"dataset pairs:PATH holds real noise: use noise: real (not {self.noise!r}), "
+                             f"for every split")
+        if self.noise == "real" and self.eval_levels:
+            raise ValueError("eval_levels: noise 'real' has no level to vary")
 
     def level_suffixes(self) -> list[str]:
         """'_sigma10' ... : one per extra evaluation level."""
@@ -81,10 +97,25 @@ def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
 
 def denoise_test_note(cfg: DenoiseConfig) -> str:
     test = split_source(cfg.dataset, "test")[0]
+    if cfg.test_protocol == "whole" and cfg.noise == "real":
+        return (f"Test protocol: every scene of {test}, whole: its first noisy capture denoised, the output rounded to "
+                f"8 bits, PSNR and SSIM against the scene's clean image, per scene, averaged over the scenes.")
     if cfg.test_protocol == "whole":
         return f"Test protocol: every image of {test}, {PROTOCOL}."
     return (f"Test protocol: {cfg.test_images} fixed {cfg.eval_size}x{cfg.eval_size} crops of {test}'s held-out "
             f"images, noise from a fixed seed; not the literature's whole-image protocol, so no published row applies.")
+
+
+def denoise_check_data(cfg: DenoiseConfig) -> None:
+    """Noise2Clean on real captures needs every training scene's clean image."""
+    from denoise_core.sources import scenes_without_clean
+
+    name, part = split_source(cfg.dataset, "train")
+    missing = scenes_without_clean(name, part) if cfg.target == "clean" else []
+    if missing:
+        raise ValueError(f"dataset {name!r}: target: clean needs every training scene's clean image (clean.png); "
+                         f"{len(missing)} have none ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
+                         f"train Noise2Noise (target: noisy) instead, capture to capture")
 
 
 def denoise_test_conditions(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
@@ -134,14 +165,25 @@ class DenoiseTrial(Trial):
         self.noises = evaluation_noises(cfg)
         self.noise = self.noises[""]
         self.loss = build_loss(cfg.loss)
+        # real noise: the evaluation sets are stacked views; each split's clean view, and its first capture as input
+        self.captures = {}
+        for split in list(self.clean) if self.noise.captured else ():
+            self.clean[split], self.captures[split] = fixed_inputs(self.noise, self.clean[split], cfg.val_seed,
+                                                                   cfg.channels)
+        if self.noise.captured:
+            denoise_check_data(cfg)
         self.noisy = {split: {sfx: self.noisy_validation(n, split) for sfx, n in self.noises.items()}
                       for split in self.clean}
         self.whole = None  # the test split under the literature's protocol: clean, names, noisy per noise
         if cfg.test and cfg.test_protocol == "whole":
             key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
-            clean, names = whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)
-            self.whole = SimpleNamespace(clean=list(clean), names=list(names), noisy={
-                sfx: noisy_images(n, list(clean), cfg.val_seed) for sfx, n in self.noises.items()})
+            images, names = whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)
+            noisy = {sfx: test_inputs(n, list(images), cfg.val_seed, cfg.channels) for sfx, n in self.noises.items()}
+            self.whole = SimpleNamespace(clean=noisy[""][0], names=list(names),
+                                         noisy={sfx: pair[1] for sfx, pair in noisy.items()})
+
+    def noisy_validation(self, noise, split: str = "val") -> torch.Tensor:
+        return self.captures[split] if noise.captured else super().noisy_validation(noise, split)
 
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, chunk: int = 64) -> torch.Tensor:
@@ -183,14 +225,8 @@ class DenoiseTrial(Trial):
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        clean = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop]
-        corrupted = self.noise(clean, generator=self.gen)
-        if cfg.target == "noisy":  # Noise2Noise: an independent second corruption of the same crop
-            target_c = self.noise(clean, generator=self.gen)
-            target, mask = target_c.noisy, target_c.mask
-        else:
-            target, mask = clean, None
-        inp = corrupted.noisy
+        crops = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop] (or views)
+        inp, target, mask = self.captured_pair(crops) if self.noise.captured else self.drawn_pair(crops)
         if cfg.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with self.autocast:
@@ -200,6 +236,24 @@ class DenoiseTrial(Trial):
         self.optimise(loss)
         return loss, (pred.detach() - target).square().mean()
 
+    def drawn_pair(self, clean: torch.Tensor):
+        """(input, target, mask) from a noise model: Noise2Noise trains towards an independent second draw."""
+        corrupted = self.noise(clean, generator=self.gen)
+        if self.cfg.target == "noisy":
+            target = self.noise(clean, generator=self.gen)
+            return corrupted.noisy, target.noisy, target.mask
+        return corrupted.noisy, clean, None
+
+    def captured_pair(self, crops: torch.Tensor):
+        """(input, target, None) from real captures: a random capture of each crop's scene as the input, and
+        another capture of it (Noise2Noise) or its clean image as the target; drawn on the device."""
+        clean, captures = views(crops, self.cfg.channels)
+        b, k = captures.shape[:2]
+        row = torch.arange(b, device=crops.device)
+        a = torch.randint(0, k, (b,), generator=self.gen, device=crops.device)
+        other = (a + torch.randint(1, k, (b,), generator=self.gen, device=crops.device)) % k
+        return captures[row, a], (captures[row, other] if self.cfg.target == "noisy" else clean), None
+
     def final_outputs(self, d: Path) -> dict[str, str]:
         """One whole image of the held-out split (validation for tuning trials), clean, noisy (the fixed
         seed) and denoised, as image_clean/noisy/output.png, with PSNRs in images.json. A fixed-size
@@ -207,10 +261,10 @@ class DenoiseTrial(Trial):
         cfg = self.cfg
         split = "test" if "test" in self.clean else "val"
         name, part = split_source(cfg.dataset, split)
-        clean = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part).to(self.device)
-        if getattr(self.model, "size_error", lambda h, w: None)(*clean.shape[-2:]) is not None:
+        image = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part).to(self.device)
+        if getattr(self.model, "size_error", lambda h, w: None)(*image.shape[-2:]) is not None:
             return {}
-        noisy = corrupt_fixed(self.noise, clean, cfg.val_seed)
+        clean, noisy = fixed_inputs(self.noise, image, cfg.val_seed, cfg.channels)
         output = self.predict(noisy)
         files = {name: str(save_png(d / f"{name}.png", img)) for name, img in
                  (("image_clean", clean), ("image_noisy", noisy.clamp(0, 1)), ("image_output", output))}
@@ -222,4 +276,5 @@ class DenoiseTrial(Trial):
 TASKS.add("denoise", Task(
     name="denoise", config=DenoiseConfig, trial=DenoiseTrial, apply=apply_denoiser, metrics=denoise_metrics,
     images=("image_output",), images_caption="one whole held-out image denoised by each cell's best model",
-    baselines=True, test_note=denoise_test_note, test_conditions=denoise_test_conditions))
+    baselines=True, test_note=denoise_test_note, test_conditions=denoise_test_conditions,
+    check_data=denoise_check_data))

@@ -1,0 +1,118 @@
+"""Real noise, no noise model: `dataset: pairs:PATH` (scenes of noisy captures, clean if known) with `noise: real`.
+Noise2Noise trains capture -> capture, Noise2Clean capture -> clean, and the test scores a capture against the clean
+image. Every test runs on generated Poisson-Gaussian captures (tests.fixtures.pair_scenes)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import cli
+from tests.fixtures import pair_scenes
+
+
+def _png(path) -> torch.Tensor:
+    a = np.asarray(Image.open(path), dtype=np.float32) / 255
+    return torch.from_numpy(a)[None] if a.ndim == 2 else torch.from_numpy(a).permute(2, 0, 1)
+
+
+def test_a_scene_is_its_clean_image_and_its_captures_split_by_scene(tmp_path):
+    from denoise_core.data import load_split, load_whole, views
+
+    root = pair_scenes(tmp_path / "p", scenes=6, captures=3)
+    images, names = load_whole(f"pairs:{root}", None, "all", 1)
+    assert names == [f"scene{i:02d}" for i in range(6)] and all(im.shape == (4, 40, 48) for im in images)
+    clean, caps = views(images[2], 1)  # view 0 the clean file, then the captures by name: exactly the files' pixels
+    assert torch.equal(clean, _png(root / "scene02" / "clean.png"))
+    assert all(torch.equal(caps[k], _png(root / "scene02" / f"capture{k}.png")) for k in range(3))
+    parts = {p: load_whole(f"pairs:{root}", None, p, 1)[1] for p in ("train", "val", "test")}
+    assert parts == {"train": ["scene00", "scene01", "scene02", "scene05"], "val": ["scene04"], "test": ["scene03"]}
+    tiles, sources = load_split(f"pairs:{root}", None, "train", 1, tile=32)
+    assert tiles.shape == (4, 4, 32, 32) and sources == parts["train"]  # every view cut at one place
+    # a split of scenes with 3 and 2 captures is one stack: each scene gives as many as the one with fewest
+    (root / "scene01" / "capture2.png").unlink()
+    assert {im.shape[0] for im in load_whole(f"pairs:{root}", None, "train", 1)[0]} == {3}
+
+
+def test_the_noisy_input_is_exactly_the_first_capture_and_scored_against_the_clean_image(tmp_path):
+    """`evaluate` on real noise: the noisy row is each scene's first capture against its clean image, per scene."""
+    from denoise_core.metrics import psnr
+
+    root = pair_scenes(tmp_path / "p", scenes=3, captures=2, colour=True)
+    code, out, err = cli("evaluate", "--test", f"pairs:{root}", "--noise", "real", "--channels", "3")
+    assert code == 0, err
+    row = [ln for ln in out.splitlines() if ln.startswith("noisy input")][0].split()
+    per_scene = [psnr(_png(root / f"scene{i:02d}" / "capture0.png")[None], _png(root / f"scene{i:02d}" / "clean.png")[None])
+                 for i in range(3)]
+    assert row[-3] == "3" and float(row[-2]) == pytest.approx(float(torch.cat(per_scene).mean()), abs=0.006)
+    # Poisson-Gaussian at 60 photons: far noisier than 8-bit rounding, far cleaner than nothing
+    assert 15 < float(row[-2]) < 30
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"noise": "real", "dataset": "natural"}, "every split's dataset must be pairs:PATH"),
+    ({"noise": "gaussian", "noise_params": {"sigma": 25}}, "use noise: real"),
+    ({"noise": "real", "eval_levels": [10]}, "noise 'real' has no level to vary"),
+])
+def test_real_noise_and_pairs_go_together(tmp_path, config, needle):
+    from denoise_core.tasks import validate_config
+
+    root = pair_scenes(tmp_path / "p", scenes=3)
+    with pytest.raises(ValueError, match=needle):
+        validate_config({"dataset": f"pairs:{root}", **config})
+
+
+def test_bad_scenes_are_named_in_one_line(tmp_path):
+    from denoise_core.data import check_source
+
+    root = pair_scenes(tmp_path / "p", scenes=5)
+    (root / "scene01" / "capture1.png").unlink()
+    with pytest.raises(ValueError, match=r"scene '.*scene01' has 1 noisy capture\(s\); expected two or more"):
+        check_source(f"pairs:{root}", parts=("train",))
+    pair_scenes(tmp_path / "p", scenes=5)  # restored
+    (root / "scene04" / "clean.png").unlink()  # the validation scene: it has nothing to be scored against
+    with pytest.raises(ValueError, match=r"split val: scene '.*scene04' has no clean image"):
+        check_source(f"pairs:{root}", parts=("val",))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "scene02" / "capture1.png")
+    with pytest.raises(ValueError, match=r"scene02': capture1.png is \(1, 8, 8\)"):
+        check_source(f"pairs:{root}", parts=("train",))
+
+
+def test_noise2clean_without_clean_training_scenes_is_refused_before_ray(tmp_path):
+    import yaml
+
+    root = pair_scenes(tmp_path / "p", scenes=6)
+    for i in (0, 1):
+        (root / f"scene{i:02d}" / "clean.png").unlink()  # training scenes with captures only
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "realn", "description": "d", "fixed": {"dataset": f"pairs:{root}", "noise": "real"},
+        "compare": {"target": ["clean", "noisy"]}, "tune": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        "budgets": {b: {"trials_per_cell": 1, "seeds": 1, "steps": 10, "eval_every": 10, "crop": 32, "val_images": 2,
+                        "test_images": 2} for b in ("smoke", "quick", "full")}}))
+    code, out, err = cli("run", str(spec), "--budget", "smoke", "--storage", str(tmp_path / "store"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "cell target=clean" in err and "2 have none (scene00, scene01)" in err and "target: noisy" in err
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("target", ["noisy", "clean"])
+def test_a_trial_learns_from_real_captures(tmp_path, target):
+    """Noise2Noise (capture -> another capture) and Noise2Clean (capture -> clean) both beat the noisy input on
+    held-out scenes; the test input is the first capture, scored whole against the clean image."""
+    from denoise_core.tasks import run_trial
+
+    root = pair_scenes(tmp_path / "p", scenes=10, captures=3, size=(64, 64))
+    out = run_trial({"dataset": f"pairs:{root}", "noise": "real", "target": target, "model": "simple_unet",
+                     "model_params": {"width": 16}, "lr": 2e-3, "batch_size": 8, "steps": 120, "eval_every": 60,
+                     "crop": 32, "val_images": 8, "test_images": 8, "threads": 1, "test": True, "select": "psnr",
+                     "test_protocol": "whole"}, lambda m: None, workdir=tmp_path / "w")
+    m = out["metrics"]
+    assert m["test_psnr"] > m["test_input_psnr"] + 3.0 and m["psnr"] > m["input_psnr"] + 3.0, m  # measured: +4.8 dB
+    # the test input is exactly the test scenes' first captures (scene03, scene08), whole, against their clean images
+    from denoise_core.metrics import psnr
+
+    expect = torch.cat([psnr(_png(root / s / "capture0.png")[None], _png(root / s / "clean.png")[None])
+                        for s in ("scene03", "scene08")]).mean()
+    assert m["test_input_psnr"] == pytest.approx(float(expect), abs=1e-3)

@@ -116,3 +116,38 @@ def test_a_trial_learns_from_real_captures(tmp_path, target):
     expect = torch.cat([psnr(_png(root / s / "capture0.png")[None], _png(root / s / "clean.png")[None])
                         for s in ("scene03", "scene08")]).mean()
     assert m["test_input_psnr"] == pytest.approx(float(expect), abs=1e-3)
+
+
+def test_a_real_noise_study_runs_through_ray_into_its_report(ray_cluster, tmp_path):
+    """Noise2Noise against Noise2Clean on real captures, as a study: tuned and confirmed through Ray, the classical
+    baselines scored on the same first captures, and a report whose protocol line says what the test scored."""
+    import pandas as pd
+    import yaml
+
+    from tests import browser
+
+    root = pair_scenes(tmp_path / "p", scenes=10, captures=3, size=(64, 64))
+    spec = {"name": "realn", "description": "N2N against N2C on real captures", "question": "target",
+            "fixed": {"dataset": f"pairs:{root}", "noise": "real", "model": "simple_unet", "model_params": {"width": 16},
+                      "test_protocol": "whole"},
+            "compare": {"target": ["clean", "noisy"]}, "tune": {"lr": {"type": "loguniform", "low": 1e-3, "high": 5e-3}},
+            "budgets": {b: {"trials_per_cell": 1, "seeds": 2, "steps": 60, "eval_every": 30, "crop": 32, "val_images": 4,
+                            "test_images": 4, "batch_size": 8} for b in ("smoke", "quick", "full")}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = cli("run", str(tmp_path / "s.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "store"),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    sdir = tmp_path / "store" / "realn"
+    df = pd.read_parquet(sdir / "trials.parquet")
+    confirm = df[df.phase == "confirm"]
+    assert len(confirm) == 4 and set(confirm.status) == {"completed"}
+    # every confirm run scored the two test scenes whole, their first captures as input (20.1 dB, as generated)
+    assert confirm["final.test_input_psnr"].round(3).nunique() == 1
+    assert confirm["final.test_input_psnr"].iloc[0] == pytest.approx(20.1, abs=0.3)
+    scores = __import__("json").loads((sdir / "baselines" / "scores.json").read_text())
+    (entry,) = scores["entries"].values()
+    assert set(entry["metrics"]) == {"noisy", "tv", "nlm"}  # no model, so neither BM3D's sigma nor a median's impulses
+    assert entry["metrics"]["noisy"]["test"]["psnr"] == pytest.approx(confirm["final.test_input_psnr"].iloc[0], abs=1e-3)
+    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
+    assert not errors
+    assert "every scene of pairs:" in dom and "its first noisy capture denoised" in dom

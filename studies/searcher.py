@@ -248,6 +248,9 @@ class CellSearcher(Searcher):
             elif trial.status in ("TERMINATED", "ERROR"):
                 self.on_trial_complete(trial_id, trial.last_result or {}, error=trial.status == "ERROR")
                 changed.append(f"{slot['cell']} {slot['phase']}: counted as finished")
+            elif trial_id in done:  # Tune runs it again from its checkpoint; its cell waits for it, as it did
+                changed.append(f"{slot['cell']} {slot['phase']}: finished before the driver died, run again by Tune "
+                               f"from its checkpoint")
         return changed
 
     def _keep_finished(self, trial_id: str, slot: dict, record: dict) -> None:

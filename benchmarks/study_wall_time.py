@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def split(records: list[dict]) -> dict[str, float]:
-    """Seconds per finished trial, by part: medians over trials."""
+def split(records: list) -> dict[str, float]:
+    """Seconds per finished trial (`TrialRecord`s), by part: medians over trials."""
     parts = {"wall": [], "setup": [], "steps": [], "evaluations": [], "checkpoints": [], "other": []}
     for r in records:
-        h = r["history"]
-        if not h or not (r.get("start") and r.get("end")):
+        h = r.history
+        if not h or not (r.start and r.end):
             continue
-        wall = r["end"] - r["start"]
+        wall = r.end - r.start
         steps, evals = sum(e.get("step_s", 0) for e in h), sum(e.get("eval_s", 0) for e in h)
         ckpt, setup = h[-1].get("checkpoint_s", 0), h[0].get("setup_s", 0)
         for k, v in (("wall", wall), ("setup", setup), ("steps", steps), ("evaluations", evals),
@@ -40,17 +40,16 @@ def split(records: list[dict]) -> dict[str, float]:
 
 def report(sdir: Path, wall: float | None) -> None:
     from reports.analysis import analyse
-    from studies.store import FINISHED, StudyResults
+    from studies.store import StudyResults
 
     r = StudyResults.load(sdir)
-    done = [x for x in r.records if x["status"] in FINISHED]
-    runs = r.info.get("runs", [])
-    ran = wall if wall is not None else sum((x["end"] or x["start"]) - x["start"] for x in runs)
-    print(f"{r.spec.name} ({r.info['budget']}): {len(done)}/{r.info['planned']} trials, wall {ran / 60:.1f} min")
+    done = [x for x in r.records if x.finished]
+    ran = wall if wall is not None else sum((x.end or x.start) - x.start for x in r.info.runs)
+    print(f"{r.spec.name} ({r.info.budget}): {len(done)}/{r.info.planned} trials, wall {ran / 60:.1f} min")
     s = split(done)
     print("  per trial (median s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
     for phase in ("tune", "confirm"):
-        p = split([x for x in done if x["phase"] == phase])
+        p = split([x for x in done if x.phase == phase])
         print(f"  {phase:8s} wall {p['wall']:.1f} s, steps {p['steps']:.1f} s, evaluations {p['evaluations']:.1f} s")
     a = analyse(r)
     print(f"  {a.family.m} comparisons, {a.family.discoveries} significant, intervals at {a.level:.1%}")
@@ -60,8 +59,8 @@ def report(sdir: Path, wall: float | None) -> None:
         print(f"  verdict: {v.verdict:13s} {v.claim.a} vs {v.claim.b} {dict(v.claim.where)}: {eff}")
     for sl in a.slices:
         if sl.baseline:
-            c = sl.baseline["comparison"]
-            print(f"  {sl.label or 'all'}: best {sl.winner} vs {sl.baseline['name']} {c.gain:+.2f} {a.unit} "
+            c = sl.baseline.comparison
+            print(f"  {sl.label or 'all'}: best {sl.winner} vs {sl.baseline.name} {c.gain:+.2f} {a.unit} "
                   f"[{c.lo:+.2f}, {c.hi:+.2f}]")
 
 

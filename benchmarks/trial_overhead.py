@@ -22,16 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def overheads(sdir: Path) -> list[dict]:
-    from studies.store import FINISHED, read_records
+    from studies.store import read_records
 
     rows = []
     for r in read_records(sdir):
-        h = r["history"]
-        if r["status"] not in FINISHED or not h or not (r["start"] and r["end"]):
+        h = r.history
+        if not r.finished or not h or not (r.start and r.end):
             continue
         busy = sum(e.get("step_s", 0) + e.get("eval_s", 0) for e in h) + h[-1].get("checkpoint_s", 0)
-        wall = r["end"] - r["start"]
-        rows.append({"pid": h[0].get("pid"), "start": r["start"], "wall": wall, "busy": busy,
+        wall = r.end - r.start
+        rows.append({"pid": h[0].get("pid"), "start": r.start, "wall": wall, "busy": busy,
                      "overhead": wall - busy, "setup": h[0].get("setup_s", float("nan"))})
     rows.sort(key=lambda x: x["start"])
     seen = set()

@@ -16,7 +16,10 @@ photograph are not independent, and the comparisons treat them so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 SPLITS = ("val", "test")
 PER_IMAGE = "per_image"  # result key: {test key: [one value per test image], SOURCES: [source names]}
@@ -71,3 +74,23 @@ class Score:
         """The same metric of the same subject on another split (or with other weights)."""
         return Score(self.metric, split, "best" if self.input else weights, self.input)
 
+
+
+
+class ShownImages(BaseModel):
+    """images.json beside a checkpoint's PNGs: the split its whole image came from, and each PNG's PSNR (image_noisy,
+    image_output ...). Written by a task's `final_outputs`, read by the report."""
+
+    model_config = ConfigDict(extra="allow")
+    split: str = "val"
+    psnr: dict[str, float] = Field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> "ShownImages":
+        return cls.model_validate_json(Path(path).read_text())
+
+    def write(self, path: Path) -> Path:
+        import json
+
+        Path(path).write_text(json.dumps(self.model_dump()))
+        return Path(path)

@@ -287,25 +287,23 @@ def status(name, storage):
 
     from studies.runlog import run_span
     from studies.cells import cell_label, parse_cell
-    from studies.store import FINISHED, SHOWN, read_info, read_records
+    from studies.store import SHOWN, read_info, read_records
 
     sdir = _existing_study(name, storage)
     info = read_info(sdir)
     recs = read_records(sdir)
-    per_cell = info["trials_per_cell"] + info["seeds"]
-    finished = [r for r in recs if r["status"] in FINISHED]
-    click.echo(f"{sdir.name}: {len(finished)}/{info['planned']} trials finished, budget {info['budget']}, {sdir}")
-    if info.get("runs"):
-        run = info["runs"][-1]
+    per_cell = info.trials_per_cell + info.seeds
+    finished = [r for r in recs if r.finished]
+    click.echo(f"{sdir.name}: {len(finished)}/{info.planned} trials finished, budget {info.budget}, {sdir}")
+    if (run := info.last_run) is not None:
         seconds, how = run_span(run)
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["start"]))
-        click.echo(f"last run: {how}, {seconds / 60:.1f} min since {since} (host {run.get('host', '?')}, "
-                   f"pid {run.get('pid', '?')})")
-    for cell in info["cells"]:
-        mine = [r for r in recs if r["cell"] == cell]
-        counts = {s: sum(r["status"] == s for r in mine) for s in SHOWN}
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.start))
+        click.echo(f"last run: {how}, {seconds / 60:.1f} min since {since} (host {run.host or '?'}, pid {run.pid or '?'})")
+    for cell in info.cells:
+        mine = [r for r in recs if r.cell == cell]
+        counts = {s: sum(r.status == s for r in mine) for s in SHOWN}
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        click.echo(f"  {cell_label(parse_cell(cell))}: {sum(r['status'] in FINISHED for r in mine)}/{per_cell}"
+        click.echo(f"  {cell_label(parse_cell(cell))}: {sum(r.finished for r in mine)}/{per_cell}"
                    + (f" ({shown})" if shown else ""))
 
 

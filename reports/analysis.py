@@ -16,6 +16,7 @@ import pandas as pd
 from denoise_core.results import Score
 from reports.stats import ALPHA, CellStat, Comparison, Family, cell_stat, compare, correct
 from studies.cells import cell_label, parse_cell
+from studies.documents import BaselineEntry
 from studies.store import StudyResults, column, factor_column
 
 UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
@@ -28,11 +29,33 @@ def unit_of(metric: str) -> str:
 
 
 @dataclass
+class BestBaseline:
+    """A slice's best classical baseline (chosen on validation), its test mean and its comparison with the slice's best
+    cell; `entry` is its stored setting (the showcase images and their PSNRs)."""
+
+    name: str
+    param: object
+    mean: float
+    comparison: Comparison
+    input_mean: float | None  # the noisy input's test mean
+    entry: BaselineEntry
+
+    @property
+    def image(self) -> str | None:
+        """Its showcase PNG (relative to the study folder), if stored."""
+        return self.entry.images.get(self.name)
+
+    @property
+    def image_psnr(self) -> float | None:
+        return self.entry.showcase_psnr.get(self.name)
+
+
+@dataclass
 class Slice:
     where: dict  # the other factors' levels
     levels: list[str]  # the question factor's levels with confirm runs, best first (a diverged cell never first)
     comparisons: list[Comparison]  # every pair of levels, a = the better mean
-    baseline: dict | None = None  # {"name", "mean", "comparison", "input_mean"}
+    baseline: "BestBaseline | None" = None
 
     @property
     def winner(self) -> str | None:
@@ -88,7 +111,7 @@ def analyse(results: StudyResults) -> Analysis:
         s = Slice(where, ranked, pairs)
         s.baseline = _baseline(results, score, spec, s, g, q)
         a.slices.append(s)
-        a.family.comparisons += pairs + ([s.baseline["comparison"]] if s.baseline else [])
+        a.family.comparisons += pairs + ([s.baseline.comparison] if s.baseline else [])
     pooled = _pooled_claims(a, data, q)
     correct(a.family)
     for i, claim in enumerate(spec.expect):
@@ -129,27 +152,23 @@ def _side(g: pd.DataFrame, q: str, level: str) -> pd.DataFrame:
     return g[g[factor_column(q)].astype(str) == level][[c for c in ("run", "image", "source", "value") if c in g]]
 
 
-def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFrame, q: str) -> dict | None:
+def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFrame, q: str) -> BestBaseline | None:
     """The slice's best classical baseline (chosen on validation) against its best cell, on the test images."""
     if score.split != "test" or s.winner is None or spec.mode != "max":
         return None
-    cell = spec.key_of({**s.where, q: s.winner})
-    entry = results.baselines.get("entries", {}).get(results.baselines.get("cells", {}).get(cell, ""))
-    if not entry:
-        return None
-    real = {n: m for n, m in entry["metrics"].items() if n != "noisy" and score.metric in m["val"]}
+    entry = results.baselines.of(spec.key_of({**s.where, q: s.winner}))
+    real = {n: m for n, m in (entry.metrics if entry else {}).items() if n != "noisy" and score.metric in m.val}
     if not real:
         return None
-    name = max(real, key=lambda n: real[n]["val"][score.metric])
-    values = real[name]["test_per_image"].get(score.metric)
+    name = max(real, key=lambda n: real[n].val[score.metric])
+    values = real[name].test_per_image.get(score.metric)
     if not values:
         return None
     base = pd.DataFrame({"run": name, "image": [str(i) for i in range(len(values))], "value": values})
-    est = compare(_side(g, q, s.winner), base, spec.sign)
-    comparison = Comparison("baseline", q, s.winner, name, s.where, **est)
-    noisy = entry["metrics"].get("noisy", {}).get("test", {}).get(score.metric)
-    return {"name": name, "param": real[name]["param"], "mean": real[name]["test"][score.metric],
-            "comparison": comparison, "input_mean": noisy, "entry": entry}
+    comparison = Comparison("baseline", q, s.winner, name, s.where, **compare(_side(g, q, s.winner), base, spec.sign))
+    noisy = entry.metrics.get("noisy")
+    return BestBaseline(name, real[name].param, real[name].test[score.metric], comparison,
+                        noisy.test.get(score.metric) if noisy else None, entry)
 
 
 def _pooled_claims(a: Analysis, data: pd.DataFrame, q: str) -> dict[int, Comparison]:
@@ -198,15 +217,15 @@ def _collapses(results: StudyResults, unit: str) -> list[str]:
     out = []
     by_cell: dict[str, list[tuple[float, float, int]]] = {}
     for r in results.records:
-        hist = [h for h in r["history"] if isinstance(h.get(spec.metric), (int, float))]
-        if r["phase"] != "confirm" or len(hist) < 2:
+        curve = r.curve(spec.metric)
+        if r.phase != "confirm" or len(curve) < 2:
             continue
-        best = max(hist, key=lambda h: spec.sign * h[spec.metric])
-        last = hist[-1][spec.metric]
-        drop = spec.sign * (best[spec.metric] - last)
-        threshold = 1.0 if unit == "dB" else 0.1 * abs(best[spec.metric])
+        step, best = max(curve, key=lambda sv: spec.sign * sv[1])
+        last = curve[-1][1]
+        drop = spec.sign * (best - last)
+        threshold = 1.0 if unit == "dB" else 0.1 * abs(best)
         if drop > threshold:
-            by_cell.setdefault(r["cell"], []).append((best[spec.metric], last, int(best["step"])))
+            by_cell.setdefault(r.cell, []).append((best, last, step))
     n_runs = results.confirm_runs().groupby("cell").size().to_dict() if len(results.table) else {}
     for cell in spec.cell_keys():
         if cell in by_cell:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from denoise_core.results import Score
+from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, Analysis, analyse
@@ -54,10 +54,10 @@ def _header(a: Analysis) -> str:
     parts = [f"<h1>{escape(r.spec.name)}</h1>", f"<p>{escape(r.spec.description)}</p>"]
     t = r.table
     finished = int(t.status.isin(FINISHED).sum()) if not t.empty else 0
-    running_now = bool(r.info.get("runs")) and run_span(r.info["runs"][-1])[1] == "running"
-    if finished < r.info["planned"] or running_now:
+    running_now = r.info.last_run is not None and run_span(r.info.last_run)[1] == "running"
+    if finished < r.info.planned or running_now:
         running = int((t.status == "running").sum()) if not t.empty else 0
-        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {r.info["planned"]} '
+        parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {r.info.planned} '
                      f'planned trials have finished ({running} running). Findings may change.</div>')
     elif why := study_failure(r.sdir):
         parts.append(f'<div class="banner" id="failed"><b>This study failed:</b> {escape(why)}. Only cells with '
@@ -101,7 +101,7 @@ def _cell_configs(a: Analysis) -> dict:
     from denoise_core.tasks import validate_config
 
     r = a.results
-    budget, extra = r.info.get("budget", "quick"), r.info.get("extra") or {}
+    budget, extra = r.info.budget or "quick", r.info.extra or {}
     return {r.spec.key_of(cell): validate_config(r.spec.cell_config(cell, budget, extra)) for cell in r.spec.cells()}
 
 
@@ -122,8 +122,9 @@ def _here(a: Analysis, cells: list[tuple[str, str]], ref) -> tuple[str, float] |
     r = a.results
     if ref.baseline:
         for cell, sfx in cells:
-            entry = r.baselines.get("entries", {}).get(r.baselines.get("cells", {}).get(cell, ""), {})
-            value = entry.get("metrics", {}).get(ref.baseline, {}).get("test", {}).get(f"{ref.metric}{sfx}")
+            entry = r.baselines.of(cell)
+            ours = entry.metrics.get(ref.baseline) if entry else None
+            value = ours.test.get(Score(f"{ref.metric}{sfx}").key) if ours else None
             if value is not None:
                 return f"our {_bname(ref.baseline)}", value
         return None
@@ -199,7 +200,7 @@ def _verdicts(a: Analysis) -> str:
         rows.append({"claim": claim.claim, "source": claim.source,
                      "compared": f"{claim.a} vs {claim.b}" + (f" ({where})" if where else ""), "claims": rule,
                      "effect here (the first's advantage)": effect, "verdict": v.verdict,
-                     "training steps": f"{_steps(a)} here ({a.results.info['budget']}); {src_steps} in the source"})
+                     "training steps": f"{_steps(a)} here ({a.results.info.budget}); {src_steps} in the source"})
     note = ('<p class="muted">Each verdict rests on the row of the same two levels in "Every comparison" below. A claim '
             "not reproduced at a small budget is not refuted: the source trained far longer.</p>")
     return ('<h2 id="verdicts">Verdicts: the literature\'s claims at this budget</h2>'
@@ -225,13 +226,13 @@ def headline(a: Analysis, sl) -> str:
         out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({c.gain:+.2f} {u}, {_ci(a, c)})"
                                                      for c in ties) + ".")
     if sl.baseline:
-        b, c = sl.baseline, sl.baseline["comparison"]
+        b, c = sl.baseline, sl.baseline.comparison
         rel = "above" if c.gain > 0 else "below"
         verdict = "significantly" if c.significant else "not significantly"
-        out.append(f"It is {abs(c.gain):.2f} {u} {rel} the best classical baseline, {_bname(b['name'])} "
-                   f"({b['mean']:.2f} {u}), {verdict} ({_ci(a, c)})"
-                   + (f", and {mean - b['input_mean']:+.2f} {u} over the noisy input ({b['input_mean']:.2f} {u})."
-                      if b.get("input_mean") is not None else "."))
+        out.append(f"It is {abs(c.gain):.2f} {u} {rel} the best classical baseline, {_bname(b.name)} "
+                   f"({b.mean:.2f} {u}), {verdict} ({_ci(a, c)})"
+                   + (f", and {mean - b.input_mean:+.2f} {u} over the noisy input ({b.input_mean:.2f} {u})."
+                      if b.input_mean is not None else "."))
     return " ".join(out)
 
 
@@ -285,7 +286,7 @@ def _figures(a: Analysis, figs: Figures) -> str:
         row |= {f"mean {m}": r[m] for m in spec.also if m in r}
         b = base.get(", ".join(f"{f}={r[f]}" for f in spec.other_factors()))
         if b:
-            row["best baseline"] = f"{_bname(b['name'])} {sig3(b['mean'])}"
+            row["best baseline"] = f"{_bname(b.name)} {sig3(b.mean)}"
         rows.append(row)
     out.append(table(pd.DataFrame(rows), "cell-table"))
     out.append(_x0_note(a, s))
@@ -321,7 +322,7 @@ def _images(a: Analysis) -> str:
     task = get_task(spec.task)
     if "image_output" not in task.images:
         parts = [f'<h2 id="images">{escape(task.images_caption)}</h2>']
-        for cell in r.info["cells"]:
+        for cell in r.info.cells:
             for name in task.images:
                 if (p := r.best_file(cell, f"{name}.png")) is not None:
                     parts.append(f'<div class="grid"><div>{escape(cell_label(parse_cell(cell)))} ({name})</div>'
@@ -336,15 +337,14 @@ def _images(a: Analysis) -> str:
         if first is None:
             continue
         clean = clean or r.best_file(first, "image_clean.png")
-        shown = json.loads(r.best_file(first, "images.json").read_text())["psnr"]
-        tds = [_tile(r.best_file(first, "image_noisy.png"), "noisy input", shown["image_noisy"], a.unit)]
+        shown = ShownImages.read(r.best_file(first, "images.json")).psnr
+        tds = [_tile(r.best_file(first, "image_noisy.png"), "noisy input", shown.get("image_noisy"), a.unit)]
         b = sl.baseline
-        img = (r.sdir / b["entry"]["images"][b["name"]]) if b and b["name"] in b["entry"].get("images", {}) else None
-        tds.append(_tile(img, _bname(b["name"]), b["entry"].get("showcase_psnr", {}).get(b["name"]), a.unit)
-                   if img is not None and img.exists() else "<td></td>")
+        img = r.sdir / b.image if b and b.image else None
+        tds.append(_tile(img, _bname(b.name), b.image_psnr, a.unit) if img is not None and img.exists() else "<td></td>")
         for lv, cell in cells.items():
             p, meta = r.best_file(cell, "image_output.png"), r.best_file(cell, "images.json")
-            tds.append(_tile(p, f"{q}={lv}", json.loads(meta.read_text())["psnr"]["image_output"], a.unit)
+            tds.append(_tile(p, f"{q}={lv}", ShownImages.read(meta).psnr.get("image_output"), a.unit)
                        if p and meta else "<td></td>")
         body.append(f"<tr><th>{escape(sl.label or 'all')}</th>{''.join(tds)}</tr>")
     if not body:
@@ -371,7 +371,7 @@ def _curves(a: Analysis, figs: Figures) -> str:
 def _tuning(a: Analysis, figs: Figures) -> str:
     r = a.results
     out = ['<h2 id="tuning">Tuning</h2>']
-    if not r.spec.tune_for(r.info["budget"]):
+    if not r.spec.tune_for(r.info.budget):
         return out[0] + "<p>This study tunes nothing: every cell runs its fixed configuration.</p>"
     out += [figs.add(f) for f in F.tuning(a)]
     try:
@@ -400,17 +400,17 @@ def _best_table(a: Analysis) -> str:
 
 def _how_it_ran(a: Analysis) -> str:
     r, t = a.results, a.results.table
-    runs = r.info.get("runs", [])
+    runs = r.info.runs
     spans = [run_span(run) for run in runs]
     dur = t["duration_s"].fillna(0) if "duration_s" in t else pd.Series(dtype=float)
     gpu_h = float((dur * t["gpus"].fillna(0)).sum() / 3600) if not t.empty else 0.0
     counts = t.status.value_counts().to_dict() if not t.empty else {}
-    parts = [f"<p>Budget <b>{escape(str(r.info['budget']))}</b>: {r.info['planned']} planned trials "
-             f"({len(r.info['cells'])} cells x ({r.info['trials_per_cell']} tuning + {r.info['seeds']} confirm)); "
+    parts = [f"<p>Budget <b>{escape(str(r.info.budget))}</b>: {r.info.planned} planned trials "
+             f"({len(r.info.cells)} cells x ({r.info.trials_per_cell} tuning + {r.info.seeds} confirm)); "
              f"trials by status: {escape(', '.join(f'{v} {k}' for k, v in counts.items()))}. "
              f"Running time {sum(s for s, _ in spans) / 60:.1f} min over {len(runs)} run(s); trial-hours "
              f"{dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]
-    rows = [{"run": i + 1, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run["start"])),
+    rows = [{"run": i + 1, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.start)),
              "minutes": s / 60, "ended": how} for i, (run, (s, how)) in enumerate(zip(runs, spans))]
     if rows:
         parts.append(table(pd.DataFrame(rows), "runs-table"))
@@ -421,9 +421,10 @@ def _how_it_ran(a: Analysis) -> str:
                          cell=failed.cell.map(lambda c: cell_label(parse_cell(c))))))
     if runs:
         last = runs[-1]
-        parts.append(f"<p>Command: <code>{escape(last.get('command') or '')}</code></p>")
-        res = {k: v for k, v in (last.get("resources") or {}).items() if not k.startswith("node:")}
-        parts.append(f"<p>Ray cluster: {last.get('nodes', '?')} node(s), resources <code>{escape(json.dumps(res))}</code></p>")
-        parts.append(f"<p>Versions: <code>{escape(json.dumps(last.get('versions', {})))}</code></p>")
+        parts.append(f"<p>Command: <code>{escape(last.command)}</code></p>")
+        res = {k: v for k, v in last.resources.items() if not k.startswith("node:")}
+        parts.append(f"<p>Ray cluster: {last.nodes if last.nodes is not None else '?'} node(s), resources "
+                     f"<code>{escape(json.dumps(res))}</code></p>")
+        parts.append(f"<p>Versions: <code>{escape(json.dumps(last.versions))}</code></p>")
     return '<h2 id="run">How it ran</h2>' + "".join(parts)
 

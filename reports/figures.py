@@ -71,11 +71,11 @@ def bars(a) -> go.Figure:
     refs = [(sl, sl.baseline) for sl in a.slices if sl.baseline]
     if refs:
         x = [sl.label or q for sl, _ in refs]
-        fig.add_scatter(x=x, y=[b["mean"] for _, b in refs], mode="markers", name="best classical baseline",
+        fig.add_scatter(x=x, y=[b.mean for _, b in refs], mode="markers", name="best classical baseline",
                         marker=dict(symbol="line-ew-open", size=40, color="black", line=dict(width=3, color="black")),
-                        text=[b["name"] for _, b in refs], hovertemplate="%{text}: %{y:.3g}<extra></extra>")
-        if all(b["input_mean"] is not None for _, b in refs):
-            fig.add_scatter(x=x, y=[b["input_mean"] for _, b in refs], mode="markers", name="noisy input",
+                        text=[b.name for _, b in refs], hovertemplate="%{text}: %{y:.3g}<extra></extra>")
+        if all(b.input_mean is not None for _, b in refs):
+            fig.add_scatter(x=x, y=[b.input_mean for _, b in refs], mode="markers", name="noisy input",
                             marker=dict(symbol="line-ew-open", size=40, color="#999", line=dict(width=2, color="#999")),
                             hovertemplate="noisy input: %{y:.3g}<extra></extra>")
     log = bool((s["mean"] > 0).all() and s["mean"].max() > 20 * s["mean"].min())
@@ -211,14 +211,13 @@ def learning_curves(a) -> go.Figure | None:
     q, others = spec.question_factor(), spec.other_factors()
     curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
     for r in a.results.records:
-        if r["phase"] != "confirm" or not r["history"]:
+        if r.phase != "confirm" or not r.history:
             continue
-        panel = tuple(str(r["factors"].get(f)) for f in others)
-        by_step = curves.setdefault(panel, {}).setdefault(str(r["factors"].get(q)), {})
-        for h in r["history"]:
-            v = h.get(spec.metric)
-            if isinstance(v, (int, float)) and v == v:
-                by_step.setdefault(int(h["step"]), []).append(v)
+        panel = tuple(str(r.factors.get(f)) for f in others)
+        by_step = curves.setdefault(panel, {}).setdefault(str(r.factors.get(q)), {})
+        for step, v in r.curve(spec.metric):
+            if v == v:
+                by_step.setdefault(step, []).append(v)
     if not curves:
         return None
     panels = sorted(curves, key=lambda p: [spec.level_index(f, v) for f, v in zip(others, p)])

@@ -13,10 +13,12 @@ from studies.cells import cell_label, parse_cell
 from studies.store import best_cells, best_dir, read_spec
 
 
-def _noise_of(records: list[dict], cell: str) -> str:
-    """The noise a cell's models were trained on (a DDPM learns Gaussian noise)."""
-    cfg = next((r["config"] for r in records if r["cell"] == cell), {})
-    return str(cfg.get("noise", "gaussian")) if cfg.get("task", "denoise") == "denoise" else "gaussian"
+def _noise_of(records, cell: str) -> str:
+    """The noise a cell's models were trained on (a task without a noise model, a DDPM, learns Gaussian noise)."""
+    from denoise_core.tasks import validate_config
+
+    config = next((r.config for r in records if r.cell == cell), {})
+    return str(getattr(validate_config(config), "noise", "gaussian"))
 
 
 def pick_cell(sdir: Path, cell: str | None = None, noise: str | None = None) -> str:
@@ -47,7 +49,7 @@ def pick_cell(sdir: Path, cell: str | None = None, noise: str | None = None) -> 
     else:
         candidates = list(best)
     spec = read_spec(sdir)
-    return max(candidates, key=lambda c: spec.sign * best[c][spec.metric])
+    return max(candidates, key=lambda c: spec.sign * (best[c].score(spec.metric) or -spec.sign * float("inf")))
 
 
 def _as_cell(text: str) -> dict[str, str]:

@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from studies.store import write_json
+from studies.documents import BaselineEntry, BaselineScores
+from studies.store import read_baselines
 
 KEYS = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "val_images", "test_images", "val_seed", "noise",
         "noise_params", "eval_levels", "test_protocol")
@@ -27,11 +28,6 @@ KEYS = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "va
 
 def baseline_key(cfg: dict) -> str:
     return hashlib.sha1(json.dumps({k: cfg.get(k) for k in KEYS}, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def read_scores(sdir: Path) -> dict:
-    p = Path(sdir) / "baselines" / "scores.json"
-    return json.loads(p.read_text()) if p.exists() else {"cells": {}, "entries": {}}
 
 
 NICE = 10
@@ -61,7 +57,7 @@ def _score_all(configs: dict[str, dict]) -> dict[str, dict]:
 
 
 class BaselineRun:
-    def __init__(self, sdir: Path, scores: dict, future, quiet: bool):
+    def __init__(self, sdir: Path, scores: BaselineScores, future, quiet: bool):
         self.sdir, self.scores, self.future, self.quiet = Path(sdir), scores, future, quiet
 
     @classmethod
@@ -70,12 +66,12 @@ class BaselineRun:
 
         from denoise_core.tasks import validate_config
 
-        scores = read_scores(sdir)
+        scores = read_baselines(sdir)
         todo = {}
         for cell, key in zip(spec.cells(), spec.cell_keys()):
             cfg = validate_config(spec.cell_config(cell, budget, extra)).model_dump()
-            scores["cells"][key] = bkey = baseline_key(cfg)
-            if bkey not in scores["entries"]:
+            scores.cells[key] = bkey = baseline_key(cfg)
+            if bkey not in scores.entries:
                 todo.setdefault(bkey, cfg)
         task = ray.remote(num_cpus=0, max_retries=1)(_score_all)
         return cls(sdir, scores, task.remote(todo) if todo else None, quiet)
@@ -83,8 +79,6 @@ class BaselineRun:
     def finish(self, timeout_s: float = 1800) -> None:
         """Wait for the tasks (usually long done), store their scores and images; a failure is noted, not fatal."""
         import ray
-
-        from denoise_core.trial import save_png
 
         results = {}
         if self.future is not None:
@@ -96,13 +90,21 @@ class BaselineRun:
             if "error" in out:
                 print(f"note: classical baselines failed: {out['error'][:200]}", file=sys.stderr, flush=True)
                 continue
-            d = self.sdir / "baselines" / key
-            d.mkdir(parents=True, exist_ok=True)
-            import torch
+            self.scores.entries[key] = self._entry(key, out)
+        self.scores.write(_mkdir(self.sdir / "baselines") / "scores.json")
 
-            out["images"] = {}
-            for name, arr in out.pop("showcase", {}).items():
-                out["images"][name] = str(save_png(d / f"{name}.png", torch.from_numpy(arr.copy()).float() / 255).relative_to(self.sdir))
-            self.scores["entries"][key] = out
-        (self.sdir / "baselines").mkdir(parents=True, exist_ok=True)
-        write_json(self.sdir / "baselines" / "scores.json", self.scores)
+    def _entry(self, key: str, out: dict) -> BaselineEntry:
+        """One setting's scores as stored, its showcase images written beside them (paths relative to the study)."""
+        import torch
+
+        from denoise_core.trial import save_png
+
+        d = _mkdir(self.sdir / "baselines" / key)
+        images = {name: str(save_png(d / f"{name}.png", torch.from_numpy(arr.copy()).float() / 255).relative_to(self.sdir))
+                  for name, arr in out.pop("showcase", {}).items()}
+        return BaselineEntry.model_validate({**out, "images": images})
+
+
+def _mkdir(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    return d

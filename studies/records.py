@@ -9,7 +9,6 @@ and whatever belongs to one run starts in `setup`.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from ray.tune import Callback
 
 from denoise_core.results import PER_IMAGE, RESTORED, Score
 from studies.cells import TrialMeta, cell_label, parse_cell
-from studies.store import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, read_records, write_json
+from studies.documents import COMPLETED, DIVERGED, FAILED, STOPPED, Divergence, Resources, TrialRecord
+from studies.store import read_records
 
 SUMMARY_S = 30.0
 
@@ -40,19 +40,18 @@ class StudyRecorder(Callback):
     def _path(self, trial) -> Path:
         return self.dir / f"{trial.trial_id}.json"
 
-    def _load(self, trial) -> dict:
+    def _load(self, trial) -> TrialRecord:
         p = self._path(trial)
         if p.exists():
-            return json.loads(p.read_text())
+            return TrialRecord.read(p)
         meta = TrialMeta.of(trial.config)
-        return {"trial_id": trial.trial_id, "cell": meta.cell, "phase": meta.phase, "factors": meta.factors,
-                "params": meta.params, "seed": trial.config.get("seed"), "config": TrialMeta.strip(trial.config),
-                "status": "pending", "history": [], "error": None, "start": None, "end": None,
-                "checkpoint": None, "node_id": None, "attempts": 0, "resources": {"cpu": meta.cpus, "gpu": meta.gpus}}
+        return TrialRecord(trial_id=trial.trial_id, cell=meta.cell, phase=meta.phase, factors=meta.factors,
+                           params=meta.params, seed=trial.config.get("seed"), config=TrialMeta.strip(trial.config),
+                           resources=Resources(cpu=meta.cpus, gpu=meta.gpus))
 
-    def _save(self, rec: dict) -> None:
+    def _save(self, rec: TrialRecord) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = write_json(self.dir / f"{rec['trial_id']}.json", rec)
+        path = rec.write(self.dir / f"{rec.trial_id}.json")
         if self.remote:
             from studies.remote import upload_file
 
@@ -66,7 +65,7 @@ class StudyRecorder(Callback):
         self._pruned = True
         known = {t.trial_id for t in trials}
         for p in self.dir.glob("*.json") if self.dir.exists() else []:
-            if p.stem not in known and json.loads(p.read_text()).get("status") not in FINISHED:
+            if p.stem not in known and not _finished(p):
                 p.unlink()
                 if self.remote:
                     from studies.remote import delete_file
@@ -75,14 +74,13 @@ class StudyRecorder(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self._load(trial)
-        rec["status"], rec["attempts"] = "running", rec["attempts"] + 1
-        rec["start"] = rec["start"] or time.time()
+        rec.status, rec.attempts = "running", rec.attempts + 1
+        rec.start = rec.start or time.time()
         self._save(rec)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         rec = self._load(trial)
-        rec["status"] = "retrying"
-        rec["error"] = _first_line(trial)
+        rec.status, rec.error = "retrying", _first_line(trial)
         self._save(rec)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -92,33 +90,33 @@ class StudyRecorder(Callback):
         # a resumed trial repeats no step: keep history strictly increasing; its first report brings the evaluations
         # before its checkpoint, which a record written by a killed driver may lack
         earlier = {h["step"]: h for h in result.get(RESTORED) or [] if h.get("step") is not None}
-        earlier |= {h["step"]: h for h in rec["history"] if h.get("step") is not None}
-        rec["history"] = [earlier[s] for s in sorted(earlier) if s < (row["step"] or 0)] + [row]
+        earlier |= {h["step"]: h for h in rec.history if h.get("step") is not None}
+        rec.history = [earlier[s] for s in sorted(earlier) if s < (row["step"] or 0)] + [row]
         if result.get(PER_IMAGE):
-            rec[PER_IMAGE] = result[PER_IMAGE]
-        rec["node_id"] = result.get("node_id", rec["node_id"])
-        rec["resumed"] = bool(result.get("resumed")) or rec.get("resumed", False)
-        rec["status"] = "running"
+            rec.per_image = result[PER_IMAGE]
+        rec.node_id = result.get("node_id", rec.node_id)
+        rec.resumed = bool(result.get("resumed")) or rec.resumed
+        rec.status = "running"
         if result.get("diverged"):
-            rec["diverged"] = {"step": result.get("diverged_step"), "reason": result.get("diverged_reason")}
+            rec.diverged = Divergence(step=result.get("diverged_step"), reason=result.get("diverged_reason"))
         self._save(rec)
 
     def _finish(self, trials, trial, status: str):
         rec = self._load(trial)
-        rec["status"], rec["end"] = status, time.time()
+        rec.status, rec.end = status, time.time()
         if status == FAILED:
-            rec["error"] = _first_line(trial)
+            rec.error = _first_line(trial)
         elif status == DIVERGED:
-            rec["error"] = f"diverged at step {rec['diverged']['step']}: {rec['diverged']['reason']}"
+            rec.error = f"diverged at step {rec.diverged.step}: {rec.diverged.reason}"
         if trial.checkpoint is not None:
-            rec["checkpoint"] = checkpoint_uri(trial.checkpoint)
+            rec.checkpoint = checkpoint_uri(trial.checkpoint)
         self._save(rec)
         if not self.quiet:
             print(self.line(rec), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rec = self._load(trial)
-        if rec.get("diverged"):
+        if rec.diverged:
             status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
         else:  # it reached its last step, or early stopping ended it before (whatever its record holds)
             status = COMPLETED if (trial.last_result or {}).get("step", 0) >= _steps(trial.config) else STOPPED
@@ -127,19 +125,19 @@ class StudyRecorder(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trials, trial, FAILED)
 
-    def line(self, rec: dict) -> str:
+    def line(self, rec: TrialRecord) -> str:
         """'[12/75] trial 3/5 of cell 2/15 (noise=poisson, loss=l2), confirm: val psnr 27.91, test psnr 28.10'"""
-        recs = [r for r in read_records(self.dir.parent) if r["status"] in FINISHED]
-        in_cell = sum(r["cell"] == rec["cell"] for r in recs)
-        cell_no = self.cells.index(rec["cell"]) + 1 if rec["cell"] in self.cells else 0
-        last = rec["history"][-1] if rec["history"] else {}
+        recs = [r for r in read_records(self.dir.parent) if r.finished]
+        in_cell = sum(r.cell == rec.cell for r in recs)
+        cell_no = self.cells.index(rec.cell) + 1 if rec.cell in self.cells else 0
+        last = rec.last
         scores = [f"{s.split} {s.metric} {last[s.key]:.3f}" for s in (Score(self.metric), Score(self.metric, "test"))
                   if isinstance(last.get(s.key), (int, float))]
         where = f" (traceback in {self.errors_log})" if getattr(self, "errors_log", None) else ""
-        what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec['error']}{where}", DIVERGED: rec["error"]}.get(
-            rec["status"], f"{rec['status']} early ({', '.join(scores)})" if scores else rec["status"])
+        what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec.error}{where}", DIVERGED: rec.error}.get(
+            rec.status, f"{rec.status} early ({', '.join(scores)})" if scores else rec.status)
         return (f"[{len(recs)}/{self.planned}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
-                f"({cell_label(parse_cell(rec['cell']))}), {rec['phase']}: {what}")
+                f"({cell_label(parse_cell(rec.cell))}), {rec.phase}: {what}")
 
 
 class Progress(Callback):
@@ -162,14 +160,21 @@ class Progress(Callback):
         """Time left: the mean time of the trials finished in this run, times the trials to go, over those
         running at once (elapsed / finished would count the start-up, Ray's and the first workers', again)."""
         recs = read_records(self.dir)
-        done = sum(r["status"] in FINISHED for r in recs)
-        spans = [r["end"] - r["start"] for r in recs if r["status"] in FINISHED and r["end"] and r["start"] >= self._start]
+        done = sum(r.finished for r in recs)
+        spans = [r.end - r.start for r in recs if r.finished and r.end and r.start and r.start >= self._start]
         running = sum(t.status == "RUNNING" for t in trials)
         left = self.planned - done
         eta = (f"about {_minutes(sum(spans) / len(spans) * left / max(running, 1))} left" if spans and left
                else "estimating time left")
         return (f"[{_minutes(now - self._start)}] {done}/{self.planned} trials finished, {running} running, "
                 f"{left} to go; {eta}")
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return TrialRecord.read(path).finished
+    except (OSError, ValueError):
+        return False
 
 
 def _steps(config: dict) -> int:

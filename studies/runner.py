@@ -10,7 +10,6 @@ are free and keeps one more pending, which is what makes an autoscaler add nodes
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from denoise_core.results import Score
+from studies.documents import BestTrial
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
-from studies.store import COMPLETED, FINISHED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
+from studies.store import COMPLETED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
     read_records, resolve_storage, study_dir, study_failure, write_trials_table
 
 
@@ -70,7 +70,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
     searcher.sdir = str(sdir)
     log = RunLog(sdir, remote=home if is_uri(storage) else None)
-    log.start(spec=spec.model_dump(), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
+    log.start(spec=spec.model_dump(mode="json"), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
               n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,
               trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
               command=opts.command, extra=opts.extra or {}, **_cluster())
@@ -115,21 +115,21 @@ def completed(sdir: Path, budget: str, extra: dict | None = None) -> bool:
     if not (sdir / "study.json").exists():
         return False
     info = read_info(sdir)
-    if info.get("budget") not in (None, budget) and read_records(sdir):
-        raise SpecError(f"study {sdir.name!r} holds results of budget {info['budget']!r}; "
+    if info.budget not in (None, budget) and read_records(sdir):
+        raise SpecError(f"study {sdir.name!r} holds results of budget {info.budget!r}; "
                         f"run it with --fresh to start over at budget {budget!r}")
-    stored, asked = info.get("extra") or {}, extra or {}
-    if "extra" in info and stored != asked and read_records(sdir):
+    stored, asked = info.extra or {}, extra or {}
+    if info.extra is not None and stored != asked and read_records(sdir):
         said = lambda d: ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "the spec's own data"
         raise SpecError(f"study {sdir.name!r} holds results on {said(stored)}; this run asks for {said(asked)}: "
                         f"run it with --fresh to start over, or give the same data flags")
     # a failed study whose every trial finished is complete too: a rerun rebuilds its report (and exits 1 again)
-    return bool(info.get("runs")) and info["runs"][-1].get("ended") in ("finished", "failed") and \
-        _all_finished(sdir, info.get("planned", 0))
+    return info.last_run is not None and info.last_run.ended in ("finished", "failed") and \
+        _all_finished(sdir, info.planned)
 
 
 def _all_finished(sdir: Path, planned: int) -> bool:
-    return sum(r["status"] in FINISHED for r in read_records(sdir)) >= planned
+    return sum(r.finished for r in read_records(sdir)) >= planned
 
 
 def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
@@ -144,8 +144,7 @@ def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
         dest = best_dir(sdir, cell)
         if not _copy_checkpoint(best.checkpoint, dest):
             continue
-        (dest / "trial.json").write_text(json.dumps({"cell": cell, "trial_id": best.trial_id,
-                                                     spec.metric: float(best[col])}))
+        BestTrial(cell=cell, trial_id=best.trial_id, metric=spec.metric, value=float(best[col])).write(dest / "trial.json")
         out[cell] = dest
     return out
 

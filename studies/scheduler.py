@@ -73,12 +73,11 @@ class CellHalving(FIFOScheduler):
         """The metric that every finished tuning trial of `cell` other than `trial_id` reached at `step`."""
         out = []
         for rec in read_records(Path(self.records_dir)):
-            if rec["cell"] != cell or rec["phase"] != "tune" or rec["trial_id"] == trial_id \
-                    or rec["status"] not in (COMPLETED, STOPPED):
+            if rec.cell != cell or rec.phase != "tune" or rec.trial_id == trial_id or rec.status not in (COMPLETED, STOPPED):
                 continue
-            value = next((h.get(self._metric) for h in rec["history"] if h.get("step") == step), None)
-            if value is not None and math.isfinite(value):
-                out.append(float(value))
+            value = rec.value_at(self._metric, step)
+            if value is not None:
+                out.append(value)
         return out
 
     def on_trial_result(self, tune_controller, trial, result) -> str:

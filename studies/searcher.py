@@ -221,10 +221,10 @@ class CellSearcher(Searcher):
 
         from pathlib import Path
 
-        from studies.store import FINISHED, read_records
+        from studies.store import read_records
 
         known = {t.trial_id: t for t in trials}
-        done = {r["trial_id"]: r for r in (read_records(Path(self.sdir)) if getattr(self, "sdir", None) else []) if r["status"] in FINISHED}
+        done = {r.trial_id: r for r in (read_records(Path(self.sdir)) if getattr(self, "sdir", None) else []) if r.finished}
         changed = []
         for trial_id, slot in list(self.slots.items()):
             if slot.get("done"):
@@ -253,14 +253,14 @@ class CellSearcher(Searcher):
                                f"from its checkpoint")
         return changed
 
-    def _keep_finished(self, trial_id: str, slot: dict, record: dict) -> None:
-        """A slot whose trial finished (its record says so) though Tune's restored state never saw it: counted as
-        done, and Optuna told its result from the record if the killed driver had not told it yet."""
-        last = record["history"][-1] if record["history"] else {}
-        status = record["status"]
-        result = {} if status not in ("completed", "stopped") else {self.metric: last.get(self.metric),
-                                                                     "step": last.get("step", 0)}
-        self.on_trial_complete(trial_id, result, error=status not in ("completed", "stopped"))
+    def _keep_finished(self, trial_id: str, slot: dict, record) -> None:
+        """A slot whose trial finished (its record, a `TrialRecord`, says so) though Tune's restored state never saw
+        it: counted as done, and Optuna told its result from the record if the killed driver had not told it yet."""
+        from studies.store import COMPLETED, STOPPED
+
+        ran = record.status in (COMPLETED, STOPPED)
+        result = {self.metric: record.last.get(self.metric), "step": record.last_step} if ran else {}
+        self.on_trial_complete(trial_id, result, error=not ran)
 
     def fail_orphans(self) -> None:
         """Optuna trials asked after Tune's last experiment checkpoint belong to no Tune trial now:

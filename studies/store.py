@@ -21,11 +21,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from denoise_core.results import PER_IMAGE, SOURCES, Score
+from denoise_core.results import Score
+from studies.documents import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, BaselineScores, BestTrial, StudyInfo, \
+    TrialRecord, write_atomic
 
-# a trial's status: pending, running or retrying while it runs, then one of FINISHED
-COMPLETED, STOPPED, FAILED, DIVERGED = "completed", "stopped", "failed", "diverged"
-FINISHED = (COMPLETED, STOPPED, FAILED, DIVERGED)  # stopped: early-stopped within its cell by the scheduler
+__all__ = ["COMPLETED", "DIVERGED", "FAILED", "FINISHED", "STOPPED", "TrialRecord", "StudyInfo", "write_atomic"]
 SHOWN = (*FINISHED, "running")  # what `status` counts per cell
 RAY_DIR = "ray"  # Tune's experiment directory inside a study
 
@@ -81,8 +81,8 @@ def storage_problem(storage: str | None) -> str | None:
 def is_study_folder(sdir: Path) -> bool:
     """The folder holds a study's own marker: a study.json whose spec names this very folder."""
     try:
-        return read_info(sdir)["spec"]["name"] == Path(sdir).name
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_info(sdir).name == Path(sdir).name
+    except (OSError, ValueError):
         return False
 
 
@@ -108,46 +108,43 @@ def clear_study(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write through a temporary file and a rename: a reader never sees half a file, a kill never leaves one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-    return path
-
-
 def write_json(path: Path, data: dict) -> Path:
     return write_atomic(path, json.dumps(data, default=str))
 
 
-def read_info(sdir: Path) -> dict:
-    return json.loads((Path(sdir) / "study.json").read_text())
+def read_info(sdir: Path) -> StudyInfo:
+    return StudyInfo.read(Path(sdir) / "study.json")
 
 
 def read_spec(sdir: Path):
     from studies.spec import StudySpec
 
-    return StudySpec.model_validate(read_info(sdir)["spec"])
+    return StudySpec.model_validate(read_info(sdir).spec)
 
 
-def read_records(sdir: Path) -> list[dict]:
+def read_records(sdir: Path) -> list[TrialRecord]:
+    """Every trial's record, by trial id; a file half-written by another version, or unreadable, is skipped."""
     recs = []
     for p in sorted((Path(sdir) / "records").glob("*.json")):
         try:
-            recs.append(json.loads(p.read_text()))
-        except (json.JSONDecodeError, OSError):
+            recs.append(TrialRecord.read(p))
+        except (ValueError, OSError):
             continue
     return recs
 
 
-def failed_cells(records: list[dict], cells: list[str]) -> list[str]:
+def read_baselines(sdir: Path) -> BaselineScores:
+    p = Path(sdir) / "baselines" / "scores.json"
+    return BaselineScores.read(p) if p.exists() else BaselineScores()
+
+
+def failed_cells(records: list[TrialRecord], cells: list[str]) -> list[str]:
     """The cells that cannot be compared: every trial failed, or no confirm run completed."""
     bad = []
     for cell in cells:
-        mine = [r for r in records if r["cell"] == cell]
-        confirmed = any(r["phase"] == "confirm" and r["status"] == COMPLETED for r in mine)
-        if not confirmed or all(r["status"] == FAILED for r in mine):
+        mine = [r for r in records if r.cell == cell]
+        confirmed = any(r.phase == "confirm" and r.status == COMPLETED for r in mine)
+        if not confirmed or all(r.status == FAILED for r in mine):
             bad.append(cell)
     return bad
 
@@ -158,12 +155,12 @@ def study_failure(sdir: Path) -> str | None:
     from studies.cells import cell_label, parse_cell
 
     info, records = read_info(sdir), read_records(sdir)
-    bad = failed_cells(records, info.get("cells", []))
+    bad = failed_cells(records, info.cells)
     if not bad:
         return None
-    errors = [r["error"] for r in records if r["cell"] in bad and r.get("error")]
+    errors = [r.error for r in records if r.cell in bad and r.error]
     first = f"; first error: {errors[0]}" if errors else ""
-    return (f"{len(bad)} of {len(info['cells'])} cells {'has' if len(bad) == 1 else 'have'} no completed confirm run "
+    return (f"{len(bad)} of {len(info.cells)} cells {'has' if len(bad) == 1 else 'have'} no completed confirm run "
             f"({', '.join(cell_label(parse_cell(c)) for c in bad[:3])}{', ...' if len(bad) > 3 else ''}){first}")
 
 
@@ -186,30 +183,30 @@ def factor_column(factor: str) -> str:
     return f"factor.{factor}"
 
 
-def _row(r: dict, spec) -> dict:
-    hist = r["history"]
-    last = hist[-1] if hist else {}
-    row = {"trial_id": r["trial_id"], "cell": r["cell"], "phase": r["phase"], "seed": r["seed"],
-           "status": r["status"], "error": r["error"], "attempts": r["attempts"], "resumed": r.get("resumed", False),
-           "start": r["start"], "end": r["end"],
-           "duration_s": (r["end"] - r["start"]) if r["end"] and r["start"] else None,
-           "cpus": r["resources"]["cpu"], "gpus": r["resources"]["gpu"], "node_id": r["node_id"],
-           "evals": len(hist), "checkpoint": r["checkpoint"], "params": json.dumps(r["params"], sort_keys=True)}
-    row.update({factor_column(k): v for k, v in r["factors"].items()})
-    row.update({f"param.{k}": v for k, v in r["params"].items()})
+def _row(r: TrialRecord, spec) -> dict:
+    last = r.last
+    row = {"trial_id": r.trial_id, "cell": r.cell, "phase": r.phase, "seed": r.seed, "status": r.status,
+           "error": r.error, "attempts": r.attempts, "resumed": r.resumed, "start": r.start, "end": r.end,
+           "duration_s": (r.end - r.start) if r.end and r.start else None,
+           "cpus": r.resources.cpu, "gpus": r.resources.gpu, "node_id": r.node_id,
+           "evals": len(r.history), "checkpoint": r.checkpoint, "params": json.dumps(r.params, sort_keys=True)}
+    row.update({factor_column(k): v for k, v in r.factors.items()})
+    row.update({f"param.{k}": v for k, v in r.params.items()})
     row.update({column(Score.parse(k)): v for k, v in last.items() if k not in _BOOKKEEPING})
-    if spec is not None and hist and spec.metric in last:
-        values = [h[spec.metric] for h in hist if spec.metric in h]
-        row[f"best.{spec.metric}"] = max(values) if spec.mode == "max" else min(values)
+    if spec is not None and spec.metric in last:
+        values = [v for _, v in r.curve(spec.metric)]
+        if values:
+            row[f"best.{spec.metric}"] = max(values) if spec.mode == "max" else min(values)
     row["final.step"] = last.get("step")
     return row
 
 
-def trials_table(sdir: Path, spec=None, records: list[dict] | None = None):
+def trials_table(sdir: Path, spec=None, records: list[TrialRecord] | None = None):
     """One row per trial: cell, factors, phase, params, seed, status, final and best metrics, errors, times."""
     import pandas as pd
 
-    return pd.DataFrame([_row(r, spec) for r in (read_records(sdir) if records is None else records)])
+    records = read_records(sdir) if records is None else records
+    return pd.DataFrame([_row(r if isinstance(r, TrialRecord) else TrialRecord.model_validate(r), spec) for r in records])
 
 
 def write_trials_table(sdir: Path, spec):
@@ -228,12 +225,15 @@ def best_dir(sdir: Path, cell: str) -> Path:
     return Path(sdir) / "best" / safe
 
 
-def best_cells(sdir: Path) -> dict[str, dict]:
+def best_cells(sdir: Path) -> dict[str, BestTrial]:
     """{cell: its best/<cell>/trial.json} for every cell with a stored best model."""
     out = {}
     for p in (Path(sdir) / "best").glob("*/trial.json"):
-        info = json.loads(p.read_text())
-        out[info["cell"]] = info | {"dir": str(p.parent)}
+        try:
+            best = BestTrial.read(p)
+        except (OSError, ValueError):
+            continue
+        out[best.cell] = best
     return out
 
 
@@ -244,12 +244,16 @@ class StudyResults:
     per test image, each cell's best model and images, and the classical baselines."""
 
     sdir: Path
-    info: dict
+    info: StudyInfo
     spec: object  # studies.spec.StudySpec
-    records: list[dict]
+    records: list[TrialRecord]
     table: object  # pandas.DataFrame, one row per trial (see trials_table)
-    best: dict[str, dict] = field(default_factory=dict)  # cell -> best/<cell>/trial.json (+ "dir")
-    baselines: dict = field(default_factory=dict)  # baselines/scores.json: {"cells": {cell: key}, "entries": ...}
+    best: dict[str, BestTrial] = field(default_factory=dict)  # cell -> best/<cell>/trial.json
+    baselines: BaselineScores = field(default_factory=BaselineScores)  # baselines/scores.json
+
+    def __post_init__(self):  # documents given as plain data (a test's, say) are validated here, once
+        self.info = StudyInfo.model_validate(self.info) if isinstance(self.info, dict) else self.info
+        self.records = [TrialRecord.model_validate(r) if isinstance(r, dict) else r for r in self.records]
 
     @classmethod
     def load(cls, sdir: Path) -> "StudyResults":
@@ -257,11 +261,9 @@ class StudyResults:
 
         sdir = Path(sdir)
         info = read_info(sdir)
-        spec = StudySpec.model_validate(info["spec"])
+        spec = StudySpec.model_validate(info.spec)
         records = read_records(sdir)
-        path = sdir / "baselines" / "scores.json"
-        return cls(sdir, info, spec, records, trials_table(sdir, spec, records), best_cells(sdir),
-                   json.loads(path.read_text()) if path.exists() else {"cells": {}, "entries": {}})
+        return cls(sdir, info, spec, records, trials_table(sdir, spec, records), best_cells(sdir), read_baselines(sdir))
 
     @property
     def score(self) -> Score:
@@ -295,12 +297,12 @@ class StudyResults:
         done = set(self.confirm_runs().trial_id) if len(self.table) else set()
         rows = []
         for r in self.records:
-            values = (r.get(PER_IMAGE) or {}).get(score.key)
-            if r["trial_id"] not in done or not values:
+            values = r.per_image_of(score.key)
+            if r.trial_id not in done or not values:
                 continue
-            base = {"cell": r["cell"], "trial_id": r["trial_id"], "seed": r["seed"],
-                    **{factor_column(k): v for k, v in r["factors"].items()}}
-            sources = r[PER_IMAGE].get(SOURCES) or [None] * len(values)
+            base = {"cell": r.cell, "trial_id": r.trial_id, "seed": r.seed,
+                    **{factor_column(k): v for k, v in r.factors.items()}}
+            sources = r.per_image_sources() or [None] * len(values)
             rows += [base | {"image": i, "source": src, "value": v} for i, (v, src) in enumerate(zip(values, sources))]
         return pd.DataFrame(rows)
 
@@ -310,10 +312,10 @@ class StudyResults:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         out = []
-        for cell in self.info["cells"]:
+        for cell in self.info.cells:
             try:
                 out.append(optuna.load_study(study_name=optuna_study_name(self.spec.name, cell),
-                                             storage=self.info["optuna_storage"]))
+                                             storage=self.info.optuna_storage))
             except KeyError:
                 continue
         return out

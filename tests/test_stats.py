@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from denoise_core.results import PER_IMAGE, Score
+from denoise_core.results import Score
 from reports.analysis import analyse, judge
 from reports.build import headline
 from reports.stats import Comparison, Family, compare, correct
 from studies.cells import cell_key
+from studies.documents import StudyInfo, TrialRecord
 from studies.spec import StudySpec
 from studies.store import StudyResults, trials_table
 
@@ -172,15 +173,14 @@ def _study(spec, effects: dict, seed=0, n_runs=3, n_img=24, run_sd=0.4) -> Study
             for r in range(n_runs):
                 values = img + shift + rng.normal(0, run_sd) + rng.normal(0, 0.3, n_img)
                 key = Score("psnr", "test").key
-                records.append({
-                    "trial_id": f"{noise}-{loss}-{r}", "cell": cell_key({"noise": noise, "loss": loss}),
-                    "phase": "confirm", "factors": {"noise": noise, "loss": loss}, "params": {"lr": 1e-3},
-                    "seed": 1000 + r, "status": "completed", "error": None, "attempts": 1, "start": 0.0, "end": 1.0,
-                    "resources": {"cpu": 1, "gpu": 0}, "node_id": "n", "checkpoint": None, "config": {},
-                    "history": [{"step": 100, "psnr": float(values.mean()) - 0.1, key: float(values.mean())}],
-                    PER_IMAGE: {key: [float(v) for v in values]}})
-    info = {"planned": len(records), "budget": "quick", "cells": spec.cell_keys(), "runs": [],
-            "trials_per_cell": 0, "seeds": n_runs, "optuna_storage": "sqlite:///:memory:"}
+                records.append(TrialRecord(
+                    trial_id=f"{noise}-{loss}-{r}", cell=cell_key({"noise": noise, "loss": loss}), phase="confirm",
+                    factors={"noise": noise, "loss": loss}, params={"lr": 1e-3}, seed=1000 + r, status="completed",
+                    attempts=1, start=0.0, end=1.0, node_id="n",
+                    history=[{"step": 100, "psnr": float(values.mean()) - 0.1, key: float(values.mean())}],
+                    per_image={key: [float(v) for v in values]}))
+    info = StudyInfo(planned=len(records), budget="quick", cells=spec.cell_keys(), trials_per_cell=0, seeds=n_runs,
+                     optuna_storage="sqlite:///:memory:")
     return StudyResults(None, info, spec, records, trials_table(None, spec, records))
 
 

@@ -245,7 +245,9 @@ def _stored(tmp_path, scores: dict[tuple[str, str], float]):
         d = best_dir(sdir, cell)
         d.mkdir(parents=True)
         (d / "trial.json").write_text(json.dumps({"cell": cell, "trial_id": cell, "psnr": value}))
-        (sdir / "records" / f"{noise}{loss}.json").write_text(json.dumps({"cell": cell, "config": {"noise": noise}}))
+        config = {"noise": noise, "noise_params": {"gaussian": {"sigma": 25}, "impulse": {"p": 0.5}}[noise]}
+        (sdir / "records" / f"{noise}{loss}.json").write_text(json.dumps(
+            {"trial_id": f"{noise}{loss}", "cell": cell, "phase": "confirm", "config": config}))
     return sdir
 
 
@@ -269,8 +271,8 @@ def test_denoise_picks_the_best_cell_of_the_named_noise(tmp_path):
 def _with_levels_and_params(results):
     """Add what the levels and pareto figures read: PSNR at other test levels, and parameter counts."""
     for r in results.records:
-        loss = r["factors"]["loss"]
-        last = r["history"][-1]
+        loss = r.factors["loss"]
+        last = r.last
         base = last[Score("psnr", "test").key]
         last.update({Score("psnr_sigma15", "test").key: base + 3, Score("psnr_sigma50", "test").key: base - 4,
                      "params": {"l1": 1000, "l2": 5000, "l0": 20000}[loss], "images_per_s": 100.0})

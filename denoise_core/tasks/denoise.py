@@ -10,7 +10,6 @@ one whole test image, clean, noisy and denoised, with their PSNR in `images.json
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +24,7 @@ from denoise_core.losses import LOSSES, build_loss
 from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, Noise, build_noise
 from denoise_core.protocol import PROTOCOL, apply_whole, score_images, score_input, test_inputs
-from denoise_core.results import Score
+from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import TASKS, Task
 from denoise_core.trial import Trial, fixed_inputs, save_png
 
@@ -268,8 +267,8 @@ class DenoiseTrial(Trial):
         output = self.predict(noisy)
         files = {name: str(save_png(d / f"{name}.png", img)) for name, img in
                  (("image_clean", clean), ("image_noisy", noisy.clamp(0, 1)), ("image_output", output))}
-        (d / "images.json").write_text(json.dumps({"split": split, "psnr": {
-            "image_noisy": psnr(noisy.clamp(0, 1), clean).item(), "image_output": psnr(output, clean).item()}}))
+        ShownImages(split=split, psnr={"image_noisy": psnr(noisy.clamp(0, 1), clean).item(),
+                                       "image_output": psnr(output, clean).item()}).write(d / "images.json")
         return files
 
 

@@ -111,6 +111,19 @@ BASELINES.add("nlm", Baseline("nlm", _nlm, (0.6, 0.8, 1.0, 1.3, 1.7, 2.2)))
 BASELINES.add("median", Baseline("median", _median, (3, 5, 7, 9, 11), frozenset({"impulse"})))
 
 
+# what a baseline's scores depend on: the data, the noise and the evaluation sets (not the loss, the target ...)
+SETTING = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "val_images", "test_images", "val_seed",
+           "noise", "noise_params", "eval_levels", "test_protocol")
+
+
+def setting_key(config: dict) -> str:
+    """A short key of a trial config's evaluation setting: cells that share it share their baselines' scores."""
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps({k: config.get(k) for k in SETTING}, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def baselines_for(noise) -> list[Baseline]:
     """The baselines meant for a noise model's family (`Noise.family`)."""
     return [BASELINES.get(n) for n in BASELINES.names if BASELINES.get(n).families is None

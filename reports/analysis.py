@@ -14,18 +14,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from denoise_core.results import Score
+from denoise_core.tasks import get_task
 from reports.stats import ALPHA, CellStat, Comparison, Family, cell_stat, compare, correct
 from studies.cells import cell_label, parse_cell
 from studies.documents import BaselineEntry
 from studies.store import StudyResults, column, factor_column
 
-UNITS = {"psnr": "dB", "ssim": "", "bits_per_dim": "bits/dim"}
 BASELINE_NAMES = {"bm3d": "BM3D", "tv": "TV (Chambolle)", "nlm": "non-local means", "median": "median filter",
                   "noisy": "the noisy input"}
-
-
-def unit_of(metric: str) -> str:
-    return next((u for k, u in UNITS.items() if metric.startswith(k)), "")
 
 
 @dataclass
@@ -88,10 +84,21 @@ class Analysis:
     def level(self) -> float:
         return self.family.level
 
+    @property
+    def configs(self) -> dict:
+        """{cell key: the cell's validated trial config} at the study's budget, with the run's data flags."""
+        if not hasattr(self, "_configs"):
+            from denoise_core.tasks import validate_config
+
+            r = self.results
+            budget, extra = r.info.budget or "quick", r.info.extra or {}
+            self._configs = {r.spec.key_of(c): validate_config(r.spec.cell_config(c, budget, extra)) for c in r.spec.cells()}
+        return self._configs
+
 
 def analyse(results: StudyResults) -> Analysis:
     spec, score = results.spec, results.score
-    a = Analysis(results, score, unit_of(spec.metric), Family())
+    a = Analysis(results, score, get_task(spec.task).unit(spec.metric), Family())
     data = _long(results, score)
     if data.empty:
         return a
@@ -239,4 +246,4 @@ def _collapses(results: StudyResults, unit: str) -> list[str]:
     return out
 
 
-__all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "unit_of", "BASELINE_NAMES"]
+__all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "BASELINE_NAMES"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from denoise_core.results import Score, ShownImages
-from denoise_core.tasks import get_task
+from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, Analysis, analyse
 from reports.html import Figures, page, png, sig3, table
@@ -96,21 +96,12 @@ def _method(a: Analysis) -> str:
             f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
 
 
-def _cell_configs(a: Analysis) -> dict:
-    """{cell key: the cell's validated trial config} at the study's budget, with the run's data flags."""
-    from denoise_core.tasks import validate_config
-
-    r = a.results
-    budget, extra = r.info.budget or "quick", r.info.extra or {}
-    return {r.spec.key_of(cell): validate_config(r.spec.cell_config(cell, budget, extra)) for cell in r.spec.cells()}
-
-
 def _protocol(a: Analysis) -> str:
     """One line: how the test scores were made (the task says), where the study has test scores."""
     task = get_task(a.results.spec.task)
     if task.test_note is None or a.score.split != "test":
         return ""
-    notes = list(dict.fromkeys(task.test_note(cfg) for cfg in _cell_configs(a).values()))
+    notes = list(dict.fromkeys(task.test_note(cfg) for cfg in a.configs.values()))
     return f'<p class="protocol" id="protocol">{escape(" ".join(notes))}</p>'
 
 
@@ -150,7 +141,7 @@ def _references(a: Analysis) -> str:
     task = get_task(spec.task)
     if not spec.references or task.test_conditions is None or a.score.split != "test":
         return ""
-    cfgs = _cell_configs(a)
+    cfgs = a.configs
     rows, checks = [], []
     for ref in spec.references:
         cells = [(cell, sfx) for cell, cfg in cfgs.items() for noise, level, sfx in task.test_conditions(cfg)
@@ -274,8 +265,8 @@ def _figures(a: Analysis, figs: Figures) -> str:
     out = ['<h2 id="comparison">Comparison</h2>']
     kind = spec.comparison_figure()
     out += [figs.add(f) for f in F.FIGURES.get(kind)(a)]
-    if (sched := F.schedules_compared(spec)) is not None:
-        out.append(figs.add(F.schedule_curves(*sched)))
+    task, view = get_task(spec.task), ReportView(spec.metric, s, a.configs)
+    out += [figs.add(f) for f in (task.figures(view) if task.figures else [])]
     out.append(figs.add(F.bars(a)))
     base = {sl.label: sl.baseline for sl in a.slices if sl.baseline}
     rows = []
@@ -289,38 +280,14 @@ def _figures(a: Analysis, figs: Figures) -> str:
             row["best baseline"] = f"{_bname(b.name)} {sig3(b.mean)}"
         rows.append(row)
     out.append(table(pd.DataFrame(rows), "cell-table"))
-    out.append(_x0_note(a, s))
+    out += [f'<p class="muted task-note">{escape(note)}</p>' for note in (task.notes(view) if task.notes else [])]
     return "".join(out)
-
-
-def _x0_note(a: Analysis, s: pd.DataFrame) -> str:
-    """DDPM studies comparing what the network predicts: why x0-prediction's bound is far above the others',
-    with this study's own numbers."""
-    spec = a.results.spec
-    if spec.task != "ddpm" or "prediction" not in s or not (s["prediction"] == "x0").any() \
-            or (s["prediction"] == "x0").all():
-        return ""
-    x0, rest = s[s["prediction"] == "x0"], s[s["prediction"] != "x0"]
-    if not x0["mean"].min() > rest["mean"].max():  # the sentence below says "far above": only where it is
-        return ""
-    text = (f"Why the x0-prediction cells' {spec.metric} ({x0['mean'].min():.3g} to {x0['mean'].max():.3g}) is far above "
-            f"the other cells' ({rest['mean'].min():.3g} to {rest['mean'].max():.3g}): trained with the unweighted loss on "
-            "x0 (L_simple on x0), a network spends as much effort on large t as on the smallest t, where the bound divides "
-            "its x0 error by the tiny posterior variance beta-tilde_t; eps- and v-prediction weight small t far more (an "
-            "eps error is an x0 error times sqrt(1 - alpha-bar) / sqrt(alpha-bar)). It is a property of the objective, "
-            "not a bug in the bound.")
-    col = next((m for m in spec.also if m.startswith("psnr_sigma") and m in s), None)
-    if col is not None:
-        text += (f" Their one-step denoising is worse too at this budget ({col} {x0[col].mean():.1f} dB against "
-                 f"{rest[col].mean():.1f} dB): a network that predicts x0 must rebuild the image, while one that predicts "
-                 "eps or v starts from the noisy input itself.")
-    return f'<p class="muted" id="x0-note">{escape(text)}</p>'
 
 
 def _images(a: Analysis) -> str:
     r, spec = a.results, a.results.spec
     task = get_task(spec.task)
-    if "image_output" not in task.images:
+    if task.grid is None:
         parts = [f'<h2 id="images">{escape(task.images_caption)}</h2>']
         for cell in r.info.cells:
             for name in task.images:
@@ -328,6 +295,7 @@ def _images(a: Analysis) -> str:
                     parts.append(f'<div class="grid"><div>{escape(cell_label(parse_cell(cell)))} ({name})</div>'
                                  f"{png(p, cell)}</div>")
         return "".join(parts)
+    grid = task.grid
     q = spec.question_factor()
     head = "".join(f"<th>{escape(q)}={escape(lv)}</th>" for lv in spec.labels(q))
     body, clean = [], None
@@ -336,15 +304,15 @@ def _images(a: Analysis) -> str:
         first = next((c for c in cells.values() if r.best_file(c, "images.json")), None)
         if first is None:
             continue
-        clean = clean or r.best_file(first, "image_clean.png")
+        clean = clean or r.best_file(first, f"{grid.clean}.png")
         shown = ShownImages.read(r.best_file(first, "images.json")).psnr
-        tds = [_tile(r.best_file(first, "image_noisy.png"), "noisy input", shown.get("image_noisy"), a.unit)]
+        tds = [_tile(r.best_file(first, f"{grid.input}.png"), "noisy input", shown.get(grid.input), a.unit)]
         b = sl.baseline
         img = r.sdir / b.image if b and b.image else None
         tds.append(_tile(img, _bname(b.name), b.image_psnr, a.unit) if img is not None and img.exists() else "<td></td>")
         for lv, cell in cells.items():
-            p, meta = r.best_file(cell, "image_output.png"), r.best_file(cell, "images.json")
-            tds.append(_tile(p, f"{q}={lv}", ShownImages.read(meta).psnr.get("image_output"), a.unit)
+            p, meta = r.best_file(cell, f"{grid.output}.png"), r.best_file(cell, "images.json")
+            tds.append(_tile(p, f"{q}={lv}", ShownImages.read(meta).psnr.get(grid.output), a.unit)
                        if p and meta else "<td></td>")
         body.append(f"<tr><th>{escape(sl.label or 'all')}</th>{''.join(tds)}</tr>")
     if not body:

@@ -6,7 +6,6 @@ schedules) suit every study. Every axis has a title; colours follow the question
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd
@@ -145,30 +144,33 @@ def gap(a) -> list[go.Figure]:
 
 @FIGURES.register("levels")
 def levels(a) -> list[go.Figure]:
-    """Train level x test level: a heatmap and one curve per training level."""
+    """Train level x test level: a heatmap and one curve per training level, at the task's extra evaluation levels
+    (`Task.level_metrics`: its labels, levels and metrics; nothing here names or parses a metric)."""
+    from denoise_core.tasks import get_task
+
     spec, conf = a.results.spec, a.results.confirm_runs()
-    metrics = []
-    for col in conf.columns:
-        if col.startswith("final."):
-            s = Score.parse(col[len("final."):])
-            if s.split == a.score.split and s.weights == "best" and not s.input and re.fullmatch(r"psnr_[a-z]+[\d.]+", s.metric):
-                metrics.append(s)
-    if not metrics:
+    hook = get_task(spec.task).level_metrics
+    found: dict[str, tuple[float, str]] = {}
+    for cfg in (a.configs.values() if hook else ()):
+        for label, level, metric in hook(cfg):
+            found.setdefault(label, (level, metric))
+    at = sorted(found, key=lambda label: found[label][0])
+    cols = [column(Score(found[label][1], a.score.split)) for label in at]
+    at, cols = [x for x, c in zip(at, cols) if c in conf], [c for c in cols if c in conf]
+    if not cols:
         return []
-    metrics.sort(key=lambda s: float(re.sub(r"[^\d.]", "", s.metric)))
-    q = factor_column(spec.question_factor())
-    mean = conf.groupby(q, sort=False)[[column(s) for s in metrics]].mean()
-    tests = [s.metric.removeprefix("psnr_") for s in metrics]
-    heat = go.Figure(go.Heatmap(z=mean.values, x=tests, y=list(mean.index), texttemplate="%{z:.3g}",
-                                colorscale="Viridis", colorbar_title="dB"))
-    heat.update_layout(title=f"{a.score.split} PSNR (dB): trained at (rows) x tested at (columns)",
+    q, unit = factor_column(spec.question_factor()), get_task(spec.task).unit(found[at[0]][1])
+    mean = conf.groupby(q, sort=False)[cols].mean()
+    heat = go.Figure(go.Heatmap(z=mean.values, x=at, y=list(mean.index), texttemplate="%{z:.3g}",
+                                colorscale="Viridis", colorbar_title=unit))
+    heat.update_layout(title=f"{a.score.split} PSNR ({unit}): trained at (rows) x tested at (columns)",
                        xaxis_title="test level", yaxis_title="training level", xaxis_type="category",
                        yaxis_type="category")
     curves = go.Figure()
     for train, row in mean.iterrows():
-        curves.add_scatter(x=tests, y=row.values, mode="lines+markers", name=str(train), line_color=color(spec, str(train)))
+        curves.add_scatter(x=at, y=row.values, mode="lines+markers", name=str(train), line_color=color(spec, str(train)))
     curves.update_layout(title=f"{a.score.split} PSNR against the test level, one line per training level",
-                         xaxis_title="test level", yaxis_title="PSNR (dB)", legend_title_text="trained at")
+                         xaxis_title="test level", yaxis_title=f"PSNR ({unit})", legend_title_text="trained at")
     return [heat, curves]
 
 
@@ -325,35 +327,4 @@ def parallel(a) -> go.Figure | None:
     dims.append(dict(label=f"val {spec.metric}", values=t[col]))
     fig = go.Figure(go.Parcoords(line=dict(color=t[col], colorscale="Viridis", showscale=True), dimensions=dims))
     fig.update_layout(title=f"every trial: tuned parameters, factors and final validation {spec.metric}")
-    return fig
-
-
-def schedules_compared(spec) -> tuple[list[str], list[int]] | None:
-    """(schedule names, timestep counts) when the study's cells train under noise schedules, else None."""
-    budget = next(iter(spec.budgets))
-    cfgs = [spec.cell_config(c, budget) for c in spec.cells()]
-    names = sorted({c["schedule"] for c in cfgs if "schedule" in c})
-    if not names:
-        return None
-    return names, sorted({int(c.get("timesteps", 1000)) for c in cfgs})
-
-
-def schedule_curves(names: list[str], timesteps: list[int]) -> go.Figure:
-    """alpha-bar and log-SNR of each schedule over normalised time."""
-    import torch
-
-    from denoise_core.diffusion import build_schedule
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("alpha-bar", "log SNR"))
-    for i, (name, T) in enumerate((n, t) for n in names for t in timesteps):
-        ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
-        x = np.arange(1, T + 1) / T
-        line = dict(color=COLORS[names.index(name) % len(COLORS)], dash="solid" if T == max(timesteps) else "dot")
-        fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line, row=1, col=1)
-        fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line,
-                        showlegend=False, row=1, col=2)
-    fig.update_xaxes(title_text="t / T")
-    fig.update_yaxes(title_text="alpha-bar", col=1)
-    fig.update_yaxes(title_text="log SNR", col=2)
-    fig.update_layout(title="noise schedules (solid: the largest T)", height=380)
     return fig

@@ -14,21 +14,11 @@ and are kept across runs: a resumed study computes only what is missing.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 from studies.documents import BaselineEntry, BaselineScores
 from studies.store import read_baselines
-
-KEYS = ("dataset", "data_root", "download", "channels", "crop", "eval_crop", "val_images", "test_images", "val_seed", "noise",
-        "noise_params", "eval_levels", "test_protocol")
-
-
-def baseline_key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps({k: cfg.get(k) for k in KEYS}, sort_keys=True).encode()).hexdigest()[:12]
-
 
 NICE = 10
 
@@ -64,13 +54,14 @@ class BaselineRun:
     def start(cls, spec, budget: str, extra: dict, sdir: Path, quiet: bool = False) -> "BaselineRun":
         import ray
 
+        from denoise_core.baselines import setting_key
         from denoise_core.tasks import validate_config
 
         scores = read_baselines(sdir)
         todo = {}
         for cell, key in zip(spec.cells(), spec.cell_keys()):
             cfg = validate_config(spec.cell_config(cell, budget, extra)).model_dump()
-            scores.cells[key] = bkey = baseline_key(cfg)
+            scores.cells[key] = bkey = setting_key(cfg)
             if bkey not in scores.entries:
                 todo.setdefault(bkey, cfg)
         task = ray.remote(num_cpus=0, max_retries=1)(_score_all)

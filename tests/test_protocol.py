@@ -128,8 +128,8 @@ def test_confirm_runs_score_every_test_image_whole(paper_smoke):
     assert per.groupby("trial_id").size().eq(4).all()
     conf = pd.read_parquet(paper_smoke / "trials.parquet").query("phase == 'confirm'")
     assert len(conf) == 4 and conf["final.test_psnr"].notna().all()
-    bm3d = r.baselines["entries"][next(iter(r.baselines["cells"].values()))]["metrics"]["bm3d"]
-    assert len(bm3d["test_per_image"]["psnr"]) == 4
+    bm3d = r.baselines.of(r.info.cells[0]).metrics["bm3d"]
+    assert len(bm3d.test_per_image["psnr"]) == 4
 
 
 def test_the_report_states_the_protocol_and_shows_the_published_rows_in_a_browser(paper_smoke):

@@ -107,7 +107,7 @@ def test_ddpm_study_runs_through_ray_and_reports_samples_schedules_and_psnr(ray_
     dom, errors = browser.load(sdir / "report.html", ARTIFACTS / "ddpm_smoke_report.png")
     assert errors == []
     assert "noise schedules" in dom and "bits/dim" in dom and "Nichol &amp; Dhariwal 2021" in dom
-    assert 'id="x0-note"' not in dom  # the x0-prediction note only where x0 cells exist
+    assert "x0-prediction cells" not in dom  # the task's x0-prediction note only where x0 cells exist
     assert "mean psnr_sigma25" in dom and "mean psnr_reverse_sigma25" in dom  # PSNR beside the compared metric
     assert dom.count("(samples)") == 2 and dom.count("(progress)") == 2
     assert browser.rendered_figures(dom) == browser.figure_divs(dom) >= 4
@@ -195,23 +195,19 @@ def test_any_label_text_survives_and_markup_is_escaped_in_the_browser(ray_cluste
 def test_the_x0_note_appears_exactly_when_x0_cells_are_far_above_the_others(x0_means, shown):
     """The note explains why x0-prediction's bound is far above eps and v, with this study's numbers; it is never
     written where the table says otherwise."""
-    from types import SimpleNamespace
-
     import pandas as pd
 
-    from reports.build import _x0_note
-    from studies.spec import StudySpec
+    from denoise_core.tasks import ReportView, get_task, validate_config
 
-    spec = StudySpec.model_validate({"name": "d", "description": "d", "task": "ddpm", "metric": "bits_per_dim",
-                                     "mode": "min", "also": ["psnr_sigma25"],
-                                     "compare": {"schedule": ["linear", "cosine"], "prediction": ["eps", "x0"]},
-                                     "budgets": {b: {"trials_per_cell": 1} for b in ("smoke", "quick", "full")}})
-    s = pd.DataFrame({"schedule": ["linear", "cosine"] * 2, "prediction": ["eps", "eps", "x0", "x0"],
-                      "mean": [1.2, 1.25, *x0_means], "psnr_sigma25": [30.0, 30.2, 27.0, 27.4]})
-    note = _x0_note(SimpleNamespace(results=SimpleNamespace(spec=spec)), s)
+    s = pd.DataFrame({"cell": [f"c{i}" for i in range(4)], "schedule": ["linear", "cosine"] * 2,
+                      "prediction": ["eps", "eps", "x0", "x0"], "mean": [1.2, 1.25, *x0_means],
+                      "psnr_sigma25": [30.0, 30.2, 27.0, 27.4]})
+    configs = {f"c{i}": validate_config({"task": "ddpm", "schedule": sch, "prediction": pred})
+               for i, (sch, pred) in enumerate(zip(s.schedule, s.prediction))}
+    notes = get_task("ddpm").notes(ReportView("bits_per_dim", s, configs))  # the task's own hook: the report names none
     if not shown:
-        assert note == ""
+        assert notes == []
         return
-    assert 'id="x0-note"' in note
-    assert "bits_per_dim (3.1 to 3.4) is far above the other cells&#x27; (1.2 to 1.25)" in note
+    (note,) = notes
+    assert "bits_per_dim (3.1 to 3.4) is far above the other cells' (1.2 to 1.25)" in note
     assert "psnr_sigma25 27.2 dB against 30.1 dB" in note

@@ -230,6 +230,10 @@ def test_a_task_added_in_one_file_runs_through_a_study_and_its_report(ray_cluste
     assert (df["final.psnr"] > 0).all() and df["final.test_psnr"].notna().sum() == 4  # confirm runs scored on test
     html = (tmp_path / "toy" / "report.html").read_text()
     assert "kernel=3" in html and "clean / blurred / restored" in html and html.count("(restored)") == 2
+    # its own note and figure, through its hooks (tests/toy_task.py): the report names neither
+    means = df[df.phase == "confirm"].groupby("factor.kernel")["final.test_psnr"].mean().rename(index=str)
+    assert f"a 5x5 blur restores to {means['5']:.2f} dB, a 3x3 blur to {means['3']:.2f} dB" in html
+    assert "restored PSNR against the blur kernel" in html
     # the task's metrics are known before anything runs: a metric it does not report is refused
     bad = (DATA / "toy.yaml").read_text().replace("metric: psnr", "metric: ssim")
     (tmp_path / "bad.yaml").write_text(bad)

@@ -289,7 +289,12 @@ def test_every_registered_figure_draws_the_synthetic_study(name):
     from tests.test_stats import _spec
 
     effects = {"gaussian": {"l1": 0.0, "l2": 1.0, "l0": -2.0}, "impulse": {"l1": 0.0, "l2": -3.0, "l0": 3.0}}
-    a = analyse(_with_levels_and_params(_study(_spec(), effects)))
+    # the levels figure reads the task's evaluation levels from the cells' configs (Task.level_metrics)
+    levels = {"noise_params": {"sigma": 25}, "eval_levels": [50, 15]}
+    spec = StudySpec.model_validate({**_spec().model_dump(), "compare": {
+        "noise": {"gaussian": {"noise": "gaussian", **levels}, "impulse": {"noise": "gaussian", **levels}},
+        "loss": ["l1", "l2", "l0"]}})
+    a = analyse(_with_levels_and_params(_study(spec, effects)))
     assert sorted(FIGURES.names) == ["bars", "gap", "heatmap", "levels", "pareto"]
     figs = FIGURES.get(name)(a)
     if name == "bars":

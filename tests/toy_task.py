@@ -18,7 +18,7 @@ from denoise_core.config import CommonConfig
 from denoise_core.data import random_crops
 from denoise_core.metrics import psnr
 from denoise_core.results import Score
-from denoise_core.tasks import TASKS, Task
+from denoise_core.tasks import TASKS, ReportView, Task
 from denoise_core.trial import Trial, save_grid
 
 NAME = __name__  # "tests.toy_task": a task outside denoise_core is named by its module path
@@ -63,5 +63,27 @@ class DeblurTrial(Trial):
         return {"restored": str(save_grid(d / "restored.png", [self.clean["val"], self.blurred["val"], out], n=4))}
 
 
+def blur_note(view: ReportView) -> list[str]:
+    """The report's note of this task, through its hook: the widest blur's cells against the narrowest's."""
+    kernels = {c: view.configs[c].kernel for c in view.cells["cell"]}
+    if len(set(kernels.values())) < 2:
+        return []
+    wide, narrow = max(kernels.values()), min(kernels.values())
+    mean = lambda k: view.cells[view.cells["cell"].map(kernels) == k]["mean"].mean()
+    return [f"Deblurring note: a {wide}x{wide} blur restores to {mean(wide):.2f} dB, a {narrow}x{narrow} blur to "
+            f"{mean(narrow):.2f} dB."]
+
+
+def blur_figure(view: ReportView) -> list:
+    """A figure of this task's own, through its hook: the mean PSNR against the blur's width."""
+    import plotly.graph_objects as go
+
+    kernels = [view.configs[c].kernel for c in view.cells["cell"]]
+    fig = go.Figure(go.Scatter(x=kernels, y=list(view.cells["mean"]), mode="markers"))
+    fig.update_layout(title="restored PSNR against the blur kernel", xaxis_title="kernel (pixels)", yaxis_title="dB")
+    return [fig]
+
+
 TASKS.add(NAME, Task(name=NAME, config=DeblurConfig, trial=DeblurTrial, apply=lambda model, cfg, x, sigma: model(x).clamp(0, 1),
-                     metrics=lambda cfg: ["psnr"], images=("restored",), images_caption="clean / blurred / restored"))
+                     metrics=lambda cfg: ["psnr"], images=("restored",), images_caption="clean / blurred / restored",
+                     notes=blur_note, figures=blur_figure, units={"psnr": "dB"}))

@@ -24,7 +24,7 @@ import importlib
 import importlib.util
 import pkgutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +32,28 @@ from typing import Any, Callable
 from denoise_core.registry import Registry
 
 TASKS: Registry["Task"] = Registry("task", package=__name__)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The PNGs (names without .png) a task's final checkpoint holds for the report's side-by-side grid: the clean
+    image, the model's input and its output, with their PSNRs in the checkpoint's images.json (`ShownImages`)."""
+
+    clean: str = "image_clean"
+    input: str = "image_noisy"
+    output: str = "image_output"
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """What a task's report hooks see of a study (they name the task's own config fields and metrics; the report
+    names none): the study's metric, one row per cell with confirm runs (`cells`, a pandas DataFrame: the cell key
+    in `cell`, a column per factor, `mean` of the metric over confirm runs, and the mean of each `also` metric), and
+    each cell's validated trial config."""
+
+    metric: str
+    cells: Any
+    configs: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,17 @@ class Task:
     # checks of a config's data beyond its sources (which `denoise_core.data.check_source` reads), run before
     # anything starts: raises a ValueError of one line
     check_data: Callable[[Any], None] | None = None
+    # -- the report's parts that belong to the task ---------------------------------------------------------------
+    grid: Grid | None = None  # a side-by-side grid of one image (clean, input, each cell's output); None: `images` shown
+    notes: Callable[[ReportView], list[str]] | None = None  # sentences under the table of cells
+    figures: Callable[[ReportView], list] | None = None  # plotly figures of its own, after the comparison
+    # the config's extra evaluation levels: [(label, level, metric)], e.g. ("sigma15", 15.0, "psnr_sigma15")
+    level_metrics: Callable[[Any], list[tuple[str, float, str]]] | None = None
+    units: dict[str, str] = field(default_factory=dict)  # a metric's unit, by the metric's first word (psnr: dB)
+
+    def unit(self, metric: str) -> str:
+        """The unit of one of its metrics ('' where it has none)."""
+        return next((u for k, u in self.units.items() if metric.startswith(k)), "")
 
 
 def task_names() -> list[str]:

@@ -24,7 +24,7 @@ from denoise_core.diffusion import GaussianDiffusion, build_schedule
 from denoise_core.metrics import psnr
 from denoise_core.noise import build_noise
 from denoise_core.results import Score
-from denoise_core.tasks import TASKS, Task
+from denoise_core.tasks import TASKS, ReportView, Task
 from denoise_core.trial import Trial, save_grid
 
 
@@ -70,6 +70,58 @@ class DDPMConfig(CommonConfig):
 def ddpm_metrics(cfg: DDPMConfig) -> list[str]:
     sigmas = [f"sigma{s:g}" for s in cfg.eval_sigmas]
     return ["bits_per_dim", "psnr_levels_mean", *(f"psnr_{s}" for s in sigmas), *(f"psnr_reverse_{s}" for s in sigmas)]
+
+
+def ddpm_level_metrics(cfg: DDPMConfig) -> list[tuple[str, float, str]]:
+    """One-step denoising PSNR at each evaluation sigma: ('sigma15', 15.0, 'psnr_sigma15') ..."""
+    return [(f"sigma{s:g}", float(s), f"psnr_sigma{s:g}") for s in cfg.eval_sigmas]
+
+
+def x0_note(view: ReportView) -> list[str]:
+    """Studies that compare what the network predicts: why x0-prediction's bound is far above the others', with the
+    study's own numbers (only where it is far above)."""
+    s = view.cells
+    x0 = s[[view.configs[c].prediction == "x0" for c in s["cell"]]] if len(s) else s
+    rest = s[~s["cell"].isin(x0["cell"])] if len(s) else s
+    if x0.empty or rest.empty or view.metric != "bits_per_dim" or not x0["mean"].min() > rest["mean"].max():
+        return []
+    text = (f"Why the x0-prediction cells' {view.metric} ({x0['mean'].min():.3g} to {x0['mean'].max():.3g}) is far above "
+            f"the other cells' ({rest['mean'].min():.3g} to {rest['mean'].max():.3g}): trained with the unweighted loss on "
+            "x0 (L_simple on x0), a network spends as much effort on large t as on the smallest t, where the bound divides "
+            "its x0 error by the tiny posterior variance beta-tilde_t; eps- and v-prediction weight small t far more (an "
+            "eps error is an x0 error times sqrt(1 - alpha-bar) / sqrt(alpha-bar)). It is a property of the objective, "
+            "not a bug in the bound.")
+    col = next((m for m in s.columns if m.startswith("psnr_sigma")), None)
+    if col is not None:
+        text += (f" Their one-step denoising is worse too at this budget ({col} {x0[col].mean():.1f} dB against "
+                 f"{rest[col].mean():.1f} dB): a network that predicts x0 must rebuild the image, while one that predicts "
+                 "eps or v starts from the noisy input itself.")
+    return [text]
+
+
+def schedule_figures(view: ReportView) -> list:
+    """The cells' noise schedules: alpha-bar and log-SNR over normalised time, one line per schedule and T (solid:
+    the largest T)."""
+    import numpy as np
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    names = sorted({cfg.schedule for cfg in view.configs.values()})
+    timesteps = sorted({cfg.timesteps for cfg in view.configs.values()})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("alpha-bar", "log SNR"))
+    for name, T in ((n, t) for n in names for t in timesteps):
+        ab = torch.cumprod(1 - build_schedule(name, T), 0).numpy()
+        x = np.arange(1, T + 1) / T
+        line = dict(color=qualitative.Plotly[names.index(name) % len(qualitative.Plotly)],
+                    dash="solid" if T == max(timesteps) else "dot")
+        fig.add_scatter(x=x, y=ab, name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line, row=1, col=1)
+        fig.add_scatter(x=x, y=np.log(ab / (1 - ab)), name=f"{name} T={T}", legendgroup=f"{name}{T}", line=line,
+                        showlegend=False, row=1, col=2)
+    fig.update_xaxes(title_text="t / T")
+    fig.update_yaxes(title_text="alpha-bar", col=1)
+    fig.update_yaxes(title_text="log SNR", col=2)
+    fig.update_layout(title="noise schedules (solid: the largest T)", height=380)
+    return [fig]
 
 
 def to_model_scale(x: torch.Tensor) -> torch.Tensor:
@@ -163,4 +215,6 @@ class DDPMTrial(Trial):
 
 TASKS.add("ddpm", Task(
     name="ddpm", config=DDPMConfig, trial=DDPMTrial, apply=apply_ddpm, metrics=ddpm_metrics,
-    images=("samples", "progress"), images_caption="samples, and one chain from x_T to x_0", needs_sigma=True))
+    images=("samples", "progress"), images_caption="samples, and one chain from x_T to x_0", needs_sigma=True,
+    notes=x0_note, figures=schedule_figures, level_metrics=ddpm_level_metrics,
+    units={"bits_per_dim": "bits/dim", "psnr": "dB"}))

@@ -25,7 +25,7 @@ from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, Noise, build_noise
 from denoise_core.protocol import PROTOCOL, apply_whole, score_images, score_input, test_inputs
 from denoise_core.results import Score, ShownImages
-from denoise_core.tasks import TASKS, Task
+from denoise_core.tasks import TASKS, Grid, Task
 from denoise_core.trial import Trial, fixed_inputs, save_png
 
 
@@ -103,6 +103,12 @@ def denoise_test_note(cfg: DenoiseConfig) -> str:
         return f"Test protocol: every image of {test}, {PROTOCOL}."
     return (f"Test protocol: {cfg.test_images} fixed {cfg.eval_size}x{cfg.eval_size} crops of {test}'s held-out "
             f"images, noise from a fixed seed; not the literature's whole-image protocol, so no published row applies.")
+
+
+def denoise_level_metrics(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
+    """PSNR at each extra evaluation level: ('sigma15', 15.0, 'psnr_sigma15') ..."""
+    param = NOISES.get(cfg.noise).param
+    return [(f"{param}{lvl:g}", float(lvl), f"psnr{sfx}") for sfx, lvl in zip(cfg.level_suffixes(), cfg.eval_levels)]
 
 
 def denoise_check_data(cfg: DenoiseConfig) -> None:
@@ -276,4 +282,4 @@ TASKS.add("denoise", Task(
     name="denoise", config=DenoiseConfig, trial=DenoiseTrial, apply=apply_denoiser, metrics=denoise_metrics,
     images=("image_output",), images_caption="one whole held-out image denoised by each cell's best model",
     baselines=True, test_note=denoise_test_note, test_conditions=denoise_test_conditions,
-    check_data=denoise_check_data))
+    check_data=denoise_check_data, grid=Grid(), level_metrics=denoise_level_metrics, units={"psnr": "dB", "ssim": ""}))

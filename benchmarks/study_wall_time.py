@@ -52,7 +52,7 @@ def report(sdir: Path, wall: float | None) -> None:
         p = split([x for x in done if x.phase == phase])
         print(f"  {phase:8s} wall {p['wall']:.1f} s, steps {p['steps']:.1f} s, evaluations {p['evaluations']:.1f} s")
     a = analyse(r)
-    print(f"  {a.family.m} comparisons, {a.family.discoveries} significant, intervals at {a.level:.1%}")
+    print(f"  {a.family.m} comparisons, {a.family.discoveries} significant, intervals at {a.confidence:.1%}")
     for v in a.verdicts:
         c = v.comparison
         eff = f"{c.gain:+.2f} {a.unit} [{c.lo:+.2f}, {c.hi:+.2f}]" if c else "-"

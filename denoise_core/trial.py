@@ -205,7 +205,7 @@ class Trial:
         self.model = build_model(cfg.model, cfg.channels, **cfg.model_params).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.compiled = torch.compile(self.model) if cfg.compile else self.model  # what training steps call
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.steps, cfg.rampdown))
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")

@@ -205,25 +205,47 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     its best configuration re-run over seeds; running the same study again resumes it. Progress: one
     line per finished trial and a summary every 30 s.
     """
-    from studies.store import is_uri
+    from studies.runner import RunOptions
 
     dataset, data_root = absolute_data_paths(dataset, data_root)
     extra = {k: v for k, v in {"dataset": dataset, "data_root": data_root}.items() if v is not None}
     spec = _spec(study, budgets=(budget,), extra=extra)  # every cell at this budget, each distinct config once
+    _check_run(spec, budget, extra, storage, address)
+    sdir, created, lock = _lock_study(spec, storage, fresh)
+    opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
+                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
+                      verbose=verbose, optuna_storage=optuna_storage, extra=extra,
+                      command=" ".join(["denoise-study", *sys.argv[1:]]))
+    sdir, path = _run_locked(spec, opts, sdir, created, lock)
+    click.echo(f"results: {sdir}")
+    click.echo(f"report: {path}")
+    from studies.store import study_failure
+
+    if why := study_failure(sdir):
+        click.echo(f"error: the study failed: {why}", err=True)
+        sys.exit(1)
+
+
+def _check_run(spec, budget: str, extra: dict, storage: str | None, address: str | None) -> None:
+    """Everything a run can be refused for before it writes anything: data, storage, the cluster's address."""
+    from studies.spec import check_data
+    from studies.store import is_uri, storage_problem
+
+    data_root = extra.get("data_root")
     if data_root is not None and not is_uri(data_root) and not Path(data_root).expanduser().is_dir():
         raise Fail(f"--data-root {data_root!r} is not a directory")
-    from studies.spec import check_data
-    from studies.store import resolve_storage, storage_problem, study_dir
-
     try:
         check_data(spec, budget, extra)
     except SpecError as e:
         raise Fail(str(e)) from None
     if problem := storage_problem(storage) or address_problem(address):
         raise Fail(problem)
+
+
+def _lock_study(spec, storage: str | None, fresh: bool):
+    """(study folder, whether this run creates it, the driver lock held): one driver per study at a time."""
     from studies.lock import StudyLocked, driver_lock
-    from studies.runner import RunOptions, run_study
-    from studies.store import UnsafeStudyPath, clear_check
+    from studies.store import UnsafeStudyPath, clear_check, resolve_storage, study_dir
 
     try:
         sdir = study_dir(storage, spec.name)
@@ -237,13 +259,17 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     except OSError as e:  # storage that cannot be created
         raise Fail(f"--storage {storage or resolve_storage(None)!r}: cannot create the study folder: "
                    f"{e.strerror or e}") from None
-    opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
-                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
-                      verbose=verbose, optuna_storage=optuna_storage, extra=extra,
-                      command=" ".join(["denoise-study", *sys.argv[1:]]))
+    return sdir, created, lock
+
+
+def _run_locked(spec, opts, sdir: Path, created: bool, lock) -> tuple[Path, Path]:
+    """Run the study and write its report, holding the lock; every way it can end is one line and an exit code."""
+    from studies.runner import run_study
+    from studies.store import UnsafeStudyPath
+
     try:
         sdir = run_study(spec, opts)
-        path = _write_report(sdir, opts.storage)
+        return sdir, _write_report(sdir, opts.storage)
     except (SpecError, UnsafeStudyPath) as e:  # e.g. the study holds another budget's results: nothing was run
         lock.release()
         if created and sdir.is_dir() and not any(sdir.iterdir()):
@@ -257,13 +283,6 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
         sys.exit(1)
     finally:
         lock.release()
-    click.echo(f"results: {sdir}")
-    click.echo(f"report: {path}")
-    from studies.store import study_failure
-
-    if why := study_failure(sdir):
-        click.echo(f"error: the study failed: {why}", err=True)
-        sys.exit(1)
 
 
 def _write_report(sdir: Path, storage: str | None) -> Path:

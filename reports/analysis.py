@@ -3,7 +3,7 @@
 the literature claims' verdicts, and late collapses. Every section of the report reads this.
 
     a = analyse(StudyResults.load(sdir))
-    a.level, a.slices[0].winner, a.verdicts[0].verdict
+    a.confidence, a.slices[0].winner, a.verdicts[0].verdict
 """
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ class Analysis:
     collapses: list[str] = field(default_factory=list)
 
     @property
-    def level(self) -> float:
-        return self.family.level
+    def confidence(self) -> float:
+        return self.family.confidence
 
     @property
     def configs(self) -> dict:
@@ -125,7 +125,7 @@ def analyse(results: StudyResults) -> Analysis:
         c = pooled.get(i) or a.family.find(q, claim.a, claim.b, dict(claim.where))
         a.verdicts.append(Verdict(claim, c, ""))
         a.verdicts[-1].verdict = judge(a.verdicts[-1])
-    a.cells = _cell_stats(results, a.level)
+    a.cells = _cell_stats(results, a.confidence)
     a.collapses = _collapses(results, a.unit)
     return a
 
@@ -212,10 +212,10 @@ def judge(v: Verdict) -> str:
     return "reproduced" if -m < c.lo and c.hi < m else "contradicted" if c.lo >= m or c.hi <= -m else "inconclusive"
 
 
-def _cell_stats(results: StudyResults, level: float) -> dict[str, CellStat]:
+def _cell_stats(results: StudyResults, confidence: float) -> dict[str, CellStat]:
     conf = results.confirm_runs()
     col = column(results.score)
-    return {cell: cell_stat(cell, g[col], level) for cell, g in conf.groupby("cell", sort=False)}
+    return {cell: cell_stat(cell, g[col], confidence) for cell, g in conf.groupby("cell", sort=False)}
 
 
 def _collapses(results: StudyResults, unit: str) -> list[str]:

@@ -46,7 +46,7 @@ def _bname(name: str) -> str:
 
 
 def _ci(a: Analysis, c) -> str:
-    return f"{a.level:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
+    return f"{a.confidence:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
 
 
 def _header(a: Analysis) -> str:
@@ -91,7 +91,7 @@ def _method(a: Analysis) -> str:
             f"classical baseline, and each claim) belongs to one family of {fam.m} comparisons, estimated image by "
             f"image and run by run ({escape('; '.join(methods)) or 'none yet'}) and corrected together by "
             f"Benjamini-Hochberg at a {ALPHA:.0%} false discovery rate. <b>Every interval on this page is a "
-            f"{a.level:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
+            f"{a.confidence:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
             f"{fam.m} for {fam.discoveries} significant of {fam.m}), so a difference is significant exactly when its "
             f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
 
@@ -253,7 +253,7 @@ def _comparisons(a: Analysis) -> str:
                      "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method})
     if not rows:
         return ""
-    return (f'<h2 id="comparisons">Every comparison ({a.level:.1%} intervals)</h2>'
+    return (f'<h2 id="comparisons">Every comparison ({a.confidence:.1%} intervals)</h2>'
             + table(pd.DataFrame(rows), "comparison-table", lambda i: "sig" if rows[i]["significant"] == "yes" else ""))
 
 

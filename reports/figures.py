@@ -79,7 +79,7 @@ def bars(a) -> go.Figure:
                             hovertemplate="noisy input: %{y:.3g}<extra></extra>")
     log = bool((s["mean"] > 0).all() and s["mean"].max() > 20 * s["mean"].min())
     fig.update_layout(barmode="group", title=f"test {spec.metric} per cell: mean over confirm runs, "
-                                             f"{a.level:.1%} interval over runs",
+                                             f"{a.confidence:.1%} interval over runs",
                       yaxis_title=f"{a.score.split} {spec.metric} ({a.unit})" + (", log scale" if log else ""),
                       yaxis_type="log" if log else "linear", xaxis_title=", ".join(spec.other_factors()) or q,
                       xaxis_type="category", legend_title_text="")
@@ -136,7 +136,7 @@ def gap(a) -> list[go.Figure]:
                            error_y=dict(type="data", symmetric=False, array=[c.hi - c.gain for _, c in rows],
                                         arrayminus=[c.gain - c.lo for _, c in rows])))
     fig.add_hline(y=0, line_color="#444")
-    fig.update_layout(xaxis_type="category", title=f"{q}={last} minus {q}={first}, with its {a.level:.1%} interval",
+    fig.update_layout(xaxis_type="category", title=f"{q}={last} minus {q}={first}, with its {a.confidence:.1%} interval",
                       yaxis_title=f"difference in {a.score.split} {spec.metric} ({a.unit})",
                       xaxis_title=", ".join(spec.other_factors()) or q)
     return [fig]

@@ -60,8 +60,8 @@ class Comparison:
     n_sources: int = 0  # source images the test images were cut from (0: each image is its own)
     p: float = float("nan")
     q: float = float("nan")  # Benjamini-Hochberg adjusted p
-    level: float = 1 - ALPHA
-    lo: float = float("nan")  # the interval of `gain` at `level`
+    confidence: float = 1 - ALPHA
+    lo: float = float("nan")  # the interval of `gain` at `confidence`
     hi: float = float("nan")
 
     @property
@@ -72,12 +72,12 @@ class Comparison:
     def testable(self) -> bool:
         return not math.isnan(self.p)
 
-    def set_level(self, level: float) -> None:
-        self.level = level
+    def set_confidence(self, confidence: float) -> None:
+        self.confidence = confidence
         if self.se == 0:
             self.lo = self.hi = self.gain
         elif math.isfinite(self.se) and self.df > 0:
-            half = stats.t.ppf(1 - (1 - level) / 2, self.df) * self.se
+            half = stats.t.ppf(1 - (1 - confidence) / 2, self.df) * self.se
             self.lo, self.hi = self.gain - half, self.gain + half
 
     def flipped(self) -> "Comparison":
@@ -90,7 +90,7 @@ class Comparison:
 @dataclass
 class Family:
     comparisons: list[Comparison] = field(default_factory=list)
-    level: float = 1 - ALPHA
+    confidence: float = 1 - ALPHA
     discoveries: int = 0
 
     @property
@@ -116,9 +116,9 @@ def correct(family: Family, alpha: float = ALPHA) -> Family:
         for c, qi in zip(testable, q):
             c.q = float(qi)
         family.discoveries = int((q <= alpha).sum())
-        family.level = 1 - max(family.discoveries, 1) * alpha / len(testable)
+        family.confidence = 1 - max(family.discoveries, 1) * alpha / len(testable)
     for c in family.comparisons:
-        c.set_level(family.level)
+        c.set_confidence(family.confidence)
     return family
 
 
@@ -247,12 +247,12 @@ class CellStat:
     n: int  # runs
 
 
-def cell_stat(cell: str, run_means, level: float) -> CellStat:
-    """A cell's mean over its runs, with the t-interval over runs (seeds) at `level`."""
+def cell_stat(cell: str, run_means, confidence: float) -> CellStat:
+    """A cell's mean over its runs, with the t-interval over runs (seeds) at `confidence`."""
     v = np.asarray(run_means, dtype=float)
     n = len(v)
     m = float(v.mean()) if n else float("nan")
     if n < 2:
         return CellStat(cell, m, float("nan"), float("nan"), n)
-    half = stats.t.ppf(1 - (1 - level) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    half = stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
     return CellStat(cell, m, m - half, m + half, n)

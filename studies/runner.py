@@ -42,16 +42,11 @@ class RunOptions:
 
 def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     """Run (or resume) the study through one Tune `Tuner`; leave the store complete for the report."""
-    from studies.remote import delete_dir, fetch, local_or_uri, upload
+    from studies.remote import local_or_uri
 
     storage = resolve_storage(opts.storage)
     sdir = study_dir(storage, spec.name)
-    if not opts.fresh and is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
-        fetch(storage, spec.name)
-    if not opts.fresh and completed(sdir, opts.budget, opts.extra or {}):
-        if not opts.quiet:
-            print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report "
-                  f"(--fresh runs it again)", flush=True)
+    if _already_complete(spec, opts, storage, sdir):
         return sdir
     home = local_or_uri(storage, sdir, spec.name)  # the study's files: a directory, or a URI
     _silence_tune(opts.verbose)
@@ -59,19 +54,12 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     cpus, gpus = _resources(spec, opts)
     if opts.fresh:  # only now: a run refused above (no GPU for the budget, say) has deleted nothing
         clear_study(sdir)
-
-    from studies.searcher import CellSearcher
-
     sdir.mkdir(parents=True, exist_ok=True)
     errors_log = _errors_to_file(sdir, opts.verbose)
-    optuna_url = opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}"
-    searcher = CellSearcher(spec, opts.budget, optuna_url, opts.extra)
-    searcher.resources = (cpus, gpus)
-    searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
-    searcher.sdir = str(sdir)
+    searcher = _searcher(spec, opts, sdir, cpus, gpus)
     log = RunLog(sdir, remote=home if is_uri(storage) else None)
     log.start(spec=spec.model_dump(mode="json"), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
-              n_evals=searcher.n_evals, storage=storage, optuna_storage=optuna_url,
+              n_evals=searcher.n_evals, storage=storage, optuna_storage=searcher.storage_url,
               trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
               command=opts.command, extra=opts.extra or {}, **_cluster())
     tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus, errors_log)
@@ -81,6 +69,38 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
               f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " per trial",
               flush=True)
     baselines = _start_baselines(spec, opts, sdir)
+    _fit(tuner, log)
+    if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on Ctrl-C (SIGINT) and returns
+        _close_interrupted(spec, sdir, storage, home, log)
+    _close_complete(spec, sdir, storage, home, log, baselines)
+    return sdir
+
+
+def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> bool:
+    """Whether this run has nothing to do: the study is complete at this budget (its report is rebuilt)."""
+    from studies.remote import fetch
+
+    if not opts.fresh and is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
+        fetch(storage, spec.name)
+    if opts.fresh or not completed(sdir, opts.budget, opts.extra or {}):
+        return False
+    if not opts.quiet:
+        print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report (--fresh runs it again)",
+              flush=True)
+    return True
+
+
+def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: float):
+    from studies.searcher import CellSearcher
+
+    searcher = CellSearcher(spec, opts.budget, opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}", opts.extra)
+    searcher.resources = (cpus, gpus)
+    searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
+    searcher.sdir = str(sdir)
+    return searcher
+
+
+def _fit(tuner, log: RunLog) -> None:
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -89,13 +109,23 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     except BaseException:
         log.close("failed")
         raise
-    done = _all_finished(sdir, searcher.planned)
-    if not done:  # Tune stops gracefully on Ctrl-C (SIGINT) and returns: the study was interrupted
-        write_trials_table(sdir, spec)
-        log.close("interrupted")
-        if is_uri(storage):
-            upload(sdir, home)
-        raise KeyboardInterrupt
+
+
+def _close_interrupted(spec: StudySpec, sdir: Path, storage: str, home: str, log: RunLog) -> None:
+    """The study was interrupted: its table and run log say so, and the store has all of it. Raises KeyboardInterrupt."""
+    from studies.remote import upload
+
+    write_trials_table(sdir, spec)
+    log.close("interrupted")
+    if is_uri(storage):
+        upload(sdir, home)
+    raise KeyboardInterrupt
+
+
+def _close_complete(spec: StudySpec, sdir: Path, storage: str, home: str, log: RunLog, baselines) -> None:
+    """Every trial finished: baselines stored, best checkpoints copied, Tune's resumable state removed."""
+    from studies.remote import delete_dir, upload
+
     if baselines is not None:
         baselines.finish()
     copy_best_checkpoints(spec, write_trials_table(sdir, spec), sdir)
@@ -103,9 +133,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     shutil.rmtree(sdir / RAY_DIR, ignore_errors=True)  # Tune's state is needed only to resume
     if is_uri(storage):
         delete_dir(f"{home}/{RAY_DIR}")
-    if is_uri(storage):
         upload(sdir, home)
-    return sdir
 
 
 def completed(sdir: Path, budget: str, extra: dict | None = None) -> bool:
@@ -307,7 +335,7 @@ def _start_baselines(spec: StudySpec, opts: RunOptions, sdir: Path):
 
     if not get_task(spec.task).baselines:
         return None
-    from studies.baselines import BaselineRun
+    from studies.baseline_run import BaselineRun
 
     return BaselineRun.start(spec, opts.budget, opts.extra or {}, sdir, quiet=opts.quiet)
 

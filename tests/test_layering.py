@@ -123,7 +123,7 @@ def test_layers_point_one_way():
             assert not {d for d in deps if d.startswith(("studies", "reports"))}, name
     ray_users = {n for n, p in modules().items() if "ray" in {i.split(".")[0] for i in _external(p)}}
     assert ray_users == {"studies.records", "studies.recovery", "studies.scheduler", "studies.searcher",
-                         "studies.runner", "studies.trainable", "studies.packing", "studies.baselines"}, ray_users
+                         "studies.runner", "studies.trainable", "studies.packing", "studies.baseline_run"}, ray_users
     for reader in ("reports.build", "studies.store", "studies.apply"):  # what status, report, denoise load
         assert not (reachable(g, reader) | {reader}) & ray_users, (reader, reachable(g, reader) & ray_users)
     # denoise_core <- studies <- reports <- denoise_study (the CLI), and the CLI <- studies: no exception

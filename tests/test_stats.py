@@ -62,7 +62,7 @@ def test_crops_of_one_photograph_are_not_independent_images():
         for aware in (True, False):
             est = compare(a, b, 1) if aware else compare(a.drop(columns="source"), b.drop(columns="source"), 1)
             c = Comparison("levels", "f", "a", "b", {}, **est)
-            c.set_level(0.95)
+            c.set_confidence(0.95)
             covered[aware] += c.lo < 1.0 < c.hi
             if aware:
                 assert est["method"] == "mixed model over source images, their crops and runs"
@@ -122,7 +122,7 @@ def test_run_means_only_fall_back_to_welch_as_scipy_computes_it():
     ref = stats.ttest_ind(a.value, b.value, equal_var=False)
     assert est["method"] == "Welch's t over run means" and est["p"] == pytest.approx(ref.pvalue, rel=1e-9)
     c = Comparison("levels", "f", "a", "b", {}, **est)
-    c.set_level(0.95)
+    c.set_confidence(0.95)
     ci = ref.confidence_interval(0.95)
     assert (c.lo, c.hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
 
@@ -138,9 +138,9 @@ def test_benjamini_hochberg_and_the_fcr_level_make_significance_and_interval_agr
     ps = [c.p for c in family.comparisons]
     assert [c.q for c in family.comparisons] == pytest.approx(list(stats.false_discovery_control(ps, method="bh")))
     r = sum(c.q <= 0.05 for c in family.comparisons)
-    assert family.discoveries == r and family.level == pytest.approx(1 - r * 0.05 / 6)
+    assert family.discoveries == r and family.confidence == pytest.approx(1 - r * 0.05 / 6)
     for c in family.comparisons:  # one level for all, and significance is exactly "the interval excludes 0"
-        assert c.level == family.level and c.significant == (c.q <= 0.05)
+        assert c.confidence == family.confidence and c.significant == (c.q <= 0.05)
 
 
 def test_a_marginal_single_test_is_no_finding_among_many_nulls():
@@ -211,7 +211,7 @@ def test_a_verdict_and_its_comparison_row_never_disagree(seed):
                "a": a, "b": b, "relation": str(rng.choice(["better", "same"])), "margin": 0.5}
               for i, (a, b) in enumerate([("l0", "l1"), ("l1", "l2"), ("l2", "l0"), ("l1", "l0")])]
     a = analyse(_study(_spec(claims), effects, seed=seed))
-    assert {c.level for c in a.family.comparisons} == {a.level}
+    assert {c.confidence for c in a.family.comparisons} == {a.confidence}
     for v in a.verdicts:
         row = next(c for c in a.family.comparisons if c.kind == "levels" and c.where == v.claim.where
                    and {c.a, c.b} == {v.claim.a, v.claim.b})
@@ -231,8 +231,8 @@ def test_headline_names_every_significant_difference_and_the_tie():
     for x, y in (("l0", "l1"), ("l0", "l2"), ("l1", "l2")):  # every pair differs by 3 dB or more: all named
         assert f"loss={x} beats loss={y} by" in impulse
     assert "Not significant: loss=" in gauss and "loss=l1 vs loss=l2" in gauss.replace("loss=l2 vs loss=l1", "loss=l1 vs loss=l2")
-    level = f"{a.level:.1%} CI"
-    assert gauss.count(level) == 3 and impulse.count(level) == 3
+    ci = f"{a.confidence:.1%} CI"
+    assert gauss.count(ci) == 3 and impulse.count(ci) == 3
 
 
 def test_lower_is_better_headline_says_so():
@@ -257,5 +257,5 @@ def test_question_must_be_a_factor_and_claims_name_its_levels():
 
 def test_interval_is_nan_only_without_enough_runs():
     c = Comparison("levels", "f", "a", "b", {}, 1.0, float("nan"), float("nan"), (1, 1), 0, "Welch")
-    c.set_level(0.95)
+    c.set_confidence(0.95)
     assert math.isnan(c.lo) and not c.significant

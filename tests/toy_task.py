@@ -45,7 +45,7 @@ class DeblurTrial(Trial):
         if self.cfg.sleep_s:
             time.sleep(self.cfg.sleep_s)
         clean = random_crops(self.train_data, self.cfg.batch_size, self.cfg.crop, self.gen)
-        loss = (self.forward(blur(clean, self.cfg.kernel)) - clean).square().mean()
+        loss = (self.compiled(blur(clean, self.cfg.kernel)) - clean).square().mean()
         self.optimise(loss)
         return loss, loss
 

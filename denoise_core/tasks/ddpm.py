@@ -170,7 +170,7 @@ class DDPMTrial(Trial):
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
-            return self.forward(x, t).float()
+            return self.compiled(x, t).float()
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x0 = to_model_scale(random_crops(self.train_data, self.cfg.batch_size, self.cfg.crop, self.gen))

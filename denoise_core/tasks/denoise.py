@@ -235,7 +235,7 @@ class DenoiseTrial(Trial):
         if cfg.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with self.autocast:
-            pred = self.forward(inp)
+            pred = self.compiled(inp)
         pred = pred.float()
         loss = self.loss(pred, target, mask=mask, progress=step / cfg.steps)
         self.optimise(loss)

@@ -176,7 +176,13 @@ _BOOKKEEPING = {"step", "training_iteration", "timestamp", "time_this_iter_s", "
 
 def column(score: Score) -> str:
     """The trials table's column of a score, as the trial's last evaluation reported it."""
-    return f"final.{score.key}"
+    return key_column(score.key)
+
+
+def key_column(key: str) -> str:
+    """The trials table's column of a reported key (a `Score`'s key, or a measurement such as images_per_s): the
+    key itself under `final.`, never parsed."""
+    return f"final.{key}"
 
 
 def factor_column(factor: str) -> str:
@@ -192,7 +198,7 @@ def _row(r: TrialRecord, spec) -> dict:
            "evals": len(r.history), "checkpoint": r.checkpoint, "params": json.dumps(r.params, sort_keys=True)}
     row.update({factor_column(k): v for k, v in r.factors.items()})
     row.update({f"param.{k}": v for k, v in r.params.items()})
-    row.update({column(Score.parse(k)): v for k, v in last.items() if k not in _BOOKKEEPING})
+    row.update({key_column(k): v for k, v in last.items() if k not in _BOOKKEEPING})
     if spec is not None and spec.metric in last:
         values = [v for _, v in r.curve(spec.metric)]
         if values:

@@ -144,10 +144,11 @@ def test_a_real_noise_study_runs_through_ray_into_its_report(ray_cluster, tmp_pa
     # every confirm run scored the two test scenes whole, their first captures as input (20.1 dB, as generated)
     assert confirm["final.test_input_psnr"].round(3).nunique() == 1
     assert confirm["final.test_input_psnr"].iloc[0] == pytest.approx(20.1, abs=0.3)
-    scores = __import__("json").loads((sdir / "baselines" / "scores.json").read_text())
-    (entry,) = scores["entries"].values()
-    assert set(entry["metrics"]) == {"noisy", "tv", "nlm"}  # no model, so neither BM3D's sigma nor a median's impulses
-    assert entry["metrics"]["noisy"]["test"]["psnr"] == pytest.approx(confirm["final.test_input_psnr"].iloc[0], abs=1e-3)
+    from studies.documents import BaselineScores
+
+    (entry,) = BaselineScores.read(sdir / "baselines" / "scores.json").entries.values()
+    assert set(entry.metrics) == {"noisy", "tv", "nlm"}  # no model, so neither BM3D's sigma nor a median's impulses
+    assert entry.metrics["noisy"].test["psnr"] == pytest.approx(confirm["final.test_input_psnr"].iloc[0], abs=1e-3)
     dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
     assert not errors
     assert "every scene of pairs:" in dom and "its first noisy capture denoised" in dom

@@ -66,8 +66,6 @@ def test_denoise_applies_best_model_to_png(n2n_smoke, tmp_path):
 
 
 def test_denoise_picks_the_best_model_for_the_named_noise_and_keeps_colour(n2n_smoke, tmp_path):
-    import json
-
     sdir, _ = n2n_smoke
     args = ("denoise", "--study", "n2n_loss", "--storage", str(sdir.parent))
     rgb = np.random.default_rng(1).integers(0, 255, (24, 40, 3), dtype=np.uint8)
@@ -78,7 +76,10 @@ def test_denoise_picks_the_best_model_for_the_named_noise_and_keeps_colour(n2n_s
     assert not (tmp_path / "x.png").exists()
     code, out, err = cli(*args, "--noise", "impulse", str(tmp_path / "rgb.png"), "-o", str(tmp_path / "out.png"))
     assert code == 0, err
-    best = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())["psnr"] for p in sdir.glob("best/*/trial.json")}
+    from studies.documents import BestTrial
+
+    best = {b.cell: b.score("psnr") for b in map(BestTrial.read, sdir.glob("best/*/trial.json"))}
+    assert all(b.metric == "psnr" for b in map(BestTrial.read, sdir.glob("best/*/trial.json")))
     impulse = max((c for c in best if c.startswith("noise=impulse,")), key=best.get)
     assert f"model of cell {impulse.replace(',', ', ')}" in out
     got = Image.open(tmp_path / "out.png")

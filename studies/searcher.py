@@ -210,22 +210,24 @@ class CellSearcher(Searcher):
 
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-        self.fail_orphans()
         CellSearcher.restored = self  # studies.recovery.RestoreRepair reconciles it with Tune's trials
 
     def reconcile(self, trials) -> list[str]:
         """After a driver restart, agree with Tune's restored trials (saved at another moment than this
-        searcher's state): a slot whose trial Tune does not know is asked again; a trial Tune holds as
-        finished but this state does not is completed here. Returns what it changed, for the log."""
+        searcher's state): a trial Tune knows and this state does not is adopted; then Optuna trials of no slot
+        are failed (`fail_orphans`); a slot whose trial Tune does not know is kept if its record says it finished,
+        else asked again; a trial Tune holds as finished but this state does not is completed here. Returns what
+        it changed, for the log."""
         import optuna
 
         from pathlib import Path
 
         from studies.store import read_records
 
+        changed = self._adopt(trials)
+        self.fail_orphans()
         known = {t.trial_id: t for t in trials}
         done = {r.trial_id: r for r in (read_records(Path(self.sdir)) if getattr(self, "sdir", None) else []) if r.finished}
-        changed = []
         for trial_id, slot in list(self.slots.items()):
             if slot.get("done"):
                 continue
@@ -251,6 +253,25 @@ class CellSearcher(Searcher):
             elif trial_id in done:  # Tune runs it again from its checkpoint; its cell waits for it, as it did
                 changed.append(f"{slot['cell']} {slot['phase']}: finished before the driver died, run again by Tune "
                                f"from its checkpoint")
+        return changed
+
+    def _adopt(self, trials) -> list[str]:
+        """Tune writes its trials, then this searcher's state: a driver killed between the two leaves trials Tune
+        knows and this state does not (asked in the last moments before the kill). They are this study's next slots,
+        with the very parameters asking again would give: adopted, not asked twice."""
+        changed = []
+        for trial in trials:
+            meta = TrialMeta.of(trial.config)
+            if trial.trial_id in self.slots or meta.cell not in self.asked:
+                continue
+            if meta.phase == "tune":
+                index = trial.config.get("seed")
+                self.slots[trial.trial_id] = {"cell": meta.cell, "phase": "tune", "number": meta.number, "index": index}
+                self.asked[meta.cell] += 1
+            else:
+                self.slots[trial.trial_id] = {"cell": meta.cell, "phase": "confirm", "number": None, "index": meta.number}
+                self.confirmed[meta.cell] += 1
+            changed.append(f"{meta.cell} {meta.phase}: asked just before the driver died, kept")
         return changed
 
     def _keep_finished(self, trial_id: str, slot: dict, record) -> None:

@@ -377,15 +377,40 @@ def test_after_a_driver_kill_a_trial_tune_runs_again_holds_its_cell_until_it_end
 
     s = _searcher(tmp_path)
     s.sdir = str(tmp_path)
-    s.suggest("t0"), s.suggest("t1")
+    configs = {"t0": s.suggest("t0"), "t1": s.suggest("t1")}
     s.save(str(tmp_path / "searcher.pkl"))  # Tune's last experiment checkpoint: both running
     _finish(s, "t0")  # then t0 finished, and the driver was killed before the next checkpoint
     _record(tmp_path, "t0", SPEC.cell_keys()[0], "tune", "running", [{"step": 40, "psnr": 25.0}])  # Tune reruns it
 
     r = _searcher(tmp_path)
     r.restore(str(tmp_path / "searcher.pkl"))
-    r.reconcile([SimpleNamespace(trial_id=t, status="RUNNING", last_result={}) for t in ("t0", "t1")])
+    r.reconcile([SimpleNamespace(trial_id=t, status="RUNNING", last_result={}, config=c) for t, c in configs.items()])
     assert r.suggest("t2") is None  # t0 runs again: its cell waits, as the uninterrupted run waited for t0
     _finish(r, "t0")  # the rerun ends (Optuna was already told: the tell is skipped)
     assert r.finished[SPEC.cell_keys()[0]] == 1
     assert TrialMeta.of(r.suggest("t2")).cell == SPEC.cell_keys()[0] and r.asked[SPEC.cell_keys()[0]] == 2
+
+
+def test_after_a_driver_kill_a_trial_tune_saved_before_the_searcher_is_adopted_not_asked_twice(tmp_path):
+    """Tune writes its trials, then the searcher's state: a kill between the two leaves a trial that Tune knows and
+    the searcher's state does not. It is adopted with its Optuna trial (not failed as an orphan), and its slot is
+    not asked a second time; its result reaches Optuna."""
+    import optuna
+    from types import SimpleNamespace
+
+    s = _searcher(tmp_path)
+    s.sdir = str(tmp_path)
+    first = s.suggest("t0")
+    s.save(str(tmp_path / "searcher.pkl"))  # the searcher's last save: t0 only
+    second = s.suggest("t1")  # asked, and written by Tune's last save, before the kill
+    r = _searcher(tmp_path)
+    r.restore(str(tmp_path / "searcher.pkl"))
+    changed = r.reconcile([SimpleNamespace(trial_id="t0", status="RUNNING", last_result={}, config=first),
+                           SimpleNamespace(trial_id="t1", status="RUNNING", last_result={}, config=second)])
+    cell = TrialMeta.of(second).cell
+    assert r.slots["t1"]["cell"] == cell and r.asked == {k: 1 for k in SPEC.cell_keys()}
+    assert any("asked just before the driver died, kept" in c for c in changed)
+    assert r.suggest("t2") is None  # both cells wait for their running trials: nothing asked twice
+    _finish(r, "t1", value=26.0)
+    (told,) = [t for t in r.study(cell).trials if t.number == TrialMeta.of(second).number]
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 26.0

@@ -12,7 +12,6 @@ study that names one source per split reads each whole).
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -253,44 +253,56 @@ SOURCES.add("folder", Source("folder", _folder, about="folder:PATH, every image 
 CLEAN_STEMS = ("clean", "gt")  # a scene's clean image, if known: clean.png, gt.tif ... (any case)
 
 
-def scene_files(scene: Path) -> tuple[Path | None, list[Path]]:
-    """A scene folder's clean image (None: not known) and its noisy captures (every other image file, by name)."""
-    files = sorted(p for p in scene.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    clean = [p for p in files if p.stem.lower() in CLEAN_STEMS]
-    if len(clean) > 1:
-        raise ValueError(f"scene {str(scene)!r} has {len(clean)} clean images ({', '.join(p.name for p in clean)}); "
-                         f"expected at most one")
-    return (clean[0] if clean else None), [p for p in files if p not in clean]
+@dataclass(frozen=True)
+class Scene:
+    """One scene of a `pairs:PATH` source: its folder, its clean image (None: not known) and its noisy captures
+    (every other image file, by name), listed once."""
+
+    path: Path
+    clean: Path | None
+    captures: tuple[Path, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def of(cls, folder: Path) -> "Scene":
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        clean = [p for p in files if p.stem.lower() in CLEAN_STEMS]
+        if len(clean) > 1:
+            raise ValueError(f"scene {str(folder)!r} has {len(clean)} clean images ({', '.join(p.name for p in clean)}); "
+                             f"expected at most one")
+        return cls(folder, clean[0] if clean else None, tuple(p for p in files if p not in clean))
 
 
-def pair_scenes(folder: Path) -> list[Path]:
-    """The scene folders of a `pairs:PATH` source, by name, each checked for two or more captures."""
+def pair_scenes(folder: Path) -> list[Scene]:
+    """The scenes of a `pairs:PATH` source, by folder name, each checked for two or more captures."""
     if not folder.is_dir():
         raise FileNotFoundError(f"pairs folder {str(folder)!r} does not exist")
-    scenes = sorted(p for p in folder.iterdir() if p.is_dir())
+    scenes = [Scene.of(p) for p in sorted(folder.iterdir()) if p.is_dir()]
     if not scenes:
         raise ValueError(f"pairs folder {str(folder)!r} holds no scene folders (each: clean.png if known, and two "
                          f"or more noisy captures)")
     for scene in scenes:
-        if len(scene_files(scene)[1]) < 2:
-            raise ValueError(f"scene {str(scene)!r} has {len(scene_files(scene)[1])} noisy capture(s); "
+        if len(scene.captures) < 2:
+            raise ValueError(f"scene {str(scene.path)!r} has {len(scene.captures)} noisy capture(s); "
                              f"expected two or more (and clean.png, if known)")
     return scenes
 
 
-def read_scene(scene: Path, captures: int, need_clean: bool) -> torch.Tensor:
+def read_scene(scene: Scene, captures: int, need_clean: bool) -> torch.Tensor:
     """A scene as views [1 + captures, C, H, W]: view 0 the clean image (NaN where it is not known), then its
     first `captures` captures by name. Every view must have the clean image's size and channels."""
-    clean_file, capture_files = scene_files(scene)
-    if clean_file is None and need_clean:
-        raise ValueError(f"scene {str(scene)!r} has no clean image (clean.png): the validation and test "
+    if scene.clean is None and need_clean:
+        raise ValueError(f"scene {str(scene.path)!r} has no clean image (clean.png): the validation and test "
                          f"scenes are scored against it")
-    caps = [read_image(p) for p in capture_files[:captures]]
-    clean = read_image(clean_file) if clean_file is not None else torch.full_like(caps[0], float("nan"))
-    for p, im in zip([clean_file, *capture_files], [clean, *caps]):
+    caps = [read_image(p) for p in scene.captures[:captures]]
+    clean = read_image(scene.clean) if scene.clean is not None else torch.full_like(caps[0], float("nan"))
+    for p, im in zip([scene.clean, *scene.captures], [clean, *caps]):
         if im.shape != caps[0].shape:
-            raise ValueError(f"scene {str(scene)!r}: {p.name} is {tuple(im.shape)} (C, H, W); its other images are "
-                             f"{tuple(caps[0].shape)}")
+            raise ValueError(f"scene {str(scene.path)!r}: {p.name} is {tuple(im.shape)} (C, H, W); its other images "
+                             f"are {tuple(caps[0].shape)}")
     return torch.stack([clean, *caps])
 
 
@@ -299,14 +311,14 @@ def scenes_without_clean(name: str, part: str) -> list[str]:
     source, arg = parse(name)
     if not source.captures:
         return []
-    return [s.name for s in split_files(pair_scenes(Path(arg).expanduser()), part) if scene_files(s)[0] is None]
+    return [s.name for s in split_files(pair_scenes(Path(arg).expanduser()), part) if s.clean is None]
 
 
 def _pairs(arg, root, part, download) -> Loaded:
     """Scenes split like a folder's files (by scene name); every scene of a split gives as many captures as the
     one with fewest, so that a split is one stack of views."""
     scenes = split_files(pair_scenes(Path(arg).expanduser()), part)
-    k = min(len(scene_files(s)[1]) for s in scenes)
+    k = min(len(s.captures) for s in scenes)
     return [read_scene(s, k, need_clean=part in ("val", "test")) for s in scenes], [s.name for s in scenes]
 
 

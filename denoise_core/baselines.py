@@ -216,22 +216,21 @@ class _WholeSet:
 
 def _crop_set(cfg, split: str, noises: dict) -> _CropSet:
     from denoise_core.data import split_source
+    from denoise_core.protocol import inputs_per_noise
     from denoise_core.trial import eval_crops, fixed_inputs
 
     images = eval_crops(*split_source(cfg.dataset, split), cfg.data_root, cfg.channels, cfg.download, cfg.eval_size,
                         cfg.val_images if split == "val" else cfg.test_images)
-    pairs = {sfx: fixed_inputs(n, images, cfg.val_seed, cfg.channels) for sfx, n in noises.items()}
-    return _CropSet(pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()})
+    return _CropSet(*inputs_per_noise(fixed_inputs, noises, images, cfg.val_seed, cfg.channels))
 
 
 def _whole_set(cfg, noises: dict) -> _WholeSet:
-    from denoise_core.protocol import test_inputs
+    from denoise_core.protocol import inputs_per_noise, test_inputs
     from denoise_core.tasks.denoise import whole_test_set
 
     key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
     images = list(whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)[0])
-    pairs = {sfx: test_inputs(n, images, cfg.val_seed, cfg.channels) for sfx, n in noises.items()}
-    return _WholeSet(pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()})
+    return _WholeSet(*inputs_per_noise(test_inputs, noises, images, cfg.val_seed, cfg.channels))
 
 
 def _showcase(cfg, noise, out: dict) -> dict:

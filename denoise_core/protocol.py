@@ -50,6 +50,13 @@ def test_inputs(noise, images: list[torch.Tensor], seed: int, channels: int) -> 
     return images, noisy_images(noise, images, seed)
 
 
+def inputs_per_noise(inputs, noises: dict, images, seed: int, channels: int) -> tuple:
+    """(clean, {suffix: noisy}) of a set under each evaluation noise, `inputs` being `test_inputs` (whole images)
+    or `denoise_core.trial.fixed_inputs` (a tensor of crops); the clean images are those of the main noise ('')."""
+    pairs = {sfx: inputs(noise, images, seed, channels) for sfx, noise in noises.items()}
+    return pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()}
+
+
 def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, str | None]:
     """[B, C, H, W] padded at the bottom and right to a multiple of `m`: reflected where the image is large
     enough, else its edge repeated (a tiny image). Returns the batch and how it was padded (None: not)."""

@@ -23,7 +23,7 @@ from denoise_core.data import load_whole, random_crops, showcase_image, split_so
 from denoise_core.losses import LOSSES, build_loss
 from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, Noise, build_noise
-from denoise_core.protocol import PROTOCOL, apply_whole, score_images, score_input, test_inputs
+from denoise_core.protocol import PROTOCOL, apply_whole, inputs_per_noise, score_images, score_input, test_inputs
 from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import TASKS, Grid, Task
 from denoise_core.trial import Trial, fixed_inputs, save_png
@@ -170,25 +170,20 @@ class DenoiseTrial(Trial):
         self.noises = evaluation_noises(cfg)
         self.noise = self.noises[""]
         self.loss = build_loss(cfg.loss)
-        # real noise: the evaluation sets are stacked views; each split's clean view, and its first capture as input
-        self.captures = {}
-        for split in list(self.clean) if self.noise.captured else ():
-            self.clean[split], self.captures[split] = fixed_inputs(self.noise, self.clean[split], cfg.val_seed,
-                                                                   cfg.channels)
         if self.noise.captured:
             denoise_check_data(cfg)
-        self.noisy = {split: {sfx: self.noisy_validation(n, split) for sfx, n in self.noises.items()}
-                      for split in self.clean}
+        # each split's clean images and their fixed noisy inputs per evaluation noise (real noise: the evaluation
+        # sets are stacked views, so the clean view and the first capture)
+        self.noisy = {}
+        for split in list(self.clean):
+            self.clean[split], self.noisy[split] = inputs_per_noise(fixed_inputs, self.noises, self.clean[split],
+                                                                    cfg.val_seed, cfg.channels)
         self.whole = None  # the test split under the literature's protocol: clean, names, noisy per noise
         if cfg.test and cfg.test_protocol == "whole":
             key = tuple(sorted(cfg.dataset.items())) if isinstance(cfg.dataset, dict) else cfg.dataset
             images, names = whole_test_set(key, cfg.data_root, cfg.channels, cfg.download)
-            noisy = {sfx: test_inputs(n, list(images), cfg.val_seed, cfg.channels) for sfx, n in self.noises.items()}
-            self.whole = SimpleNamespace(clean=noisy[""][0], names=list(names),
-                                         noisy={sfx: pair[1] for sfx, pair in noisy.items()})
-
-    def noisy_validation(self, noise, split: str = "val") -> torch.Tensor:
-        return self.captures[split] if noise.captured else super().noisy_validation(noise, split)
+            clean, noisy = inputs_per_noise(test_inputs, self.noises, list(images), cfg.val_seed, cfg.channels)
+            self.whole = SimpleNamespace(clean=clean, names=list(names), noisy=noisy)
 
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, chunk: int = 64) -> torch.Tensor:

@@ -25,10 +25,10 @@ SUMMARY_S = 30.0
 class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
 
-    def __init__(self, study_dir: Path, planned: int, n_evals: int, cells: list[str], per_cell: int, quiet: bool,
+    def __init__(self, study_dir: Path, planned: int, cells: list[str], per_cell: int, quiet: bool,
                  metric: str = "psnr", remote: str | None = None, errors_log: str | None = None):
         self.dir = Path(study_dir) / "records"
-        self.planned, self.n_evals, self.cells, self.per_cell, self.quiet = planned, n_evals, cells, per_cell, quiet
+        self.planned, self.cells, self.per_cell, self.quiet = planned, cells, per_cell, quiet
         self.metric = metric
         self.remote = remote  # object storage: every record is pushed there too, so `status` works from anywhere
         self.errors_log = errors_log  # where a failed trial's traceback went (None: to the terminal, --verbose)

@@ -248,7 +248,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     budget = spec.budgets[opts.budget]
     trainable = tune.with_resources(train_fn, {"cpu": cpus, "gpu": gpus})
     # restored with the experiment (Tune pickles them): they hold plain data, and start afresh in setup()
-    recorder = StudyRecorder(sdir, searcher.planned, searcher.n_evals, searcher.keys, searcher.n_tune + searcher.n_seeds,
+    recorder = StudyRecorder(sdir, searcher.planned, searcher.keys, searcher.n_tune + searcher.n_seeds,
                              opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None,
                              errors_log=str(errors_log) if errors_log else None)
     callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet)]

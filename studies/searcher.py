@@ -42,7 +42,7 @@ class CellSearcher(Searcher):
         self.space = spec.tune_for(budget)
         self.n_tune = spec.budgets[budget].trials_per_cell
         self.n_seeds = spec.seeds_for(budget)
-        self.n_evals = 1  # set by the runner: evaluations per trial, to tell pruned from finished
+        self.n_evals = 1  # set by the runner: evaluations per trial (the scheduler's rungs count them)
         self.sdir: str | None = None  # set by the runner: the study folder, whose records a restarted driver reads
         # bookkeeping, all plain data (pickled by Tune with the experiment state)
         self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, seed}

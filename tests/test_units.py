@@ -156,7 +156,7 @@ def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopp
     from studies.records import StudyRecorder
 
     l1, _ = SPEC.cell_keys()
-    rec = StudyRecorder(tmp_path, planned=2, n_evals=2, cells=SPEC.cell_keys(), per_cell=5, quiet=False,
+    rec = StudyRecorder(tmp_path, planned=2, cells=SPEC.cell_keys(), per_cell=5, quiet=False,
                         errors_log=str(tmp_path / "errors.log"))
     rec.setup()
 

@@ -48,6 +48,14 @@ class Document(BaseModel):
         """The document stored at `path` (a ValueError when it is not one)."""
         return cls.model_validate_json(Path(path).read_text())
 
+    @classmethod
+    def read_or_none(cls, path: Path):
+        """The document at `path`, or None where it is unreadable or not one (half-written by another version)."""
+        try:
+            return cls.read(path)
+        except (OSError, ValueError):
+            return None
+
     def write(self, path: Path) -> Path:
         """Written atomically (a reader never sees half a file)."""
         return write_atomic(Path(path), self.dumps())
@@ -214,16 +222,3 @@ from denoise_core.results import ShownImages  # noqa: E402  (re-exported: every 
 
 __all__ = ["TrialRecord", "StudyInfo", "RunInfo", "BestTrial", "BaselineScores", "BaselineEntry", "BaselineMetrics",
            "ShownImages", "COMPLETED", "STOPPED", "FAILED", "DIVERGED", "FINISHED"]
-
-
-def read_json_or(path: Path, model: type[Document]):
-    """The document at `path`, or None when it is missing or not one."""
-    try:
-        return model.read(path)
-    except (OSError, ValueError):
-        return None
-
-
-def plain(doc: Document) -> dict:
-    """A document as plain JSON data (for Ray results and pickles)."""
-    return json.loads(doc.dumps())

@@ -65,7 +65,8 @@ class StudyRecorder(Callback):
         self._pruned = True
         known = {t.trial_id for t in trials}
         for p in self.dir.glob("*.json") if self.dir.exists() else []:
-            if p.stem not in known and not _finished(p):
+            rec = TrialRecord.read_or_none(p)
+            if p.stem not in known and (rec is None or not rec.finished):
                 p.unlink()
                 if self.remote:
                     from studies.remote import delete_file
@@ -168,13 +169,6 @@ class Progress(Callback):
                else "estimating time left")
         return (f"[{_minutes(now - self._start)}] {done}/{self.planned} trials finished, {running} running, "
                 f"{left} to go; {eta}")
-
-
-def _finished(path: Path) -> bool:
-    try:
-        return TrialRecord.read(path).finished
-    except (OSError, ValueError):
-        return False
 
 
 def _steps(config: dict) -> int:

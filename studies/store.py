@@ -108,10 +108,6 @@ def clear_study(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def write_json(path: Path, data: dict) -> Path:
-    return write_atomic(path, json.dumps(data, default=str))
-
-
 def read_info(sdir: Path) -> StudyInfo:
     return StudyInfo.read(Path(sdir) / "study.json")
 
@@ -124,13 +120,8 @@ def read_spec(sdir: Path):
 
 def read_records(sdir: Path) -> list[TrialRecord]:
     """Every trial's record, by trial id; a file half-written by another version, or unreadable, is skipped."""
-    recs = []
-    for p in sorted((Path(sdir) / "records").glob("*.json")):
-        try:
-            recs.append(TrialRecord.read(p))
-        except (ValueError, OSError):
-            continue
-    return recs
+    recs = (TrialRecord.read_or_none(p) for p in sorted((Path(sdir) / "records").glob("*.json")))
+    return [r for r in recs if r is not None]
 
 
 def read_baselines(sdir: Path) -> BaselineScores:
@@ -233,14 +224,8 @@ def best_dir(sdir: Path, cell: str) -> Path:
 
 def best_cells(sdir: Path) -> dict[str, BestTrial]:
     """{cell: its best/<cell>/trial.json} for every cell with a stored best model."""
-    out = {}
-    for p in (Path(sdir) / "best").glob("*/trial.json"):
-        try:
-            best = BestTrial.read(p)
-        except (OSError, ValueError):
-            continue
-        out[best.cell] = best
-    return out
+    found = (BestTrial.read_or_none(p) for p in (Path(sdir) / "best").glob("*/trial.json"))
+    return {best.cell: best for best in found if best is not None}
 
 
 # -- everything the report reads, loaded once ----------------------------------------------------

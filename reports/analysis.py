@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -84,16 +85,14 @@ class Analysis:
     def confidence(self) -> float:
         return self.family.confidence
 
-    @property
+    @cached_property
     def configs(self) -> dict:
         """{cell key: the cell's validated trial config} at the study's budget, with the run's data flags."""
-        if not hasattr(self, "_configs"):
-            from denoise_core.tasks import validate_config
+        from denoise_core.tasks import validate_config
 
-            r = self.results
-            budget, extra = r.info.budget or "quick", r.info.extra or {}
-            self._configs = {r.spec.key_of(c): validate_config(r.spec.cell_config(c, budget, extra)) for c in r.spec.cells()}
-        return self._configs
+        r = self.results
+        budget, extra = r.info.budget or "quick", r.info.extra or {}
+        return {r.spec.key_of(c): validate_config(r.spec.cell_config(c, budget, extra)) for c in r.spec.cells()}
 
 
 def analyse(results: StudyResults) -> Analysis:

@@ -248,15 +248,14 @@ def _showcase(cfg, noise, out: dict) -> dict:
             "showcase_psnr": {"noisy": float(psnr(nz.clamp(0, 1), img)), out["best"]: float(psnr(den, img))}}
 
 
-def score_set(clean: list[torch.Tensor], noise, seed: int, names=("noisy", "bm3d"), progress=None,
-              channels: int | None = None) -> dict[str, dict]:
+def score_set(clean: list[torch.Tensor], noisy: list[torch.Tensor], noise, names=("noisy", "bm3d"),
+              progress=None) -> dict[str, dict]:
     """`denoise-study evaluate`: methods whose one parameter needs no validation set (the noisy input; BM3D,
-    CBM3D for colour, at the noise's own sigma) on whole images under the literature's protocol. Returns
-    {method: {"psnr": [N], "ssim": [N]}}; `progress(method, i, n)` is called after each image. Real noise (a
-    pairs:PATH set, its images views of `channels` channels each) scores each scene's first capture."""
-    from denoise_core.protocol import quantize, score_images, score_input, test_inputs
+    CBM3D for colour, at the noise's own sigma) on whole images under the literature's protocol, given the
+    protocol's clean and noisy test images (`denoise_core.protocol.test_inputs`). Returns
+    {method: {"psnr": [N], "ssim": [N]}}; `progress(method, i, n)` is called after each image."""
+    from denoise_core.protocol import quantize, score_images, score_input
 
-    clean, noisy = test_inputs(noise, clean, seed, channels)
     out = {}
     for name in names:
         b = BASELINES.get(name)

@@ -90,7 +90,7 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
         progress(f"{method}: {i}/{n} images ({time.time() - started:.0f} s)")
 
     rows = []
-    for method, scores in score_set(images, noise, seed, progress=tick, channels=channels).items():
+    for method, scores in score_set(clean, noisy, noise, progress=tick).items():
         label = METHOD_NAMES.get((method, channels), method)
         rows.append(_row(label, test_set, noise_text, scores, published(label, test_set, name, level)))
     for label, (model, cfg) in (models or {}).items():

@@ -22,7 +22,7 @@ from denoise_core.sources import IMAGE_SUFFIXES, MAX_PIXELS, NATURAL_TEST, NATUR
 __all__ = ["SPLITS", "BUNDLED", "NATURAL_SHOWCASE", "NATURAL_TEST", "NATURAL_TRAIN", "NATURAL_VAL", "IMAGE_SUFFIXES",
            "MAX_PIXELS", "SOURCES", "check_dataset_name", "load_dataset", "load_split", "load_whole", "check_source",
            "showcase_image", "to_channels", "read_image", "image_files", "split_files", "split_source", "random_crops",
-           "fixed_crops", "fixed_crops_and_rows", "stacked", "views"]
+           "fixed_crops", "fixed_crops_and_rows", "stacked", "views", "own_channels"]
 SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
 NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
@@ -79,6 +79,23 @@ def load_whole(name: str, root: str | None, split: str, channels: int, download:
         images, names = list(images), [f"{i:05d}" for i in range(len(images))]
     images = [stacked(to_channels(im, channels)) for im in images]
     return (images[:limit], names[:limit]) if limit else (images, names)
+
+
+def own_channels(name: str, root: str | None = None, download: bool = False) -> int:
+    """A source's own channels: 3 when any of its images is colour (three channels that are not all equal), else 1;
+    a standard set's are known by name."""
+    from denoise_core.sources import STANDARD
+
+    if name in STANDARD:
+        return 3 if STANDARD[name].colour else 1
+    source, arg = parse(name)
+    images, _ = source.load(arg, root, "all", download)
+
+    def colour(im: torch.Tensor) -> bool:  # [.., C, H, W]
+        return im.shape[-3] >= 3 and not (torch.equal(im[..., 0, :, :], im[..., 1, :, :])
+                                          and torch.equal(im[..., 1, :, :], im[..., 2, :, :]))
+
+    return 3 if any(colour(im) for im in images) else 1
 
 
 def stacked(img: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,26 @@ class Noise:
     param: str = ""
     family: str = "additive"
     captured: bool = False  # True: no model; the data holds the noisy images (real noise, `Real`)
+    # the level's allowed interval (lo, hi, lo_open, hi_open) in its own units, and the level at which the model
+    # adds no noise at all (a range may start there, a test at one level may not: its PSNR would be infinite)
+    bounds: tuple[float, float, bool, bool] = (0.0, 1.0, False, False)
+    absent_at: float | None = 0.0
+    test_bounds: tuple[float, float, bool, bool] | None = None  # narrower bounds for a test level, if any
+
+    @classmethod
+    def checked(cls, level: Level) -> tuple[float, float]:
+        """A level normalised to (lo, hi) and checked against the model's `bounds`."""
+        lo, hi, lo_open, hi_open = cls.bounds
+        return _check_level(cls.param, level, lo, hi, hi_open=hi_open, lo_open=lo_open)
+
+    @classmethod
+    def check_test_level(cls, value: float) -> None:
+        """One fixed level to score a test set at: within `bounds`, and not the level that adds no noise."""
+        lo, hi, lo_open, hi_open = cls.test_bounds or cls.bounds
+        if cls.absent_at is not None and value == cls.absent_at:
+            raise ValueError(f"{cls.param}={value:g} adds no noise (the noisy input would score an infinite PSNR); "
+                             f"allowed ({lo:g}, {hi:g}{')' if hi_open else ']'}")
+        _check_level(cls.param, value, lo, hi, hi_open=hi_open, lo_open=lo_open)
 
     def __init__(self, level: tuple[float, float]):
         self.level = level
@@ -119,9 +139,12 @@ class Gaussian(Noise):
     """Additive N(0, (sigma/255)^2); clipped to [0, 1] only if `clip=True`."""
 
     param = "sigma"
+    # a trial takes any sigma (a huge one is how the tests make a loss overflow); a test level is on the 0-255 scale
+    bounds = (0.0, float("inf"), False, False)
+    test_bounds = (0.0, 255.0, True, False)
 
     def __init__(self, sigma: Level = 25.0, clip: bool = False):
-        super().__init__(_check_level("sigma", sigma, 0.0, float("inf")))
+        super().__init__(self.checked(sigma))
         self.clip = clip
 
     @property
@@ -140,9 +163,11 @@ class Poisson(Noise):
     """Shot noise: noisy = Poisson(lam * x) / lam (larger lam, less noise)."""
 
     param = "lam"
+    bounds = (0.0, float("inf"), True, False)
+    absent_at = None  # no finite photon count is noise-free
 
     def __init__(self, lam: Level = 30.0):
-        super().__init__(_check_level("lam", lam, 0.0, float("inf"), lo_open=True))
+        super().__init__(self.checked(lam))
 
     def corrupt(self, clean, level, generator):
         counts = torch.poisson(clean.clamp(min=0) * level, generator=generator)
@@ -157,7 +182,7 @@ class Bernoulli(Noise):
     family = "impulse"
 
     def __init__(self, p: Level = 0.5):
-        super().__init__(_check_level("p", p, 0.0, 1.0))
+        super().__init__(self.checked(p))
 
     def corrupt(self, clean, level, generator):
         mask = (_uniform(clean, generator) >= level).to(clean.dtype)
@@ -172,7 +197,7 @@ class SaltPepper(Noise):
     family = "impulse"
 
     def __init__(self, p: Level = 0.1):
-        super().__init__(_check_level("p", p, 0.0, 1.0))
+        super().__init__(self.checked(p))
 
     def corrupt(self, clean, level, generator):
         hit = _uniform(clean, generator) < level
@@ -188,7 +213,7 @@ class Impulse(Noise):
     family = "impulse"
 
     def __init__(self, p: Level = 0.5):
-        super().__init__(_check_level("p", p, 0.0, 1.0))
+        super().__init__(self.checked(p))
 
     def corrupt(self, clean, level, generator):
         hit = _uniform(clean, generator) < level
@@ -202,7 +227,7 @@ class UniformBlend(Noise):
     param = "amount"
 
     def __init__(self, amount: Level = 0.3):
-        super().__init__(_check_level("amount", amount, 0.0, 1.0))
+        super().__init__(self.checked(amount))
 
     def corrupt(self, clean, level, generator):
         return Corruption(clean * (1 - level) + _uniform(clean, generator) * level)
@@ -247,9 +272,10 @@ class TextOverlay(Noise):
 
     param = "coverage"
     family = "impulse"
+    bounds = (0.0, 1.0, False, True)
 
     def __init__(self, coverage: Level = 0.25, font_size: int = 10, max_rounds: int = 400, chunk: int = 32):
-        super().__init__(_check_level("coverage", coverage, 0.0, 1.0, hi_open=True))
+        super().__init__(self.checked(coverage))
         self.font_size, self.max_rounds, self.chunk = font_size, max_rounds, chunk
 
     def _strings(self, b: int, rounds: int, h: int, w: int, atlas: torch.Tensor, generator) -> torch.Tensor:

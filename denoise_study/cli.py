@@ -110,12 +110,12 @@ def spec_cmd(sections):
     """Every key a study YAML may hold: type, default, bounds and meaning; and each noise, model, loss,
     schedule, dataset and task with its parameters. Generated from the code, so it is always current.
 
-    SECTIONS: any of study, budget, tune, claim, trial, noise, model, loss, schedule, dataset, task
-    (default: all).
+    SECTIONS: any of study, budget, tune, claim (expect), references, trial, noise, model, loss, schedule,
+    dataset, task (default: all).
     """
-    from studies.reference import SECTIONS, reference
+    from studies.reference import ALIASES, SECTIONS, reference
 
-    unknown = [s for s in sections if s not in SECTIONS]
+    unknown = [s for s in sections if s not in SECTIONS and s not in ALIASES]
     if unknown:
         raise Fail(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
     click.echo(reference(tuple(sections) or SECTIONS))
@@ -375,7 +375,8 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
 @click.option("--data-root", default=None, help="The folder that holds the standard sets, each in its usual folder name.")
 @click.option("--noise", "noise", required=True, help="The noise and its level, e.g. gaussian:sigma=25 (0-255 scale).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-              help="1 gray, 3 colour [default: the set's own; a study's models' channels].")
+              help="1 grey, 3 colour [default: a study's models' channels, else the set's own: colour when any "
+                   "of its images is colour; the table's channels column says which].")
 @click.option("--study", "name", default=None, help="Also score this study's best models (every cell, or --cell).")
 @click.option("--cell", default=None, help="With --study: one cell, e.g. 'noise=gaussian,loss=l2'.")
 @click.option("--storage", default=None, help=STORAGE_HELP)

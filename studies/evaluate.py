@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-COLUMNS = ("method", "test_set", "noise", "images", "psnr", "ssim", "published")
+COLUMNS = ("method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published")
 METHOD_NAMES = {("bm3d", 1): "BM3D", ("bm3d", 3): "CBM3D", ("noisy", 1): "noisy input", ("noisy", 3): "noisy input"}
 
 
@@ -22,6 +22,7 @@ class Row:
     test_set: str
     noise: str
     images: int
+    channels: str  # grey or colour: what the images were scored as
     psnr: float
     ssim: float
     published: str = ""  # "29.97 (DnCNN paper, Table II)" where a published row matches
@@ -45,13 +46,13 @@ def parse_noise(text: str):
     level = NOISES.get(name).param
     if level and level not in params:
         raise ValueError(f"--noise {text!r}: give the level, e.g. {name}:{level}=...")
-    return name, params, build_noise(name, **params)
-
-
-def default_channels(test_set: str) -> int:
-    from denoise_core.sources import STANDARD
-
-    return 3 if test_set in STANDARD and STANDARD[test_set].colour else 1
+    try:
+        noise = build_noise(name, **params)
+        if level:  # one fixed level to score at: within the noise's own bounds, and some noise
+            NOISES.get(name).check_test_level(params[level])
+    except ValueError as e:
+        raise ValueError(f"--noise {text!r}: {e}") from None
+    return name, params, noise
 
 
 def published(method: str, test_set: str, noise: str, level: float | None, metric: str = "psnr"):
@@ -70,17 +71,20 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     import torch
 
     from denoise_core.baselines import score_set
-    from denoise_core.data import check_source, load_whole
+    from denoise_core.data import check_source, load_whole, own_channels
     from denoise_core.noise import NOISES
     from denoise_core.protocol import apply_whole, score_images, test_inputs
-    from denoise_core.sources import has_captures
+    from denoise_core.sources import has_captures, scenes_without_clean
 
     name, params, noise = parse_noise(noise_text)
     if noise.captured != has_captures(test_set)[0]:
         raise ValueError(f"--noise {noise_text!r} on --test {test_set!r}: real noise (--noise real) and a pairs:PATH "
                          f"set of noisy captures go together")
-    channels = channels or default_channels(test_set)
-    check_source(test_set, root, channels, parts=("all",))
+    check_source(test_set, root, channels or 1, parts=("all",))
+    if missing := scenes_without_clean(test_set, "all"):  # as `run` refuses them for validation and test
+        raise ValueError(f"--test {test_set!r}: {len(missing)} scene(s) have no clean image (clean.png) to score "
+                         f"against ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
+    channels = channels or own_channels(test_set, root)
     images, _ = load_whole(test_set, root, "all", channels)
     clean, noisy = test_inputs(noise, images, seed, channels)
     level = params.get(NOISES.get(name).param)
@@ -92,7 +96,7 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     rows = []
     for method, scores in score_set(clean, noisy, noise, progress=tick).items():
         label = METHOD_NAMES.get((method, channels), method)
-        rows.append(_row(label, test_set, noise_text, scores, published(label, test_set, name, level)))
+        rows.append(_row(label, test_set, noise_text, channels, scores, published(label, test_set, name, level)))
     for label, (model, cfg) in (models or {}).items():
         from denoise_core.tasks import get_task
 
@@ -100,13 +104,14 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
         sigma = noise.gaussian_sigma * 255 if noise.gaussian_sigma is not None else None
         with torch.no_grad():
             out = apply_whole(lambda x: task.apply(model, cfg, x, sigma), noisy, getattr(model, "size_multiple", 1))
-        rows.append(_row(label, test_set, noise_text, score_images(out, clean), None))
+        rows.append(_row(label, test_set, noise_text, channels, score_images(out, clean), None))
         progress(f"{label}: {len(clean)} images ({time.time() - started:.0f} s)")
     return rows
 
 
-def _row(method, test_set, noise_text, scores, ref) -> Row:
-    return Row(method, test_set, noise_text, int(len(scores["psnr"])), round(float(scores["psnr"].mean()), 2),
+def _row(method, test_set, noise_text, channels, scores, ref) -> Row:
+    return Row(method, test_set, noise_text, int(len(scores["psnr"])), "colour" if channels == 3 else "grey",
+               round(float(scores["psnr"].mean()), 2),
                round(float(scores["ssim"].mean()), 4), f"{ref.value:.2f} ({ref.source})" if ref else "")
 
 

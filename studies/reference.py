@@ -12,7 +12,35 @@ import inspect
 import re
 from typing import Callable
 
-SECTIONS = ("study", "budget", "tune", "claim", "trial", "noise", "model", "loss", "schedule", "dataset", "task")
+SECTIONS = ("study", "budget", "tune", "claim", "references", "trial", "noise", "model", "loss", "schedule", "dataset",
+            "task")
+ALIASES = {"budgets": "budget", "expect": "claim", "claims": "claim", "reference": "references"}  # the YAML's own key
+
+
+def model_sections() -> dict:
+    """{pydantic model a study YAML may hold: (its section, the header that says where it goes)}."""
+    from studies.spec import Budget, Claim, Param, Reference, StudySpec
+
+    return {
+        StudySpec: ("study", "Study YAML (top level):"),
+        Budget: ("budget", "budgets.<smoke|quick|full> (each required; trial keys here override `fixed`):"),
+        Param: ("tune", "tune.<trial key> (dotted for nested keys, e.g. model_params.width); type: uniform | "
+                        "loguniform | int (low, high) or choice (values):"),
+        Claim: ("claim", "expect[] (claims from the literature, the report's verdicts):"),
+        Reference: ("references", "references[] (published rows, shown beside ours where test set, noise, level and "
+                                  "metric match):"),
+    }
+
+
+def nested_models(annotation) -> list:
+    """The pydantic models inside a field's type (`dict[str, Budget]` -> [Budget])."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in nested_models(arg)]
 
 
 def _comments(cls) -> dict[str, str]:
@@ -31,7 +59,10 @@ def _comments(cls) -> dict[str, str]:
 def _type(annotation) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation).replace("typing.", "")
-    return re.sub(r"<class '(\w+)'>", r"\1", text).replace("studies.spec.", "")
+    text = re.sub(r"<class '(\w+)'>", r"\1", text).replace("studies.spec.", "")
+    sections = model_sections()
+    see = [sections[m][0] for m in nested_models(annotation) if m in sections]
+    return text + (f" (see `spec {see[0]}`)" if see else "")
 
 
 def _bounds(field) -> str:
@@ -86,19 +117,11 @@ def _table(rows, header) -> str:
 
 def section(name: str) -> str:
     """One section of the reference as text."""
-    from studies.spec import Budget, Claim, Param, StudySpec
-
     fields = ("key", "type", "default", "what it is")
-    if name == "study":
-        return "Study YAML (top level):\n" + _table(model_rows(StudySpec), fields)
-    if name == "budget":
-        return ("budgets.<smoke|quick|full> (each required; trial keys here override `fixed`):\n"
-                + _table(model_rows(Budget), fields))
-    if name == "tune":
-        return ("tune.<trial key> (dotted for nested keys, e.g. model_params.width); type: uniform | loguniform | "
-                "int (low, high) or choice (values):\n" + _table(model_rows(Param), fields))
-    if name == "claim":
-        return "expect[] (claims from the literature, the report's verdicts):\n" + _table(model_rows(Claim), fields)
+    name = ALIASES.get(name, name)
+    for model, (sec, header) in model_sections().items():
+        if sec == name:
+            return header + "\n" + _table(model_rows(model), fields)
     if name == "trial":
         from denoise_core.tasks import TASKS
 

@@ -208,6 +208,35 @@ def test_the_spec_reference_covers_every_key_and_component():
     assert code == 2 and "unknown section 'noises'" in err
 
 
+def test_every_model_a_study_yaml_may_hold_is_a_section_of_the_spec_reference():
+    """Walk the spec's models from StudySpec through its fields' types: every model reached (budgets, tune entries,
+    claims, references ...) has a section of its own that lists each of its fields, and the field that holds it
+    points there; the YAML's own key (references, expect) names the section too."""
+    from studies.reference import model_sections, nested_models
+    from studies.spec import StudySpec
+
+    sections, seen, todo = model_sections(), set(), [StudySpec]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        assert model in sections, f"{model.__name__} is reachable from StudySpec but has no section"
+        code, out, err = cli("spec", sections[model][0])
+        assert code == 0, err
+        rows = out.splitlines()[1:]
+        for key, field in model.model_fields.items():
+            row = next((ln for ln in rows if ln.split()[:1] == [key]), None)
+            assert row is not None, (model.__name__, key)
+            for inner in nested_models(field.annotation):
+                assert f"(see `spec {sections[inner][0]}`)" in row, row
+                todo.append(inner)
+    assert {m.__name__ for m in seen} == {"StudySpec", "Budget", "Param", "Claim", "Reference"}
+    code, out, _ = cli("spec", "references")
+    assert code == 0 and all(f in out for f in ("method", "test_set", "level", "baseline", "protocol"))
+    assert cli("spec", "expect")[1] == cli("spec", "claim")[1]
+
+
 def test_a_budget_that_asks_for_gpus_where_none_can_come_exits_2(tmp_path):
     """A local Ray on a machine without a GPU can never give a trial one: the run would wait forever."""
     from tests.conftest import cli_process, ray_env

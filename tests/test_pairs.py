@@ -45,7 +45,7 @@ def test_the_noisy_input_is_exactly_the_first_capture_and_scored_against_the_cle
     row = [ln for ln in out.splitlines() if ln.startswith("noisy input")][0].split()
     per_scene = [psnr(_png(root / f"scene{i:02d}" / "capture0.png")[None], _png(root / f"scene{i:02d}" / "clean.png")[None])
                  for i in range(3)]
-    assert row[-3] == "3" and float(row[-2]) == pytest.approx(float(torch.cat(per_scene).mean()), abs=0.006)
+    assert row[-4:-2] == ["3", "colour"] and float(row[-2]) == pytest.approx(float(torch.cat(per_scene).mean()), abs=0.006)
     # Poisson-Gaussian at 60 photons: far noisier than 8-bit rounding, far cleaner than nothing
     assert 15 < float(row[-2]) < 30
 
@@ -77,6 +77,16 @@ def test_bad_scenes_are_named_in_one_line(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "scene02" / "capture1.png")
     with pytest.raises(ValueError, match=r"scene02': capture1.png is \(1, 8, 8\)"):
         check_source(f"pairs:{root}", parts=("train",))
+
+
+def test_evaluate_refuses_scenes_without_a_clean_image_as_run_does(tmp_path):
+    """Scored against nothing, a scene would give a row of nan and exit 0: refused in one line, exit 2."""
+    root = pair_scenes(tmp_path / "p", scenes=4, captures=2)
+    for i in (1, 3):
+        (root / f"scene{i:02d}" / "clean.png").unlink()
+    code, out, err = cli("evaluate", "--test", f"pairs:{root}", "--noise", "real")
+    assert code == 2 and err.count("\n") == 1 and out == "", err
+    assert "2 scene(s) have no clean image (clean.png) to score against (scene01, scene03)" in err
 
 
 def test_noise2clean_without_clean_training_scenes_is_refused_before_ray(tmp_path):

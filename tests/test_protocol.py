@@ -160,7 +160,8 @@ def test_evaluate_scores_baselines_on_a_test_set_and_writes_its_csv(tmp_path):
     assert "bm3d: 3/3 images" in err  # progress while BM3D runs
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert [r["method"] for r in rows] == ["noisy input", "BM3D"]
-    assert set(rows[0]) == {"method", "test_set", "noise", "images", "psnr", "ssim", "published"}
+    assert set(rows[0]) == {"method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published"}
+    assert {r["channels"] for r in rows} == {"grey"}  # a folder of grey images is scored as grey
     assert all(r["images"] == "3" for r in rows) and float(rows[1]["psnr"]) > float(rows[0]["psnr"]) + 3
     # the noisy row is the protocol's: 8-bit noisy inputs at sigma 25 score about 20.2 dB whatever the image
     assert 19.5 < float(rows[0]["psnr"]) < 21.0
@@ -172,11 +173,33 @@ def test_evaluate_scores_baselines_on_a_test_set_and_writes_its_csv(tmp_path):
     (["--noise", "speckle:p=1"], "unknown noise 'speckle'"),
     (["--noise", "gaussian:sigma=25", "--test", "BSD68"], "'BSD68' is read from --data-root"),
     (["--noise", "gaussian:sigma=25", "--csv", "/nonexistent/x.csv"], "the folder '/nonexistent' does not exist"),
+    # degenerate levels, from each noise's own bounds: no noise at all (an infinite PSNR), or past the scale
+    (["--noise", "gaussian:sigma=0"], "sigma=0 adds no noise (the noisy input would score an infinite PSNR); "
+                                      "allowed (0, 255]"),
+    (["--noise", "gaussian:sigma=100000"], "sigma=100000.0 is out of range; allowed (0.0, 255.0]"),
+    (["--noise", "impulse:p=0"], "p=0 adds no noise"),
+    (["--noise", "impulse:p=1.5"], "p=1.5 is out of range; allowed [0.0, 1.0]"),
+    (["--noise", "poisson:lam=0"], "lam=0.0 is out of range; allowed (0.0, inf]"),
 ])
 def test_evaluate_refuses_bad_input_with_one_line(tmp_path, args, needle):
     base = ["evaluate", "--test", f"folder:{image_folder(tmp_path / 't', 1)}"]
     code, out, err = cli(*base, *args)
     assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_evaluate_scores_a_folder_in_the_channels_of_its_images(tmp_path):
+    """A folder with one colour image among grey ones is colour: CBM3D, and the table says so; --channels 1 still
+    scores it as grey, with BM3D."""
+    from PIL import Image
+
+    folder = image_folder(tmp_path / "t", 2)
+    Image.open(image_folder(tmp_path / "c", 1, colour=True) / "img00.png").save(folder / "zcolour.png")
+    code, out, err = cli("evaluate", "--test", f"folder:{folder}", "--noise", "gaussian:sigma=25")
+    assert code == 0, err
+    rows = [ln.split() for ln in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["noisy", "CBM3D"] and all("colour" in r for r in rows), out
+    code, out, err = cli("evaluate", "--test", f"folder:{folder}", "--noise", "gaussian:sigma=25", "--channels", "1")
+    assert code == 0 and [ln.split()[0] for ln in out.splitlines()[1:]] == ["noisy", "BM3D"] and " grey " in out
 
 
 def test_published_rows_are_found_by_method_set_noise_and_level():

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from denoise_core.registry import Registry
 
-PARTS = ("train", "val", "test", "all")
+SPLIT_NAMES = ("train", "val", "test")
+PARTS = (*SPLIT_NAMES, "all")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 # three disjoint parts of the bundled photographs, by source image: tuning and early stopping see `val`,
@@ -85,6 +86,17 @@ def split_source(dataset: "str | dict[str, str]", split: str) -> tuple[str, str]
     if isinstance(dataset, dict):
         return dataset[split], "all"
     return dataset, split
+
+
+def shared_splits(dataset: "str | dict[str, str]") -> list[tuple[str, str, str]]:
+    """(split, split, source) for every two splits that read the same images: one source named for both (allowed:
+    the literature often validates on its test set, but test scores are then not held out). One source split
+    three ways shares nothing."""
+    if not isinstance(dataset, dict):
+        return []
+    same = lambda name: name.rstrip("/")  # noqa: E731 - folder:PATH and folder:PATH/ are one folder
+    return [(a, b, dataset[a]) for i, a in enumerate(SPLIT_NAMES) for b in SPLIT_NAMES[i + 1:]
+            if same(dataset[a]) == same(dataset[b])]
 
 
 def _from_numpy(a: np.ndarray) -> torch.Tensor:

@@ -211,6 +211,10 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
     extra = {k: v for k, v in {"dataset": dataset, "data_root": data_root}.items() if v is not None}
     spec = _spec(study, budgets=(budget,), extra=extra)  # every cell at this budget, each distinct config once
     _check_run(spec, budget, extra, storage, address)
+    from studies.spec import shared_split_warnings
+
+    for line in shared_split_warnings(spec, budget, extra):  # allowed (the literature often does it), never silent
+        click.echo(f"warning: {line}", err=True)
     sdir, created, lock = _lock_study(spec, storage, fresh)
     opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,

@@ -25,6 +25,11 @@ BASELINE_NAMES = {"bm3d": "BM3D", "tv": "TV (Chambolle)", "nlm": "non-local mean
                   "noisy": "the noisy input"}
 
 
+def baseline_label(name: str, channels: int | None = None) -> str:
+    """A baseline's name as the literature writes it: BM3D on colour images is CBM3D."""
+    return "CBM3D" if name == "bm3d" and channels == 3 else BASELINE_NAMES.get(name, name)
+
+
 @dataclass
 class BestBaseline:
     """A slice's best classical baseline (chosen on validation), its test mean and its comparison with the slice's best
@@ -45,6 +50,10 @@ class BestBaseline:
     @property
     def image_psnr(self) -> float | None:
         return self.entry.showcase_psnr.get(self.name)
+
+    @property
+    def label(self) -> str:
+        return baseline_label(self.name, self.entry.channels)
 
 
 @dataclass
@@ -245,4 +254,4 @@ def _collapses(results: StudyResults, unit: str) -> list[str]:
     return out
 
 
-__all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "BASELINE_NAMES"]
+__all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "BASELINE_NAMES", "baseline_label"]

@@ -20,7 +20,7 @@ import pandas as pd
 from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
-from reports.analysis import BASELINE_NAMES, Analysis, analyse
+from reports.analysis import BASELINE_NAMES, Analysis, analyse, baseline_label
 from reports.html import Figures, page, png, sig3, table
 from reports.stats import ALPHA
 from studies.runlog import run_span
@@ -41,8 +41,10 @@ def build_report(sdir: Path) -> Path:
     return write_atomic(results.sdir / "report.html", html)
 
 
-def _bname(name: str) -> str:
-    return BASELINE_NAMES.get(name, name)
+def _baseline_of(a: Analysis, c) -> str:
+    """The name of the baseline a comparison is against, as its slice's answer names it."""
+    b = next((sl.baseline for sl in a.slices if sl.baseline and sl.baseline.comparison is c), None)
+    return b.label if b else BASELINE_NAMES.get(c.b, c.b)
 
 
 def _ci(a: Analysis, c) -> str:
@@ -69,8 +71,7 @@ def _method(a: Analysis) -> str:
     """The one statement of how every number below was made, and at which level."""
     spec, fam = a.results.spec, a.family
     if a.score.split == "test":
-        scored = (f"Scores are {spec.metric} on held-out test images that no trial trained or tuned on, "
-                  f"with each confirm run's weights from its best validation evaluation.")
+        scored = _held_out(a)
         tested = [c for c in fam.comparisons if c.n_sources]
         if tested:
             n_img, n_src = max(c.n_images for c in tested), max(c.n_sources for c in tested)
@@ -96,6 +97,24 @@ def _method(a: Analysis) -> str:
             f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
 
 
+def _held_out(a: Analysis) -> str:
+    """What the test scores are, and whether they are held out: a source named for two splits shares its images."""
+    from denoise_core.sources import shared_splits
+
+    shared = list(dict.fromkeys(s for cfg in a.configs.values() for s in shared_splits(cfg.dataset)))
+    names = {"train": "training", "val": "validation", "test": "test"}
+    text = f"Scores are {a.results.spec.metric} on "
+    if not any(b == "test" for _, b, _ in shared):
+        text += "held-out test images that no trial trained or tuned on"
+    else:
+        text += "the test images"
+    text += ", with each confirm run's weights from its best validation evaluation."
+    for x, y, source in shared:
+        text += (f" {names[x].capitalize()} and {names[y]} are the same images ({source})"
+                 + ("; test scores are not held out." if y == "test" else "."))
+    return text
+
+
 def _protocol(a: Analysis) -> str:
     """One line: how the test scores were made (the task says), where the study has test scores."""
     task = get_task(a.results.spec.task)
@@ -117,7 +136,7 @@ def _here(a: Analysis, cells: list[tuple[str, str]], ref) -> tuple[str, float] |
             ours = entry.metrics.get(ref.baseline) if entry else None
             value = ours.test.get(Score(f"{ref.metric}{sfx}").key) if ours else None
             if value is not None:
-                return f"our {_bname(ref.baseline)}", value
+                return f"our {baseline_label(ref.baseline, entry.channels)}", value
         return None
     conf = r.confirm_runs()
     best = None
@@ -133,19 +152,26 @@ def _here(a: Analysis, cells: list[tuple[str, str]], ref) -> tuple[str, float] |
 PROTOCOL_TOLERANCE = 0.1  # dB: one draw of noise moves a set's mean PSNR by a few hundredths (benchmarks/README.md)
 
 
-def _references(a: Analysis) -> str:
-    """The published rows whose test set, noise, level and metric are this study's, each beside our number."""
+def _reference_cells(a: Analysis, ref) -> list[tuple[str, str]]:
+    """(cell, metric suffix) of every cell whose test set, noise and level are the published row's."""
     from denoise_core.data import split_source
 
+    task = get_task(a.results.spec.task)
+    if task.test_conditions is None:
+        return []
+    return [(cell, sfx) for cell, cfg in a.configs.items() for noise, level, sfx in task.test_conditions(cfg)
+            if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)]
+
+
+def _references(a: Analysis) -> str:
+    """The published rows whose test set, noise, level and metric are this study's, each beside our number."""
     spec = a.results.spec
     task = get_task(spec.task)
     if not spec.references or task.test_conditions is None or a.score.split != "test":
         return ""
-    cfgs = a.configs
     rows, checks = [], []
     for ref in spec.references:
-        cells = [(cell, sfx) for cell, cfg in cfgs.items() for noise, level, sfx in task.test_conditions(cfg)
-                 if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)]
+        cells = _reference_cells(a, ref)
         here = _here(a, cells, ref) if cells else None
         if here is None:
             continue
@@ -214,17 +240,21 @@ def headline(a: Analysis, sl) -> str:
         out.append("Significant: " + "; ".join(f"{q}={c.a} {better} {q}={c.b} by {abs(c.gain):.2f} {u} ({_ci(a, c)})"
                                                  for c in sig) + ".")
     if ties:
-        out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({c.gain:+.2f} {u}, {_ci(a, c)})"
+        out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({q}={c.a} {_by(c.gain, u)}, {_ci(a, c)})"
                                                      for c in ties) + ".")
     if sl.baseline:
         b, c = sl.baseline, sl.baseline.comparison
-        rel = "above" if c.gain > 0 else "below"
         verdict = "significantly" if c.significant else "not significantly"
-        out.append(f"It is {abs(c.gain):.2f} {u} {rel} the best classical baseline, {_bname(b.name)} "
+        out.append(f"It is {_by(c.gain, u)} the best classical baseline on validation, {b.label} "
                    f"({b.mean:.2f} {u}), {verdict} ({_ci(a, c)})"
-                   + (f", and {mean - b.input_mean:+.2f} {u} over the noisy input ({b.input_mean:.2f} {u})."
+                   + (f", and {_by(mean - b.input_mean, u)} the noisy input ({b.input_mean:.2f} {u})."
                       if b.input_mean is not None else "."))
     return " ".join(out)
+
+
+def _by(gain: float, unit: str) -> str:
+    """A difference in words, by its sign: '0.66 dB below', never '-0.66 dB over'."""
+    return f"{abs(gain):.2f} {unit} {'above' if gain >= 0 else 'below'}"
 
 
 def _answer(a: Analysis) -> str:
@@ -232,8 +262,58 @@ def _answer(a: Analysis) -> str:
         return '<h2 id="answer">Answer</h2><p>No confirm run has completed yet, so there is nothing to compare.</p>'
     diverged = [f"{cell_label(parse_cell(cell))} diverged in {k} confirm run(s): it counts against the cell, which is "
                 f"never ranked first." for cell, k in a.results.diverged_confirms().items()]
-    items = [headline(a, sl) for sl in a.slices] + diverged + a.collapses
-    return '<h2 id="answer">Answer</h2><ul>' + "".join(f'<li class="headline">{escape(s)}</li>' for s in items) + "</ul>"
+    items = [f'<li class="headline">{escape(headline(a, sl))}{_baseline_table(a, sl, i)}</li>'
+             for i, sl in enumerate(a.slices)]
+    items += [f'<li class="headline">{escape(s)}</li>' for s in diverged + a.collapses]
+    return '<h2 id="answer">Answer</h2><ul>' + "".join(items) + "</ul>"
+
+
+def _baseline_table(a: Analysis, sl, i: int) -> str:
+    """Every classical baseline of the slice's setting on the test images, its parameter chosen on validation, with
+    the published row beside ours where a reference matches: the strongest baseline is never hidden."""
+    r, spec, metric, u = a.results, a.results.spec, a.score.metric, a.unit
+    cell = spec.key_of({**sl.where, spec.question_factor(): sl.winner}) if sl.winner else None
+    entry = r.baselines.of(cell) if cell else None
+    if entry is None or a.score.split != "test":
+        return ""
+    scored = {n: m for n, m in entry.metrics.items() if metric in m.test}
+    if not scored:
+        return ""
+    chosen = sl.baseline.name if sl.baseline else None
+    real = [n for n in scored if n != "noisy"]
+    top = max(real, key=lambda n: spec.sign * scored[n].test[metric]) if real else None
+    rows = []
+    order = ["noisy"] * ("noisy" in scored) + sorted(real, key=lambda n: -spec.sign * scored[n].test[metric])
+    for name in order:  # the input, then best on test first
+        m, ref = scored[name], _published_baseline(a, cell, name)
+        notes = (["best on validation"] if name == chosen else []) + (["best on test"] if name == top else [])
+        rows.append({"classical baseline": baseline_label(name, entry.channels),
+                     "parameter (chosen on validation)": "" if m.param is None else str(m.param),
+                     f"validation {metric}": f"{m.val[metric]:.2f}" if metric in m.val else "",
+                     f"test {metric} ({u})": f"{m.test[metric]:.2f}",
+                     "published": f"{ref.value:.2f} ({ref.source})" if ref else "", "": ", ".join(notes)})
+    text = []
+    if entry.too_small_to_choose():
+        from denoise_core.baselines import CHOICE_MIN_IMAGES, CHOICE_MIN_PIXELS
+
+        text.append(f"The validation split ({entry.val_images} images, {entry.val_pixels:,} pixels in all) is too "
+                    f"small to choose a baseline on (that takes {CHOICE_MIN_IMAGES} images and {CHOICE_MIN_PIXELS:,} "
+                    f"pixels): the best on validation need not be the best on test, so read every row.")
+    if top and chosen and top != chosen:
+        text.append(f"On the test images {baseline_label(top, entry.channels)} scores highest "
+                    f"({scored[top].test[metric]:.2f} {u}), {_by(scored[top].test[metric] - scored[chosen].test[metric], u)} "
+                    f"the validation choice.")
+    note = f'<p class="muted baseline-note">{escape(" ".join(text))}</p>' if text else ""
+    return table(pd.DataFrame(rows), f"baselines-{i}") + note
+
+
+def _published_baseline(a: Analysis, cell: str, name: str):
+    """The published row of baseline `name` on this cell's test set, noise, level and metric, if the spec has one."""
+    for ref in a.results.spec.references:
+        if ref.baseline == name and ref.metric == a.score.metric and \
+                any(c == cell and sfx == "" for c, sfx in _reference_cells(a, ref)):
+            return ref
+    return None
 
 
 def _test_images(c) -> str:
@@ -246,7 +326,7 @@ def _comparisons(a: Analysis) -> str:
     q = a.results.spec.question_factor()
     rows = []
     for c in a.family.comparisons:  # slice by slice in the spec's order, then the pooled claims
-        what = (f"{q}={c.a} vs {q}={c.b}" if c.kind != "baseline" else f"{q}={c.a} vs {_bname(c.b)}")
+        what = (f"{q}={c.a} vs {q}={c.b}" if c.kind != "baseline" else f"{q}={c.a} vs {_baseline_of(a, c)}")
         rows.append({"slice": ", ".join(f"{k}={v}" for k, v in c.where.items()) or "all", "comparison": what,
                      f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
                      "BH-adjusted p": c.q, "significant": "yes" if c.significant else "no",
@@ -277,7 +357,7 @@ def _figures(a: Analysis, figs: Figures) -> str:
         row |= {f"mean {m}": r[m] for m in spec.also if m in r}
         b = base.get(", ".join(f"{f}={r[f]}" for f in spec.other_factors()))
         if b:
-            row["best baseline"] = f"{_bname(b.name)} {sig3(b.mean)}"
+            row["best baseline"] = f"{b.label} {sig3(b.mean)}"
         rows.append(row)
     out.append(table(pd.DataFrame(rows), "cell-table"))
     out += [f'<p class="muted task-note">{escape(note)}</p>' for note in (task.notes(view) if task.notes else [])]
@@ -309,7 +389,7 @@ def _images(a: Analysis) -> str:
         tds = [_tile(r.best_file(first, f"{grid.input}.png"), "noisy input", shown.get(grid.input), a.unit)]
         b = sl.baseline
         img = r.sdir / b.image if b and b.image else None
-        tds.append(_tile(img, _bname(b.name), b.image_psnr, a.unit) if img is not None and img.exists() else "<td></td>")
+        tds.append(_tile(img, b.label, b.image_psnr, a.unit) if img is not None and img.exists() else "<td></td>")
         for lv, cell in cells.items():
             p, meta = r.best_file(cell, f"{grid.output}.png"), r.best_file(cell, "images.json")
             tds.append(_tile(p, f"{q}={lv}", ShownImages.read(meta).psnr.get(grid.output), a.unit)

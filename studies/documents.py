@@ -205,6 +205,16 @@ class BaselineEntry(Document):
     images: dict[str, str] = Field(default_factory=dict)  # showcase PNGs, relative to the study folder
     showcase_psnr: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
+    channels: int | None = None  # 1 grey, 3 colour (CBM3D); None: stored before 2026-12
+    val_images: int | None = None  # the validation images every parameter and the best baseline were chosen on
+    val_pixels: int | None = None  # their pixels in all (per channel)
+
+    def too_small_to_choose(self) -> bool:
+        """Whether its validation split is too small to choose a baseline on (`denoise_core.baselines`)."""
+        from denoise_core.baselines import CHOICE_MIN_IMAGES, CHOICE_MIN_PIXELS
+
+        return self.val_images is not None and (self.val_images < CHOICE_MIN_IMAGES
+                                                or (self.val_pixels or 0) < CHOICE_MIN_PIXELS)
 
 
 class BaselineScores(Document):

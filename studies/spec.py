@@ -473,6 +473,19 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
                 raise SpecError(f"{spec.name}, budget {budget}: {e}") from None
 
 
+def shared_split_warnings(spec: StudySpec, budget: str, extra: dict | None = None) -> list[str]:
+    """One line per two splits that read the same images (one source named for both) in any cell at this budget."""
+    from denoise_core.sources import shared_splits
+    from denoise_core.tasks import validate_config
+
+    names = {"train": "training", "val": "validation", "test": "test"}
+    shared = dict.fromkeys(s for cell in spec.cells()
+                           for s in shared_splits(getattr(validate_config(spec.cell_config(cell, budget, extra)),
+                                                          "dataset", None) or ""))
+    return [f"{names[a]} and {names[b]} are the same images ({source})"
+            + (": test scores are not held out; the report says so" if b == "test" else "") for a, b, source in shared]
+
+
 def published_rows() -> list[Reference]:
     """Every published row the catalog carries, once (what `evaluate` shows beside its own numbers)."""
     rows: dict[tuple, Reference] = {}

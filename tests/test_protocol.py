@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -97,9 +98,9 @@ def paper_smoke(ray_cluster, tmp_path_factory):
     test = f"folder:{image_folder(root / 'test', 4, ((48, 40), (40, 56)))}"  # whole images of two shapes
     spec = yaml.safe_load((DATA / "tiny.yaml").read_text())
     spec["name"] = "paper_smoke"
+    # validated on its test set, as the literature often does (and the user of issue 30): allowed, and said
     spec["fixed"].update(dataset={"train": f"folder:{image_folder(root / 'train', 6, ((64, 64),))}",
-                                  "val": f"folder:{image_folder(root / 'val', 2, ((64, 64),))}", "test": test},
-                         test_protocol="whole")
+                                  "val": test, "test": test}, test_protocol="whole")
     spec["references"] = [
         {"method": "BM3D", "test_set": test, "noise": "gaussian", "level": 25, "value": 29.97,
          "source": "DnCNN paper, Table II", "baseline": "bm3d"},
@@ -114,6 +115,8 @@ def paper_smoke(ray_cluster, tmp_path_factory):
     code, out, err = cli("run", str(path), "--budget", "smoke", "--storage", str(storage), "--data-root", str(root),
                          "--address", ray_cluster.address, "--quiet")
     assert code == 0, out + err
+    assert err.count("warning: validation and test are the same images (folder:") == 1, err
+    assert "test scores are not held out" in err
     return storage / "paper_smoke"
 
 
@@ -149,6 +152,22 @@ def test_the_report_states_the_protocol_and_shows_the_published_rows_in_a_browse
     assert "The check that the protocol is the same: published BM3D 29.97 dB, here" in dom
     # generated images, not the real Set12: the page must not call the gap agreement
     assert "more than the 0.1 dB one draw of noise explains: the test images or the protocol differ" in dom
+    # validated on the test images: never called held out
+    assert "Validation and test are the same images (folder:" in dom and "test scores are not held out" in dom
+    assert "held-out test images" not in dom
+    # every classical baseline under the answer, BM3D's row with the published row beside it
+    table = dom.split('id="baselines-0"')[1].split("</table>")[0]
+    names = re.findall(r"<tr><td>([^<]+)</td>", table)
+    assert names[0] == "the noisy input" and sorted(names[1:]) == ["BM3D", "TV (Chambolle)", "non-local means"], names
+    bm3d = re.search(r"<tr><td>BM3D</td>(.*?)</tr>", table).group(1)
+    assert "29.97 (DnCNN paper, Table II)" in bm3d
+    from studies.store import StudyResults
+
+    entry = StudyResults.load(paper_smoke).baselines.of(StudyResults.load(paper_smoke).info.cells[0])
+    assert f"<td>{entry.metrics['bm3d'].test['psnr']:.2f}</td>" in bm3d
+    assert table.count("best on validation") == 1 and table.count("best on test") == 1
+    # 4 validation crops: too few to choose on, and the page says so
+    assert "The validation split (4 images, " in dom and "is too small to choose a baseline on" in dom
 
 
 # -- evaluate ---------------------------------------------------------------------------------------

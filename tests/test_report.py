@@ -42,7 +42,7 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     # the page states beside it
     text = re.sub(r"<[^>]+>", "", dom[dom.index('id="answer"'):dom.index('id="comparisons"')])
     gaps = re.findall(r"scores best \(test psnr ([\d.]+) dB\).*?It is ([\d.]+) dB (above|below) the best classical "
-                      r"baseline, .*?\(([\d.]+) dB\)", text)  # "TV (Chambolle) (13.6 dB)"
+                      r"baseline on validation, .*?\(([\d.]+) dB\)", text)  # "TV (Chambolle) (13.6 dB)"
     assert len(gaps) == 5, text
     for best, gap, way, base in gaps:
         assert float(best) - float(base) == pytest.approx(float(gap) * (1 if way == "above" else -1), abs=0.015)
@@ -146,7 +146,7 @@ def test_baselines_axes_and_tables_a_researcher_reads(n2n_smoke):
     from reports.analysis import BASELINE_NAMES
 
     answer = dom[dom.index('id="answer"'):dom.index('id="comparisons"')]
-    named = re.findall(r"the best classical baseline, (.+?) \([-\d.]+ dB\)", answer)
+    named = re.findall(r"the best classical baseline on validation, (.+?) \([-\d.]+ dB\)", answer)
     assert len(named) == 5 and set(named) <= set(BASELINE_NAMES.values())  # each noise's best cell against one
     assert "best classical baseline" in dom[dom.index('id="comparison"'):]  # the bars' reference marks
     for spec in _figure_specs(html):

@@ -297,7 +297,7 @@ def _write_report(sdir: Path, storage: str | None) -> Path:
 
     path = build_report(sdir)
     if is_uri(resolve_storage(storage)):
-        upload(sdir, study_uri(resolve_storage(storage), sdir.name), ("trials.parquet", "report.html"))
+        upload(sdir, study_uri(resolve_storage(storage), sdir.name), ("study.json", "trials.parquet", "report.html"))
     return path
 
 
@@ -318,13 +318,17 @@ def status(name, storage):
     per_cell = info.trials_per_cell + info.seeds
     finished = [r for r in recs if r.finished]
     click.echo(f"{sdir.name}: {len(finished)}/{info.planned} trials finished, budget {info.budget}, {sdir}")
+    alive = False
     if (run := info.last_run) is not None:
         seconds, how = run_span(run)
+        alive = how == "running"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.start))
         click.echo(f"last run: {how}, {seconds / 60:.1f} min since {since} (host {run.host or '?'}, pid {run.pid or '?'})")
+    # a trial runs only while a driver does: without one, an unfinished trial was interrupted (it resumes)
+    state = lambda r: r.status if r.finished or alive else "interrupted"  # noqa: E731
     for cell in info.cells:
         mine = [r for r in recs if r.cell == cell]
-        counts = {s: sum(r.status == s for r in mine) for s in SHOWN}
+        counts = {s: sum(state(r) == s for r in mine) for s in SHOWN}
         shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         click.echo(f"  {cell_label(parse_cell(cell))}: {sum(r.finished for r in mine)}/{per_cell}"
                    + (f" ({shown})" if shown else ""))

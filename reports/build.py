@@ -58,9 +58,11 @@ def _header(a: Analysis) -> str:
     finished = int(t.status.isin(FINISHED).sum()) if not t.empty else 0
     running_now = r.info.last_run is not None and run_span(r.info.last_run)[1] == "running"
     if finished < r.info.planned or running_now:
-        running = int((t.status == "running").sum()) if not t.empty else 0
+        unfinished = int((~t.status.isin(FINISHED)).sum()) if not t.empty else 0
+        now = (f"{unfinished} running" if running_now else
+               f"{unfinished} interrupted, and no run is going on: the same command resumes the study")
         parts.append(f'<div class="banner" id="partial"><b>Partial report:</b> {finished} of {r.info.planned} '
-                     f'planned trials have finished ({running} running). Findings may change.</div>')
+                     f'planned trials have finished ({now}). Findings may change.</div>')
     elif why := study_failure(r.sdir):
         parts.append(f'<div class="banner" id="failed"><b>This study failed:</b> {escape(why)}. Only cells with '
                      f'completed confirm runs are compared below.</div>')

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +43,21 @@ class RunOptions:
 
 def run_study(spec: StudySpec, opts: RunOptions) -> Path:
     """Run (or resume) the study through one Tune `Tuner`; leave the store complete for the report."""
-    from studies.remote import local_or_uri
-
     storage = resolve_storage(opts.storage)
     sdir = study_dir(storage, spec.name)
     if _already_complete(spec, opts, storage, sdir):
         return sdir
-    home = local_or_uri(storage, sdir, spec.name)  # the study's files: a directory, or a URI
     _silence_tune(opts.verbose)
     _init_ray(opts.address, spec.name)
+    with signals_interrupt():  # from here on SIGTERM and SIGHUP are Ctrl-C
+        _run(spec, opts, storage, sdir)
+    return sdir
+
+
+def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
+    from studies.remote import local_or_uri
+
+    home = local_or_uri(storage, sdir, spec.name)  # the study's files: a directory, or a URI
     cpus, gpus = _resources(spec, opts)
     if opts.fresh:  # only now: a run refused above (no GPU for the budget, say) has deleted nothing
         clear_study(sdir)
@@ -70,10 +77,14 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
               flush=True)
     baselines = _start_baselines(spec, opts, sdir)
     _fit(tuner, log)
-    if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on Ctrl-C (SIGINT) and returns
-        _close_interrupted(spec, sdir, storage, home, log)
-    _close_complete(spec, sdir, storage, home, log, baselines)
-    return sdir
+    try:
+        if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on Ctrl-C (SIGINT) and returns
+            _close_interrupted(spec, sdir, storage, home, log)
+        _close_complete(spec, sdir, storage, home, log, baselines)
+    except KeyboardInterrupt:  # a second signal while closing: the run still says how it ended
+        if log.info.runs[-1].end is None:
+            log.close("interrupted")
+        raise
 
 
 def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> bool:
@@ -82,12 +93,36 @@ def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Pat
 
     if not opts.fresh and is_uri(storage):  # resuming on another machine: the records and Optuna studies come from the store
         fetch(storage, spec.name)
-    if opts.fresh or not completed(sdir, opts.budget, opts.extra or {}):
+    if opts.fresh:
+        return False
+    done = completed(sdir, opts.budget, opts.extra or {})  # refuses another budget's or data's results first
+    take_edits(spec, opts, sdir)
+    if not done:
         return False
     if not opts.quiet:
         print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report (--fresh runs it again)",
               flush=True)
     return True
+
+
+def take_edits(spec: StudySpec, opts: RunOptions, sdir: Path) -> None:
+    """An edited YAML is never silently ignored: edits that change no trial (description, references, claims,
+    figure ...) are stored, and the report built from them; edits that change trials are a SpecError (exit 2)."""
+    from studies.spec import spec_edits
+
+    if not (sdir / "study.json").exists():
+        return
+    info = read_info(sdir)
+    if not info.spec:
+        return
+    report, trials = spec_edits(info.spec, spec, opts.budget)
+    if trials:
+        raise SpecError(f"study {spec.name!r} was run with another spec: {', '.join(trials[:4])}"
+                        f"{' ...' if len(trials) > 4 else ''} differ(s) from it, and change its trials; run it with "
+                        f"--fresh to start over, or give the study a new name")
+    if report:
+        info.model_copy(update={"spec": spec.model_dump(mode="json")}).write(sdir / "study.json")
+        print(f"study {spec.name}: took the edited {', '.join(report)} (they change no trial)", flush=True)
 
 
 def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: float):
@@ -98,6 +133,28 @@ def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: 
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
     searcher.sdir = str(sdir)
     return searcher
+
+
+@contextmanager
+def signals_interrupt():
+    """SIGTERM and SIGHUP stop the study as Ctrl-C does: they are how Slurm, Kubernetes, systemd, a spot reclaim
+    and a closed terminal stop a job. Each is handed to whatever handles SIGINT now (Tune's graceful stop while it
+    runs, else KeyboardInterrupt), in place of the Ray core worker's crash handler (a signal dump, exit 134).
+    The handlers before are put back after."""
+    import signal
+
+    def forward(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    before = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():  # None: a handler set outside Python (Ray's): the default stands in
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _fit(tuner, log: RunLog) -> None:

@@ -473,6 +473,34 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
                 raise SpecError(f"{spec.name}, budget {budget}: {e}") from None
 
 
+# the keys of a spec that change no trial, only what the report says: an edit of these is taken by a rerun
+REPORT_KEYS = ("description", "references", "expect", "figure", "also", "question")
+_ABSENT = object()
+
+
+def spec_edits(stored: dict, spec: StudySpec, budget: str) -> tuple[list[str], list[str]]:
+    """(keys that change no trial, keys that change trials), dotted, where `spec` differs from a study's stored spec
+    run at `budget`. Both are validated and dumped the same way, so defaults added since compare equal; another
+    budget's edits change none of this budget's trials."""
+    old, new = StudySpec.model_validate(stored).model_dump(mode="json"), spec.model_dump(mode="json")
+    report, trials = [], []
+    for key in dict.fromkeys([*old, *new]):
+        if key == "budgets":
+            for b in dict.fromkeys([*old[key], *new[key]]):
+                (trials if b == budget else report).extend(_diff(old[key].get(b, _ABSENT), new[key].get(b, _ABSENT),
+                                                                 f"budgets.{b}"))
+        else:
+            (report if key in REPORT_KEYS else trials).extend(_diff(old.get(key, _ABSENT), new.get(key, _ABSENT), key))
+    return report, trials
+
+
+def _diff(a, b, path: str) -> list[str]:
+    """The dotted paths where two JSON values differ (a list is one value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b]) for d in _diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}.{k}")]
+    return [path] if a != b else []
+
+
 def shared_split_warnings(spec: StudySpec, budget: str, extra: dict | None = None) -> list[str]:
     """One line per two splits that read the same images (one source named for both) in any cell at this budget."""
     from denoise_core.sources import shared_splits

@@ -26,7 +26,7 @@ from studies.documents import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, Ba
     TrialRecord, write_atomic
 
 __all__ = ["COMPLETED", "DIVERGED", "FAILED", "FINISHED", "STOPPED", "TrialRecord", "StudyInfo", "write_atomic"]
-SHOWN = (*FINISHED, "running")  # what `status` counts per cell
+SHOWN = (*FINISHED, "running", "interrupted")  # what `status` counts per cell
 RAY_DIR = "ray"  # Tune's experiment directory inside a study
 
 

@@ -78,7 +78,8 @@ def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):
     recs[0].write_text(json.dumps(running))
     recs[1].write_text(json.dumps(failed))
     dom, errors = browser.load(build_report(part))
-    assert errors == [] and 'id="partial"' in dom and "44 of 45 planned trials have finished (1 running)" in dom
+    assert errors == [] and 'id="partial"' in dom and "44 of 45 planned trials have finished (1 interrupted, " \
+        "and no run is going on: the same command resumes the study)" in dom  # its driver is gone: not running
     assert 'id="failures"' in dom and "non-finite training loss (inf) at step 3" in dom
 
 

@@ -1,4 +1,5 @@
 """Studies through the real CLI on a real Ray cluster (two local nodes on loopback)."""
+import json
 import os
 import signal
 import time
@@ -201,6 +202,35 @@ def test_a_driver_killed_twice_resumes_to_the_same_answer(tiny_race, tmp_path):
     assert scores == reference[1]  # so the same confirm scores
 
 
+def test_sigterm_and_sighup_are_interruptions_and_the_study_resumes_to_the_same_answer(tiny_race, tmp_path):
+    """`kill -TERM` (Slurm, Kubernetes, systemd, a spot reclaim) and SIGHUP (a closed terminal) to a running driver:
+    each stops it as Ctrl-C does (one line, exit 1, no Ray signal dump), `status` shows no running trial and the run
+    log says interrupted; the same command then resumes to the uninterrupted run's answer."""
+    reference = _answer(tiny_race.storage / "tiny")
+    storage = tmp_path / "store"
+    args = ("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage))
+    env = ray_env(TUNE_GLOBAL_CHECKPOINT_S="1")
+    records = storage / "tiny" / "records"
+    for finished, sig in ((2, signal.SIGTERM), (5, signal.SIGHUP)):
+        proc = cli_process(*args, env=env)
+        _wait_finished(records, finished, proc)
+        os.kill(proc.pid, sig)  # the driver alone, as `kill -TERM PID` sends it
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 1, (sig, out)
+        assert "interrupted; run the same command again to resume" in out, out
+        assert "SIGTERM received" not in out and "PC: @" not in out and "Traceback" not in out, out
+        code, status, _ = cli("status", "tiny", "--storage", str(storage))
+        assert "last run: interrupted" in status and "running" not in status.split("last run:")[1], status
+    runs = json.loads((storage / "tiny" / "study.json").read_text())["runs"]
+    assert [r["ended"] for r in runs] == ["interrupted", "interrupted"], runs
+    last = cli_process(*args, env=env)
+    out, _ = last.communicate(timeout=400)
+    assert last.returncode == 0 and "resuming tiny" in out, out
+    assert _answer(storage / "tiny") == reference  # the same trials, parameters, stops and confirm scores
+    html = (storage / "tiny" / "report.html").read_text()
+    assert html.count("<td>interrupted</td>") == 2 and "<td>failed</td>" not in html
+
+
 def test_address_spreads_trials_over_nodes(n2n_smoke, ray_cluster):
     """The smoke study ran with --address on the two-node cluster: its trials used both nodes."""
     sdir, _ = n2n_smoke
@@ -281,6 +311,46 @@ def test_a_complete_study_run_on_other_data_is_refused(n2n_smoke):
     assert code == 2 and err.count("\n") == 1, err
     assert "holds results on the spec's own data; this run asks for dataset=faces" in err and "--fresh" in err
     assert (sdir / "study.json").read_text() == before
+
+
+def test_an_edited_yaml_is_taken_or_refused_never_ignored(n2n_smoke, tmp_path):
+    """Rerunning a complete study from an edited YAML: keys that change no trial (references, description) are
+    stored and the report rebuilt from them, with one line saying so; keys that change trials exit 2 naming them
+    and the two ways on, and nothing is written."""
+    import shutil
+
+    import yaml
+
+    from studies.spec import resolve
+
+    sdir, _ = n2n_smoke
+    storage = tmp_path / "store"
+    shutil.copytree(sdir, storage / "n2n_loss")  # a copy: the shared study stays as it was
+    raw = yaml.safe_load(resolve("n2n_loss").read_text())
+    raw["description"] = "My own question about losses."
+    raw["references"].append({"method": "Mine", "test_set": "natural", "noise": "gaussian", "level": 25,
+                              "value": 30.0, "source": "my notes"})
+    edited = tmp_path / "n2n_loss.yaml"
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code, out, err = cli("run", str(edited), "--budget", "smoke", "--storage", str(storage), "--quiet")
+    assert code == 0, out + err
+    assert "study n2n_loss: took the edited description, references (they change no trial)" in out
+    stored = json.loads((storage / "n2n_loss" / "study.json").read_text())["spec"]
+    assert stored["description"] == raw["description"] and stored["references"][-1]["method"] == "Mine"
+    assert "My own question about losses." in (storage / "n2n_loss" / "report.html").read_text()
+    # a second rerun of the same YAML has nothing to take
+    code, out, _ = cli("run", str(edited), "--budget", "smoke", "--storage", str(storage), "--quiet")
+    assert code == 0 and "took the edited" not in out
+    # keys that change trials: refused, naming them; the stored study untouched
+    before = (storage / "n2n_loss" / "study.json").read_text()
+    raw["budgets"]["smoke"]["steps"] = 8
+    raw["fixed"]["model_params"]["width"] = 32
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code, out, err = cli("run", str(edited), "--budget", "smoke", "--storage", str(storage), "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "budgets.smoke.steps" in err and "fixed.model_params.width" in err
+    assert "--fresh" in err and "a new name" in err
+    assert (storage / "n2n_loss" / "study.json").read_text() == before
 
 
 def test_evaluate_scores_a_studys_best_model_beside_the_baselines(n2n_smoke, tmp_path):

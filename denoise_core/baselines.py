@@ -149,16 +149,19 @@ def _apply(b: Baseline, noisy: torch.Tensor, param, sigma: float | None) -> torc
     return _to_torch([o.reshape(i.shape) for o, i in zip(b.denoise(images, param, sigma), images)])
 
 
-def score_baselines(config: dict, showcase: bool = True) -> dict:
+def score_baselines(config: dict, showcase: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     """Every baseline that suits the config's noise, its parameter chosen on validation, scored on test.
 
-    Returns {"noise", "metrics": {name: {"param", "val": {metric: mean}, "test": {metric: mean},
-    "test_per_image": {metric: [...]}}}, "best": name (highest validation PSNR among the real
-    denoisers), "showcase": {"clean", "noisy", <best>: [C, H, W] tensors}, "showcase_psnr": {...}}.
+    Returns {"noise", "channels", "val_images", "val_pixels", "metrics": {name: {"param", "val": {metric: mean},
+    "test": {metric: mean}, "test_per_image": {metric: [...]}}}, "best": name (highest validation PSNR among the
+    real denoisers), "showcase": {"clean", "noisy", <best>: [C, H, W] tensors}, "showcase_psnr": {...}}.
     Metrics: psnr and ssim under the config's noise, and under each extra evaluation level with
     `psnr_levels_mean`, named as the trial names them. Under `test_protocol: whole` the test images are
     whole and scored as the networks' are (denoise_core.protocol), on exactly their noisy inputs.
+    `progress(line)` hears of each parameter chosen and each test set scored, with the images and the time.
     """
+    import time
+
     from denoise_core.tasks import validate_config
     from denoise_core.tasks.denoise import evaluation_noises
 
@@ -169,17 +172,25 @@ def score_baselines(config: dict, showcase: bool = True) -> dict:
     val = sets["val"].clean
     out = {"noise": cfg.noise, "metrics": {}, "channels": cfg.channels, "val_images": len(val),
            "val_pixels": int(val[:, :1].numel())}  # [N, C, H, W]: pixels per channel
+    say = progress or (lambda line: None)
     for b in baselines_for(noises[""]):
+        started = time.time()
         grid = (1.0,) if b.name == "bm3d" and noises[""].gaussian_sigma is not None else b.grid
         # the parameter: best mean validation PSNR over the evaluation noises
         p_best = max(grid, key=lambda p: float(np.mean([sets["val"].scores(b, p, s, noises[s])["psnr"].mean()
                                                         for s in noises])))
+        say(f"{b.name}: parameter {p_best} chosen on {len(val)} validation images ({len(grid)} tried, "
+            f"{time.time() - started:.0f} s)")
         entry = {"param": p_best}
         for split, evalset in sets.items():
             per = {}
             for sfx, noise in noises.items():
+                started = time.time()
                 for metric, v in evalset.scores(b, p_best, sfx, noise).items():
                     per[f"{metric}{sfx}"] = v
+                if split == "test":
+                    say(f"{b.name}, {noise!r}: {len(evalset.clean)}/{len(evalset.clean)} test images "
+                        f"({time.time() - started:.0f} s)")
             if cfg.eval_levels:
                 per["psnr_levels_mean"] = torch.stack([per[f"psnr{s}"] for s in cfg.level_suffixes()]).mean(0)
             entry[split] = {k: float(v.mean()) for k, v in per.items()}

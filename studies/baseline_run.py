@@ -23,8 +23,9 @@ from studies.store import read_baselines
 NICE = 10
 
 
-def _score_all(configs: dict[str, dict]) -> dict[str, dict]:
-    """In a Ray task: every setting's scores (errors kept per setting), the showcase images as 8-bit arrays."""
+def _score_all(configs: dict[str, dict], lines=None) -> dict[str, dict]:
+    """In a Ray task: every setting's scores (errors kept per setting), the showcase images as 8-bit arrays; each
+    progress line goes to the `lines` queue (a `ray.util.queue.Queue`) for the driver to print."""
     import os
 
     import torch
@@ -35,9 +36,10 @@ def _score_all(configs: dict[str, dict]) -> dict[str, dict]:
     os.nice(NICE)
     torch.set_num_threads(1)
     out = {}
-    for key, config in configs.items():
+    for i, (key, config) in enumerate(configs.items()):
+        say = (lambda line, i=i: lines.put(f"setting {i + 1}/{len(configs)}: {line}")) if lines is not None else None
         try:
-            scores = score_baselines(validate_config(config).model_dump())
+            scores = score_baselines(validate_config(config).model_dump(), progress=say)
         except Exception as e:  # noqa: BLE001 - one setting's failure must not lose the others
             out[key] = {"error": f"{type(e).__name__}: {e}"}
             continue
@@ -47,8 +49,8 @@ def _score_all(configs: dict[str, dict]) -> dict[str, dict]:
 
 
 class BaselineRun:
-    def __init__(self, sdir: Path, scores: BaselineScores, future, quiet: bool):
-        self.sdir, self.scores, self.future, self.quiet = Path(sdir), scores, future, quiet
+    def __init__(self, sdir: Path, scores: BaselineScores, future, quiet: bool, lines=None):
+        self.sdir, self.scores, self.future, self.quiet, self.lines = Path(sdir), scores, future, quiet, lines
 
     @classmethod
     def start(cls, spec, budget: str, extra: dict, sdir: Path, quiet: bool = False) -> "BaselineRun":
@@ -64,17 +66,21 @@ class BaselineRun:
             scores.cells[key] = bkey = setting_key(cfg)
             if bkey not in scores.entries:
                 todo.setdefault(bkey, cfg)
+        if not todo:
+            return cls(sdir, scores, None, quiet)
+        from ray.util.queue import Queue
+
+        lines = Queue(actor_options={"num_cpus": 0})  # the task's progress lines, for the driver to print
         task = ray.remote(num_cpus=0, max_retries=1)(_score_all)
-        return cls(sdir, scores, task.remote(todo) if todo else None, quiet)
+        return cls(sdir, scores, task.remote(todo, lines), quiet, lines)
 
     def finish(self, timeout_s: float = 1800) -> None:
-        """Wait for the tasks (usually long done), store their scores and images; a failure is noted, not fatal."""
-        import ray
-
+        """Wait for the tasks (usually long done: one line says so; else their progress, line by line), store their
+        scores and images; a failure is noted, not fatal."""
         results = {}
         if self.future is not None:
             try:
-                results = ray.get(self.future, timeout=timeout_s)
+                results = self._wait(timeout_s)
             except Exception as e:  # noqa: BLE001 - baselines that fail must not fail the study
                 print(f"note: classical baselines failed: {str(e).splitlines()[-1][:200]}", file=sys.stderr, flush=True)
         for key, out in results.items():
@@ -83,6 +89,34 @@ class BaselineRun:
                 continue
             self.scores.entries[key] = self._entry(key, out)
         self.scores.write(_mkdir(self.sdir / "baselines") / "scores.json")
+
+    def _wait(self, timeout_s: float) -> dict:
+        """The task's results; while it runs, each of its progress lines as it comes (unless quiet)."""
+        import time
+
+        import ray
+
+        started, waited, first = time.time(), False, True
+        try:
+            while True:
+                ready, _ = ray.wait([self.future], timeout=1.0)
+                if ready:
+                    results = ray.get(self.future)
+                    if not self.quiet:
+                        print(f"classical baselines: {len(results)} setting(s) scored"
+                              + (f", {time.time() - started:.0f} s after the trials ended" if waited else ""), flush=True)
+                    return results
+                waited = True
+                news = self.lines.get_nowait_batch(self.lines.qsize())
+                shown = news[-1:] if first else news  # at first where it is now, not all it did before
+                first = first and not shown
+                for line in shown if not self.quiet else []:
+                    print(f"classical baselines: {line} [{time.time() - started:.0f} s after the trials ended]",
+                          flush=True)
+                if time.time() - started > timeout_s:
+                    raise TimeoutError(f"not done after {timeout_s:.0f} s")
+        finally:
+            ray.kill(self.lines.actor)
 
     def _entry(self, key: str, out: dict) -> BaselineEntry:
         """One setting's scores as stored, its showcase images written beside them (paths relative to the study)."""

@@ -226,6 +226,7 @@ def test_sigterm_and_sighup_are_interruptions_and_the_study_resumes_to_the_same_
     last = cli_process(*args, env=env)
     out, _ = last.communicate(timeout=400)
     assert last.returncode == 0 and "resuming tiny" in out, out
+    assert "classical baselines: 1 setting(s) scored" in out  # never silent while the baselines finish
     assert _answer(storage / "tiny") == reference  # the same trials, parameters, stops and confirm scores
     html = (storage / "tiny" / "report.html").read_text()
     assert html.count("<td>interrupted</td>") == 2 and "<td>failed</td>" not in html

@@ -4,6 +4,7 @@ cell, and every registered report figure on a small synthetic study. Each names 
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -215,7 +216,18 @@ def test_a_baseline_parameter_is_the_one_best_on_validation():
     names = lambda noise, **p: [b.name for b in baselines_for(build_noise(noise, **p))]  # noqa: E731
     assert names("impulse", p=0.3) == names("text", coverage=0.2) == ["median", "nlm", "noisy", "tv"]
     assert names("gaussian", sigma=25) == names("poisson", lam=30) == ["bm3d", "nlm", "noisy", "tv"]
-    out = score_baselines(cfg, showcase=False)
+    lines = []
+    out = score_baselines(cfg, showcase=False, progress=lines.append)
+    # a line per baseline for its parameter, and per baseline and noise for the test images, with the time
+    assert [ln.split(":")[0] for ln in lines] == ["median", "median, Impulse(p=0.3)", "nlm", "nlm, Impulse(p=0.3)",
+                                                  "noisy", "noisy, Impulse(p=0.3)", "tv", "tv, Impulse(p=0.3)"], lines
+    assert re.fullmatch(r"tv: parameter [\d.]+ chosen on 6 validation images \(8 tried, \d+ s\)", lines[6]), lines[6]
+    assert re.fullmatch(r"tv, Impulse\(p=0.3\): 6/6 test images \(\d+ s\)", lines[7]), lines[7]
+    # the validation split is stored with the scores: 6 crops of 16x16, too small to choose a baseline on
+    assert (out["val_images"], out["val_pixels"], out["channels"]) == (6, 6 * 16 * 16, 1)
+    from studies.documents import BaselineEntry
+
+    assert BaselineEntry.model_validate({**out, "images": {}}).too_small_to_choose()
     clean = eval_crops("faces", "val", None, 1, False, 16, 6)
     noisy = corrupt_fixed(build_noise("impulse", p=0.3), clean, 1234)
     for name in ("median", "tv"):

@@ -9,7 +9,7 @@ STUDY ?= n2n_loss
 BUDGET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: run test bench gpu-check clean-venv browser
+.PHONY: run test bench gpu-check gpu-bundle clean-venv browser
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -43,29 +43,19 @@ bench: $(STAMP)
 	@for d in $${DENOISE_STUDY_STORAGE:-$$HOME/denoise-studies}/*/; do \
 	  test -f $$d/trials.parquet && $(VENV)/bin/python benchmarks/study_efficiency.py $$d; done; true
 
-# On a CUDA machine: the gpu tests, n2n_loss and ddpm_schedule quick end to end (timed), trial overhead
-# under Ray, packing 1 vs 0.25 vs 0.125 GPU per trial, and with DATA_ROOT=DIR (../shared/data/benchmarks) the
-# noise_level paper budget and its best models under the paper protocol. Logs under $(GPU_CHECK_DIR).
+# On a GPU machine lent to a session (about 15 minutes of device time in all): first `make gpu-bundle` here, then on
+# the device `source .gpu-bundle/on-device.sh; make gpu-check` (nothing is installed there: the wheels travel).
+# In order of value, each result written to $(GPU_CHECK_DIR)/results.md as it is measured, under 8 minutes on one
+# H100: the gpu tests, each paper (`full`) budget's steps/s and the sizing it implies, a quick study's wall time.
+# DATA_ROOT=DIR times the paper budgets on their own data (default: bundled images of the same sizes).
 DATA_ROOT ?=
 GPU_CHECK_DIR ?= /tmp/gpu-check
-gpu-check: $(STAMP)
-	mkdir -p $(GPU_CHECK_DIR)
-	nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $(GPU_CHECK_DIR)/device.txt
-	$(VENV)/bin/python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tee $(GPU_CHECK_DIR)/gpu-tests.log
-	for s in n2n_loss ddpm_schedule; do \
-	  /usr/bin/time -f "$$s quick on one GPU: %e s wall" $(VENV)/bin/denoise-study run $$s --budget quick \
-	    --storage $(GPU_CHECK_DIR)/studies --fresh --quiet 2>&1 | tail -3 | tee -a $(GPU_CHECK_DIR)/studies.log || exit 1; done
-	$(VENV)/bin/python benchmarks/trial_overhead.py --from $(GPU_CHECK_DIR)/studies/n2n_loss | tee $(GPU_CHECK_DIR)/overhead.log
-	$(VENV)/bin/python benchmarks/gpu_busy.py --study n2n_loss --budget quick --shares 1 0.25 0.125 | tee $(GPU_CHECK_DIR)/packing.log
-	$(VENV)/bin/python benchmarks/noise_throughput.py --device cuda | tee $(GPU_CHECK_DIR)/noise.log
-	@# a paper budget: DnCNN's data, model and noise (noise_level full); Set12 for test, the DnCNN paper's rows beside it
-	@if [ -n "$(DATA_ROOT)" ]; then \
-	  /usr/bin/time -f "noise_level paper budget (full) on one GPU: %e s wall" $(VENV)/bin/denoise-study run noise_level \
-	    --budget full --data-root $(DATA_ROOT) --dataset train=Train400,val=Kodak24,test=Set12 \
-	    --storage $(GPU_CHECK_DIR)/studies --fresh --quiet 2>&1 | tail -5 | tee $(GPU_CHECK_DIR)/paper.log; \
-	  $(VENV)/bin/denoise-study evaluate --study noise_level --storage $(GPU_CHECK_DIR)/studies --test Set12 \
-	    --data-root $(DATA_ROOT) --noise gaussian:sigma=25 2>/dev/null | tee -a $(GPU_CHECK_DIR)/paper.log; \
-	else echo "paper budget skipped: make gpu-check DATA_ROOT=DIR (Train400, Kodak24, Set12 under DIR)"; fi
+GPU_PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_DIR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+
+gpu-bundle:
+	bash ../shared/gpu/bundle.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -184,6 +184,10 @@ def absolute_data_paths(dataset: str | None, data_root: str | None):
 @click.option("--storage", default=None, help=STORAGE_HELP)
 @click.option("--address", default=None, help="Ray cluster: 'auto', 'ray://host:10001', or none for a local Ray.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Trials at a time [default: what the resources fit].")
+@click.option("--tune-parallel", type=click.IntRange(min=1), default=None,
+              help="q: a cell's tuning trials that run at once, in waves each sampled from the waves before it, so the "
+                   "answer does not depend on timing [default: the budget's tune_parallel; full 4, else 1]. Stored "
+                   "with the study: a resume keeps it.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
               help="Fractions pack trials: 0.25 runs four trials per GPU. Default: the budget's, else 0.25 when "
@@ -197,8 +201,8 @@ def absolute_data_paths(dataset: str | None, data_root: str | None):
 @click.option("--fresh", is_flag=True, help="Discard stored results and start over instead of resuming.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--verbose", is_flag=True, help="Also Ray Tune's own status tables and hints.")
-def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_per_trial, dataset, data_root,
-        optuna_storage, fresh, quiet, verbose):
+def run(study, budget, storage, address, max_concurrent, tune_parallel, cpus_per_trial, gpus_per_trial, dataset,
+        data_root, optuna_storage, fresh, quiet, verbose):
     """Run STUDY (a catalog name or a YAML path) through Ray Tune, then write its report.
 
     Each cell (combination of compared factors) is tuned by Optuna with the same number of trials,
@@ -217,6 +221,7 @@ def run(study, budget, storage, address, max_concurrent, cpus_per_trial, gpus_pe
         click.echo(f"warning: {line}", err=True)
     sdir, created, lock = _lock_study(spec, storage, fresh)
     opts = RunOptions(budget=budget, storage=storage, address=address, max_concurrent=max_concurrent,
+                      tune_parallel=tune_parallel,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, fresh=fresh, quiet=quiet,
                       verbose=verbose, optuna_storage=optuna_storage, extra=extra,
                       command=" ".join(["denoise-study", *sys.argv[1:]]))

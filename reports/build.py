@@ -35,7 +35,7 @@ def build_report(sdir: Path) -> Path:
     figs = Figures()
     sections = [_header(a), _method(a), _protocol(a), _references(a), _verdicts(a), _answer(a), _comparisons(a),
                 _figures(a, figs), _images(a),
-                _curves(a, figs), _tuning(a, figs), _best_table(a), _how_it_ran(a)]
+                _curves(a, figs), _tuning(a, figs), _best_table(a), _how_it_ran(a, figs)]
     html = page(f"{results.spec.name} report", "\n".join(s for s in sections if s), figs.n,
                 time.strftime("%Y-%m-%d %H:%M:%S"))
     return write_atomic(results.sdir / "report.html", html)
@@ -448,7 +448,7 @@ def _best_table(a: Analysis) -> str:
     return '<h2 id="best">Best configuration per cell</h2>' + table(pd.DataFrame(rows), "best-table")
 
 
-def _how_it_ran(a: Analysis) -> str:
+def _how_it_ran(a: Analysis, figs: Figures) -> str:
     r, t = a.results, a.results.table
     runs = r.info.runs
     spans = [run_span(run) for run in runs]
@@ -460,6 +460,17 @@ def _how_it_ran(a: Analysis) -> str:
              f"trials by status: {escape(', '.join(f'{v} {k}' for k, v in counts.items()))}. "
              f"Running time {sum(s for s, _ in spans) / 60:.1f} min over {len(runs)} run(s); trial-hours "
              f"{dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]
+    c = F.at_once(t)
+    if not c.empty:
+        held = c.time.diff().shift(-1).fillna(0)  # how long each count held
+        busy = held[c.running > 0]
+        mean = float((c.running * held).sum() / busy.sum()) if busy.sum() > 0 else float(c.running.max())
+        n = F.slots(r.info.last_run, t)
+        parts.append(f"<p>Trials at once: at most {int(c.running.max())}, {mean:.1f} on average while any ran"
+                     + (f", on a cluster that held {n} at once" if n is not None else "")
+                     + (f"; a cell's tuning trials ran in waves of q={r.info.tune_parallel}" if r.info.tune_parallel
+                        else "") + ".</p>")
+        parts.append(figs.add(F.concurrency(a)))
     rows = [{"run": i + 1, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.start)),
              "minutes": s / 60, "ended": how} for i, (run, (s, how)) in enumerate(zip(runs, spans))]
     if rows:

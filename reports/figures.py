@@ -328,3 +328,37 @@ def parallel(a) -> go.Figure | None:
     fig = go.Figure(go.Parcoords(line=dict(color=t[col], colorscale="Viridis", showscale=True), dimensions=dims))
     fig.update_layout(title=f"every trial: tuned parameters, factors and final validation {spec.metric}")
     return fig
+
+
+def at_once(t: pd.DataFrame) -> pd.DataFrame:
+    """Trials running at each moment a trial started or ended: columns time (s from the first start) and running."""
+    spans = t.dropna(subset=["start", "end"]) if {"start", "end"} <= set(t.columns) else t.iloc[:0]
+    if spans.empty:
+        return pd.DataFrame({"time": [], "running": []})
+    events = pd.concat([pd.DataFrame({"time": spans.start, "d": 1}), pd.DataFrame({"time": spans.end, "d": -1})])
+    events = events.sort_values(["time", "d"]).groupby("time", sort=True).d.sum().cumsum()  # ends before starts
+    return pd.DataFrame({"time": events.index - spans.start.min(), "running": events.values})
+
+
+def slots(run, t: pd.DataFrame) -> int | None:
+    """How many trials the cluster of a run held at once: its GPUs (or CPUs) over a trial's share."""
+    if run is None or t.empty:
+        return None
+    gpus, cpus = float(t.gpus.max() or 0), float(t.cpus.max() or 1)
+    have = run.resources.get("GPU" if gpus else "CPU", 0)
+    return int(have // (gpus or cpus)) if have else None
+
+
+def concurrency(a) -> go.Figure | None:
+    """Trials running at once over the study's time, against the slots of the cluster of its last run."""
+    r = a.results
+    c = at_once(r.table)
+    if c.empty:
+        return None
+    fig = go.Figure(go.Scatter(x=c.time / 60, y=c.running, mode="lines", line_shape="hv", name="trials running"))
+    if (n := slots(r.info.last_run, r.table)) is not None:
+        fig.add_hline(y=n, line_dash="dot", annotation_text=f"the cluster's slots ({n})")
+    fig.update_layout(title="Trials running at once", height=300,
+                      xaxis_title="minutes since the first trial started (idle time between runs included)",
+                      yaxis_title="trials running")
+    return fig

@@ -161,6 +161,7 @@ class StudyInfo(Document):
     trials_per_cell: int = 0
     seeds: int = 0
     max_concurrent: int | None = None
+    tune_parallel: int | None = None  # q: a cell's tuning trials at once (None: stored before waves, q = 1)
     extra: dict[str, Any] | None = None  # the run's data flags (--data-root, --dataset ...); None: never stored
 
     @property

@@ -31,6 +31,7 @@ class RunOptions:
     storage: str | None = None
     address: str | None = None
     max_concurrent: int | None = None
+    tune_parallel: int | None = None  # q: a cell's tuning trials at once (--tune-parallel); None: the budget's
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     fresh: bool = False
@@ -68,12 +69,15 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
     log.start(spec=spec.model_dump(mode="json"), budget=opts.budget, planned=searcher.planned, cells=searcher.keys,
               n_evals=searcher.n_evals, storage=storage, optuna_storage=searcher.storage_url,
               trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
+              tune_parallel=searcher.q,
               command=opts.command, extra=opts.extra or {}, **_cluster())
     tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus, errors_log)
     if not opts.quiet:
         print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
               f"{searcher.n_seeds} confirm) = {searcher.planned} trials, budget {opts.budget}, "
               f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " per trial",
+              flush=True)
+        print(plan_line(len(searcher.keys), searcher.q, min(searcher.q, searcher.n_tune), slots(cpus, gpus)),
               flush=True)
     baselines = _start_baselines(spec, opts, sdir)
     _fit(tuner, log)
@@ -96,6 +100,7 @@ def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Pat
     if opts.fresh:
         return False
     done = completed(sdir, opts.budget, opts.extra or {})  # refuses another budget's or data's results first
+    _same_q(spec, opts, sdir)
     take_edits(spec, opts, sdir)
     if not done:
         return False
@@ -103,6 +108,41 @@ def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Pat
         print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report (--fresh runs it again)",
               flush=True)
     return True
+
+
+def slots(cpus: float, gpus: float) -> int:
+    """How many trials the cluster holds at once now: its CPUs (or GPUs) over a trial's share."""
+    import math
+
+    import ray
+
+    have = ray.cluster_resources()
+    return int(math.floor(have.get("GPU", 0) / gpus + 1e-9)) if gpus else int(math.floor(have.get("CPU", 0) / cpus + 1e-9))
+
+
+def plan_line(cells: int, q: int, per_cell: int, n_slots: int) -> str:
+    """What the plan can use of the cluster while it tunes: cells x q trials at once, against the cluster's slots.
+
+    >>> plan_line(4, 1, 1, 32)
+    'tuning: 4 cells x q=1: at most 4 trials at once on 32 slots; raise q (tune_parallel in the budget, or --tune-parallel) to fill them'
+    >>> plan_line(4, 2, 2, 8)
+    'tuning: 4 cells x q=2: at most 8 trials at once on 8 slots'
+    """
+    most = cells * per_cell
+    line = f"tuning: {cells} cells x q={q}: at most {most} trials at once on {n_slots} slots"
+    if most < n_slots:
+        line += "; raise q (tune_parallel in the budget, or --tune-parallel) to fill them"
+    return line
+
+
+def _same_q(spec: StudySpec, opts: RunOptions, sdir: Path) -> None:
+    """A study keeps the q it started with: another would sample its remaining trials from other waves."""
+    if not (sdir / "study.json").exists():
+        return
+    stored, asked = read_info(sdir).tune_parallel, opts.tune_parallel or spec.tune_parallel(opts.budget)
+    if stored is not None and stored != asked and read_records(sdir):
+        raise SpecError(f"study {sdir.name!r} tunes in waves of q={stored}; this run asks for q={asked}: give "
+                        f"--tune-parallel {stored} to go on, or run it with --fresh to start over")
 
 
 def take_edits(spec: StudySpec, opts: RunOptions, sdir: Path) -> None:
@@ -129,6 +169,7 @@ def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: 
     from studies.searcher import CellSearcher
 
     searcher = CellSearcher(spec, opts.budget, opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}", opts.extra)
+    searcher.q = opts.tune_parallel or spec.tune_parallel(opts.budget)
     searcher.resources = (cpus, gpus)
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
     searcher.sdir = str(sdir)
@@ -308,7 +349,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     recorder = StudyRecorder(sdir, searcher.planned, searcher.keys, searcher.n_tune + searcher.n_seeds,
                              opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None,
                              errors_log=str(errors_log) if errors_log else None)
-    callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet)]
+    callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet, searcher.resources)]
     experiment = f"{home}/{RAY_DIR}"
     if not opts.fresh and tune.Tuner.can_restore(experiment):
         if not opts.quiet:
@@ -319,7 +360,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=CellHalving(sdir, spec.metric, spec.mode, searcher.n_evals, budget.grace_evals),
+            scheduler=CellHalving(sdir, spec.metric, spec.mode, searcher.n_evals, budget.grace_evals, q=searcher.q),
             # the searcher ends the experiment (Searcher.FINISHED once every cell is confirmed). A count here would
             # stop it one trial short after a driver kill: a slot the searcher asks again (a trial created after
             # Tune's last experiment checkpoint) can already be in the count Tune restores

@@ -6,13 +6,17 @@ space only: the compared factors are fixed by the cell, never chosen by the opti
 a cell's tuning trials have all finished, it re-runs the cell's best configuration with
 `seeds` seeds (phase `confirm`).
 
-A study gives the same answer however often its driver is killed: within a cell, tuning trial k
-starts only once trials 0..k-1 have finished, and its parameters come from a sampler seeded by
-(cell, k) over exactly those trials. Trial k's parameters, seed and early-stopping decisions
-(`studies.scheduler.CellHalving`) are then functions of the cell's earlier results, never of
-timing; a slot lost to a kill and asked again gets the same parameters. Cells run in parallel. The Optuna studies live in real Optuna storage; the
-searcher's own bookkeeping is saved by Tune with the experiment, so a restarted driver
-resumes the plan without repeating or losing a slot.
+Parallel tuning with the same answer: a cell's tuning trials run in waves of q (`tune_parallel`).
+Trial k belongs to wave k // q, starts once every trial of the waves before it has finished, and
+its parameters come from TPE seeded by (cell, k) over exactly those trials (an in-memory Optuna
+study holding copies of them: Optuna's own sampler over a fixed set of earlier trials). Early
+stopping (`studies.scheduler.CellHalving`) compares it with those trials only. So trial k's
+parameters, seed and stops are functions of the spec and the cell's earlier waves, never of
+timing or of which trial of its own wave finished first; a slot lost to a kill and asked again
+gets the same parameters. q = 1 is sequential TPE; cells run in parallel, so a study runs up to
+cells x q tuning trials at once. The Optuna studies live in real Optuna storage; the searcher's
+own bookkeeping is saved by Tune with the experiment, so a restarted driver resumes the plan
+without repeating or losing a slot.
 """
 from __future__ import annotations
 
@@ -30,8 +34,18 @@ log = logging.getLogger(__name__)
 CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
 
 
+def wave_start(index: int, q: int) -> int:
+    """The first tuning index of trial `index`'s wave: it sees, and waits for, the trials before it.
+
+    >>> [wave_start(k, 2) for k in range(5)], [wave_start(k, 1) for k in range(3)]
+    ([0, 0, 2, 2, 4], [0, 1, 2])
+    """
+    return index // q * q
+
+
 class CellSearcher(Searcher):
     restored: "CellSearcher | None" = None  # the instance Tune restored in this driver, if any
+    q: int = 1  # a state saved before waves has none: it tuned one trial at a time
 
     def __init__(self, spec: StudySpec, budget: str, storage_url: str, extra: dict[str, Any] | None = None):
         super().__init__(metric=spec.metric, mode=spec.mode)
@@ -42,10 +56,11 @@ class CellSearcher(Searcher):
         self.space = spec.tune_for(budget)
         self.n_tune = spec.budgets[budget].trials_per_cell
         self.n_seeds = spec.seeds_for(budget)
+        self.q = spec.tune_parallel(budget)  # the runner sets --tune-parallel's, if given
         self.n_evals = 1  # set by the runner: evaluations per trial (the scheduler's rungs count them)
         self.sdir: str | None = None  # set by the runner: the study folder, whose records a restarted driver reads
         # bookkeeping, all plain data (pickled by Tune with the experiment state)
-        self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, seed}
+        self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, index}
         self.asked = {k: 0 for k in self.keys}
         self.finished = {k: 0 for k in self.keys}
         self.confirmed = {k: 0 for k in self.keys}
@@ -113,8 +128,8 @@ class CellSearcher(Searcher):
         return True  # metric and mode come from the study spec
 
     def suggest(self, trial_id: str):
-        # tuning first, round-robin over the cells whose earlier tuning trials have all finished
-        ready = [k for k in self.keys if self.asked[k] < self.n_tune and self._tuned(k) >= self.asked[k]]
+        # tuning first, round-robin over the cells whose next trial's earlier waves have all finished
+        ready = [k for k in self.keys if self.asked[k] < self.n_tune and self._tuned(k) >= wave_start(self.asked[k], self.q)]
         if ready:
             key = min(ready, key=lambda k: (self.asked[k], self.keys.index(k)))
             return self._tune_trial(trial_id, key)
@@ -148,14 +163,27 @@ class CellSearcher(Searcher):
         return TrialMeta(key, phase, cell, params, number, cpus, gpus).attach(cfg)
 
     def _tune_trial(self, trial_id: str, key: str) -> dict:
-        dists = {k: p.distribution() for k, p in self.space.items()}
         index = self.asked[key]
+        params = self._sample(key, index)
         study = self.study(key)
-        study.sampler = self.sampler(key, index)
-        otrial = study.ask(dists)
+        study.enqueue_trial(params)  # recorded in the cell's study with exactly these values
+        otrial = study.ask({k: p.distribution() for k, p in self.space.items()})
         self.asked[key] += 1
         self.slots[trial_id] = {"cell": key, "phase": "tune", "number": otrial.number, "index": index}
         return self._config(key, "tune", dict(otrial.params), seed=index, number=otrial.number)
+
+    def _sample(self, key: str, index: int) -> dict:
+        """Trial `index`'s parameters: TPE seeded by (cell, index) over copies of the cell's trials of the waves before
+        its own (in an in-memory study), whatever else has finished or is running."""
+        import optuna
+
+        numbers = {s["number"] for s in self.slots.values()
+                   if s["cell"] == key and s["phase"] == "tune" and s["index"] < wave_start(index, self.q)}
+        earlier = [t for t in self.study(key).get_trials(deepcopy=False) if t.number in numbers and t.state.is_finished()]
+        scratch = optuna.create_study(sampler=self.sampler(key, index),
+                                      direction="maximize" if self.spec.mode == "max" else "minimize")
+        scratch.add_trials(earlier)
+        return dict(scratch.ask({k: p.distribution() for k, p in self.space.items()}).params)
 
     def _confirm_trial(self, trial_id: str, key: str) -> dict:
         index = self.confirmed[key]

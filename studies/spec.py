@@ -24,6 +24,9 @@ from studies.cells import cell_key, cell_label
 
 CATALOG = Path(__file__).parent / "catalog"
 BUDGETS = ("smoke", "quick", "full")
+# q per budget where a budget leaves `tune_parallel` out: a paper budget on a GPU cluster runs 4 of a cell's tuning
+# trials at once (4 cells x 4 x 0.25 GPU fill 4 GPUs); the laptop budgets stay sequential TPE (their cells fill 2 cores)
+TUNE_PARALLEL_DEFAULT = {"full": 4}
 
 
 class SpecError(ValueError):
@@ -113,6 +116,9 @@ class Budget(BaseModel):
     val_images: int | None = Field(None, ge=1)
     test_images: int | None = Field(None, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
+    # a cell's tuning trials run in waves of this many, each wave sampled from the waves before it (1: sequential
+    # TPE); None: TUNE_PARALLEL_DEFAULT for the budget (full: fills a typical GPU cluster; smoke and quick: 1)
+    tune_parallel: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float | None = Field(None, ge=0)  # None: studies.packing's default when there are GPUs
     max_failures: int = Field(1, ge=0)  # FailureConfig retries per trial
@@ -332,6 +338,11 @@ class StudySpec(BaseModel):
         """The report's comparison figure: the spec's, else a heatmap (one per level of any further factor) when two
         or more factors are compared, else bars only."""
         return self.figure or ("heatmap" if len(self.compare) >= 2 else "bars")
+
+    def tune_parallel(self, budget: str) -> int:
+        """q: how many of a cell's tuning trials run at once (the budget's `tune_parallel`, else its default)."""
+        q = self.budgets[budget].tune_parallel
+        return q if q is not None else TUNE_PARALLEL_DEFAULT.get(budget, 1)
 
     def seeds_for(self, budget: str) -> int:
         return self.budgets[budget].seeds or self.seeds

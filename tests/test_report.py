@@ -27,9 +27,9 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     assert html.count("<script>") >= 1 and '<script src=' not in html
     dom, errors = browser.load(path, ARTIFACTS / "n2n_loss_smoke_report.png")
     assert errors == []
-    # heatmap + bars + learning curves (small multiples) + one tuning view + parallel coordinates; no
-    # importances (one tuned parameter, one tuning trial per cell: they would mean nothing)
-    expected = 5
+    # heatmap + bars + learning curves (small multiples) + one tuning view + parallel coordinates + trials at once;
+    # no importances (one tuned parameter, one tuning trial per cell: they would mean nothing)
+    expected = 6
     assert browser.figure_divs(dom) == expected
     assert browser.rendered_figures(dom) == expected
     assert "Parameter importances are not shown" in dom
@@ -63,6 +63,10 @@ def test_n2n_report_renders_every_figure(n2n_smoke):
     assert grid.count('class="tile"') == 5 * (2 + 3) and grid.count("<tr>") == 1 + 5
     assert len(re.findall(r"<b>[\d.]+ dB</b>", grid)) == 5 * (2 + 3)
     assert len(html) < 3 * 2**20  # plotly once, compressed; small PNGs
+    # how it ran: the trials at once against the cluster's slots (two nodes of 2 CPUs, one CPU a trial)
+    ran = re.search(r"Trials at once: at most (\d+), ([\d.]+) on average while any ran, on a cluster that held (\d+) at "
+                    r"once; a cell's tuning trials ran in waves of q=1\.", dom)
+    assert ran and 1 <= int(ran[1]) <= int(ran[3]) == 4 and 1 <= float(ran[2]) <= int(ran[1]), ran
 
 
 def test_partial_study_shows_banner_and_failures(n2n_smoke, tmp_path):

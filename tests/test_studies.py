@@ -155,49 +155,56 @@ def _answer(sdir) -> tuple[list, dict]:
     return plan, scores
 
 
-def test_a_driver_killed_twice_resumes_to_the_same_answer(tiny_race, tmp_path):
-    """SIGKILL the driver (a local 2-CPU Ray of its own) at two points; the same command resumes each time and
-    ends with the same trials, parameters, early-stopping decisions and confirm scores as an uninterrupted run."""
-    import json
-
+def test_a_driver_killed_twice_resumes_to_the_same_answer_with_parallel_tuning(tmp_path):
+    """tests/data/waves.yaml tunes each cell in waves of q=2 (4 slots on 2 CPUs: a cell's wave runs at once). SIGKILL
+    the driver (a local Ray of its own) at two points; the same command resumes each time and ends with the same
+    trials, parameters, early-stopping decisions and confirm scores as the same study run uninterrupted."""
     from studies.runlog import HEARTBEAT_S
 
-    reference = _answer(tiny_race.storage / "tiny")  # the same study, uninterrupted (on the shared cluster)
-
-    storage = tmp_path / "store"
-    args = ("run", str(DATA / "tiny.yaml"), "--budget", "smoke", "--storage", str(storage))
     env = ray_env(TUNE_GLOBAL_CHECKPOINT_S="1")
     # a first `denoise-study run` on a machine where Ray never ran: its default temp dir does not exist yet
     assert not (Path(env["RAY_TMPDIR"]) / "ray").exists()
-    records = storage / "tiny" / "records"
+    whole = cli_process("run", str(DATA / "waves.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "whole"),
+                        env=env)
+    out, _ = whole.communicate(timeout=400)
+    assert whole.returncode == 0, out
+    assert "tuning: 2 cells x q=2: at most 4 trials at once on 4 slots" in out
+    reference = _answer(tmp_path / "whole" / "waves")
+    ref = pd.read_parquet(tmp_path / "whole" / "waves" / "trials.parquet")
+    # parallel tuning is real: two tuning trials of one cell ran at the same time
+    assert max(_overlaps(g) for _, g in ref[ref.phase == "tune"].groupby("cell")) >= 1
+
+    storage = tmp_path / "store"
+    args = ("run", str(DATA / "waves.yaml"), "--budget", "smoke", "--storage", str(storage))
+    records = storage / "waves" / "records"
     kills = []
-    for finished in (2, 5):  # mid-tuning, then among the confirm runs
+    for finished in (2, 7):  # mid-tuning (wave 0), then among the confirm runs
         proc = cli_process(*args, env=env)
         _wait_finished(records, finished, proc)
         os.killpg(proc.pid, signal.SIGKILL)
         kills.append(time.time())
         proc.wait()
-        code, status, _ = cli("status", "tiny", "--storage", str(storage))
+        code, status, _ = cli("status", "waves", "--storage", str(storage))
         assert "last run: killed" in status, status  # its pid is gone: not "running" for another minute
         time.sleep(1)
+    code, _, err = cli("run", *args[1:], "--tune-parallel", "3")  # another q would sample other waves: refused
+    assert code == 2 and "tunes in waves of q=2; this run asks for q=3" in err, err
     last = cli_process(*args, env=env)
     out, _ = last.communicate(timeout=400)
     assert last.returncode == 0, out
-    assert "resuming tiny" in out
-    plan, scores = _answer(storage / "tiny")
+    assert "resuming waves" in out
+    plan, scores = _answer(storage / "waves")
     # each killed run is closed at its last heartbeat (every 10 s), not when the next run or a report looked
-    runs = json.loads((storage / "tiny" / "study.json").read_text())["runs"]
+    runs = json.loads((storage / "waves" / "study.json").read_text())["runs"]
     assert [r["ended"] for r in runs] == ["killed", "killed", "finished"], runs
     for run, killed_at in zip(runs, kills):
         assert killed_at - HEARTBEAT_S - 1 <= run["end"] <= killed_at
-    html = (storage / "tiny" / "report.html").read_text()
+    html = (storage / "waves" / "report.html").read_text()
     assert "over 3 run(s)" in html and "killed" in html and "finished" in html
-    df = pd.read_parquet(storage / "tiny" / "trials.parquet")
-    assert df.groupby("phase").size().to_dict() == {"confirm": 4, "tune": 4}
+    df = pd.read_parquet(storage / "waves" / "trials.parquet")
+    assert df.groupby("phase").size().to_dict() == {"confirm": 4, "tune": 6}
     assert not df[df.phase == "confirm"].duplicated(["cell", "seed"]).any()
     assert set(df[df.phase == "confirm"].status) == {"completed"}  # confirm runs are never stopped early
-    # concurrency is real: on 2 CPUs at least two trials ran at the same time (the two cells, in parallel)
-    assert _overlaps(df) >= 1
     assert plan == reference[0]  # the same trials, parameters, seeds and early stops
     assert scores == reference[1]  # so the same confirm scores
 

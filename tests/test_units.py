@@ -123,11 +123,16 @@ def test_rungs_and_the_cutoff_rule():
     assert not stops(20.0, [], +1, 3)  # the first trial of a cell has nothing to be compared with
 
 
-def _record(tmp_path, trial_id, cell, phase, status, history):
+def _record(tmp_path, trial_id, cell, phase, status, history, seed=0):
     d = tmp_path / "records"
     d.mkdir(exist_ok=True)
-    (d / f"{trial_id}.json").write_text(json.dumps({"trial_id": trial_id, "cell": cell, "phase": phase,
+    (d / f"{trial_id}.json").write_text(json.dumps({"trial_id": trial_id, "cell": cell, "phase": phase, "seed": seed,
                                                     "status": status, "history": history}))
+
+
+def _halving_trial(cell, index, phase="tune"):
+    cfg = TrialMeta(cell, phase, {}, {}, 0).attach({"eval_every": 10, "steps": 40, "seed": index})
+    return SimpleNamespace(trial_id=f"{cell}-{index}", config=cfg)
 
 
 def test_early_stopping_compares_a_trial_only_with_finished_trials_of_its_cell(tmp_path):
@@ -136,20 +141,89 @@ def test_early_stopping_compares_a_trial_only_with_finished_trials_of_its_cell(t
     from studies.scheduler import CellHalving
 
     l1, l2 = SPEC.cell_keys()
-    _record(tmp_path, "a", l1, "tune", "completed", [{"step": 10, "psnr": 20}, {"step": 20, "psnr": 26}])
-    _record(tmp_path, "b", l2, "tune", "completed", [{"step": 20, "psnr": 10}])  # another cell: not compared
-    _record(tmp_path, "c", l1, "tune", "running", [{"step": 20, "psnr": 30}])  # not finished: not compared
+    _record(tmp_path, "a", l1, "tune", "completed", [{"step": 10, "psnr": 20}, {"step": 20, "psnr": 26}], seed=0)
+    _record(tmp_path, "b", l2, "tune", "completed", [{"step": 20, "psnr": 10}], seed=0)  # another cell: not compared
+    _record(tmp_path, "c", l1, "tune", "failed", [{"step": 20, "psnr": 30}], seed=1)  # failed: not compared
     sched = CellHalving(tmp_path, "psnr", "max", max_t=4, grace_period=2)
+    trial = _halving_trial
+    assert sched.on_trial_result(None, trial(l1, 2), {"psnr": 24.0, "step": 20}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, trial(l1, 3), {"psnr": 27.0, "step": 20}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trial(l1, 4), {"psnr": 1.0, "step": 10}) == TrialScheduler.CONTINUE  # no rung
+    assert sched.on_trial_result(None, trial(l2, 1), {"psnr": 9.0, "step": 20}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, trial(l1, 5, "confirm"), {"psnr": 1.0, "step": 20}) == TrialScheduler.CONTINUE
 
-    def trial(cell, phase="tune"):
-        cfg = TrialMeta(cell, phase, {}, {}, 0).attach({"eval_every": 10, "steps": 40})
-        return SimpleNamespace(trial_id="me", config=cfg)
 
-    assert sched.on_trial_result(None, trial(l1), {"psnr": 24.0, "step": 20}) == TrialScheduler.STOP
-    assert sched.on_trial_result(None, trial(l1), {"psnr": 27.0, "step": 20}) == TrialScheduler.CONTINUE
-    assert sched.on_trial_result(None, trial(l1), {"psnr": 1.0, "step": 10}) == TrialScheduler.CONTINUE  # no rung
-    assert sched.on_trial_result(None, trial(l2), {"psnr": 9.0, "step": 20}) == TrialScheduler.STOP
-    assert sched.on_trial_result(None, trial(l1, "confirm"), {"psnr": 1.0, "step": 20}) == TrialScheduler.CONTINUE
+def test_early_stopping_sees_the_earlier_waves_only_and_reads_no_file_to_decide(tmp_path, monkeypatch):
+    """With q = 3, trials 3, 4 and 5 (wave 1) are compared with trials 0, 1 and 2 (wave 0) only: never with each
+    other, whichever finishes first; every decision comes from the index the results built, not from the records."""
+    from ray.tune.schedulers import TrialScheduler
+
+    import studies.scheduler as sch
+
+    l1, _ = SPEC.cell_keys()
+    reads = []
+    real = sch.read_records
+    monkeypatch.setattr(sch, "read_records", lambda d: reads.append(d) or real(d))
+    sched = sch.CellHalving(tmp_path, "psnr", "max", max_t=4, grace_period=2, q=3)
+    t = {i: _halving_trial(l1, i) for i in range(8)}
+    values = {0: 20.0, 1: 26.0, 2: 22.0, 3: 40.0, 4: 45.0}
+    for i in range(5):  # wave 0 has nothing earlier; 3 and 4 (wave 1) are far ahead of 0..2, and finish first
+        sched.on_trial_add(None, t[i])
+        assert sched.on_trial_result(None, t[i], {"psnr": values[i], "step": 20}) == TrialScheduler.CONTINUE
+        sched.on_trial_complete(None, t[i], {"psnr": values[i], "step": 40})
+    # trial 5 is judged against wave 0 only: above its cutoff it goes on (against 3 and 4 as well it would stop)
+    assert sched.on_trial_result(None, t[5], {"psnr": 25.0, "step": 20}) == TrialScheduler.CONTINUE
+    assert sch.stops(25.0, [20.0, 26.0, 22.0, 40.0, 45.0], +1, 3)
+    assert sched.earlier_values(l1, 5, 20) == [20.0, 26.0, 22.0]
+    sched.on_trial_complete(None, t[5], {"psnr": 25.0, "step": 40})
+    assert sched.earlier_values(l1, 6, 20) == [20.0, 26.0, 22.0, 40.0, 45.0, 25.0]  # wave 2 sees waves 0 and 1
+    assert sched.on_trial_result(None, t[6], {"psnr": 25.0, "step": 20}) == TrialScheduler.STOP
+    assert len(reads) == 1  # the records were read once, when the first trial was added; no decision reads them
+    # after a restart the index comes back from the records, before any trial reports again
+    for i, v in {**values, 5: 25.0}.items():
+        _record(tmp_path, f"r{i}", l1, "tune", "completed", [{"step": 20, "psnr": v}], seed=i)
+    restored = __import__("pickle").loads(__import__("pickle").dumps(sched))
+    restored.on_trial_add(None, t[7])
+    assert restored.earlier_values(l1, 7, 20) == [20.0, 26.0, 22.0, 40.0, 45.0, 25.0] and len(reads) == 2
+
+
+def test_tuning_runs_in_waves_each_sampled_from_the_waves_before_it(tmp_path):
+    """q = 2: a cell's trials 0 and 1 start together, trial 2 waits for both; trial 2's parameters depend on trials 0
+    and 1 only (not on when they finished, nor on trial 3's result), and are what a fresh searcher asking the same
+    slot after the same earlier waves gives."""
+    from studies.searcher import CellSearcher
+
+    def run(values: dict[int, float], order: list[int], name: str) -> dict[int, float]:
+        s = CellSearcher(SPEC, "smoke", f"sqlite:///{tmp_path / name}")
+        s.q = 2
+        ids, lrs = {}, {}
+
+        def ask(i):
+            cfg = s.suggest(f"x{i}")
+            assert cfg is not None and TrialMeta.of(cfg).cell == SPEC.cell_keys()[0] and cfg["seed"] == i
+            ids[i], lrs[i] = f"x{i}", cfg["lr"]
+
+        s.keys = s.keys[:1]  # one cell is enough: its waves
+        ask(0), ask(1)
+        assert s.suggest("wait") is None  # trial 2 waits for the whole of wave 0
+        _finish(s, ids[order[0]], values[order[0]])
+        assert s.suggest("wait") is None
+        _finish(s, ids[order[1]], values[order[1]])
+        ask(2)
+        return lrs
+
+    a = run({0: 20.0, 1: 26.0}, [0, 1], "a.db")
+    b = run({0: 20.0, 1: 26.0}, [1, 0], "b.db")  # wave 0 finished in the other order
+    assert a == b
+    c = run({0: 30.0, 1: 10.0}, [0, 1], "c.db")  # other results of wave 0: trial 2 may differ, wave 0 cannot
+    assert (c[0], c[1]) == (a[0], a[1])
+
+
+def test_the_wave_rule():
+    from studies.searcher import wave_start
+
+    assert [wave_start(k, 3) for k in range(7)] == [0, 0, 0, 3, 3, 3, 6]
+    assert [wave_start(k, 1) for k in range(4)] == [0, 1, 2, 3]  # q = 1: sequential, each sees all before it
 
 
 # -- the trial recorder -----------------------------------------------------------------------------

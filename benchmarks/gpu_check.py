@@ -121,9 +121,18 @@ def paper_steps(say: Results, dev: str, data_root: str | None, total_s: float, d
         trial_min = steps / rate / 60
         gpu_h = trials * trial_min / 60 * share
         fit = steps / max(gpu_h, 1e-9)  # steps per trial that make the study one GPU-hour
-        say(f"{name} full: {cfg['model']}, crop {trial.cfg.crop}, batch {trial.cfg.batch_size}: **{rate:.1f} steps/s** "
+        say(f"{name} full: {cfg['model']}, crop {trial.cfg.crop}, batch {trial.cfg.batch_size}: **{_sig3(rate)} steps/s** "
             f"-> {steps:,} steps = {trial_min:.1f} min a trial; {trials} trials at {share:g} GPU = {gpu_h:.2f} "
             f"GPU-hours; one hour on one GPU fits {math.floor(fit):,} steps a trial")
+
+
+def _sig3(x: float) -> str:
+    """Three significant figures, never in e-notation: the sizing after it must follow from the printed rate.
+
+    >>> _sig3(5.637), _sig3(1234.5), _sig3(0.2513)
+    ('5.64', '1234', '0.251')
+    """
+    return f"{x:.{max(0, 2 - math.floor(math.log10(x)))}f}" if x > 0 else "0"
 
 
 def quick_study(say: Results, out: Path, limit: float, dry: bool) -> None:

@@ -79,3 +79,11 @@ def check_packing(spec, budget: str, extra: dict, share: float, cpus: float, tim
         if m and (w := fit_warning(m["peak_bytes"], m["total_bytes"], share, m["device"])):
             out.append(f"{w} ({cfg.get('model')}, crop {cfg.get('crop')}, batch {cfg.get('batch_size')})")
     return out
+
+
+def slots(cpus: float, gpus: float) -> int:
+    """How many trials the cluster holds at once now: its CPUs (or GPUs) over a trial's share."""
+    import ray
+
+    have = ray.cluster_resources()
+    return int(math.floor(have.get("GPU", 0) / gpus + 1e-9)) if gpus else int(math.floor(have.get("CPU", 0) / cpus + 1e-9))

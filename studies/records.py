@@ -195,7 +195,7 @@ class Progress(Callback):
 
 def _slots(cpus: float, gpus: float) -> str:
     try:
-        from studies.runner import slots
+        from studies.packing import slots
 
         return str(slots(cpus, gpus))
     except Exception:  # noqa: BLE001 - no Ray connection (a unit test): the line goes on without it

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from denoise_core.results import Score
 from studies.documents import BestTrial
+from studies.packing import slots
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
 from studies.store import COMPLETED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
@@ -108,16 +109,6 @@ def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Pat
         print(f"study {spec.name} is complete (budget {opts.budget}); rebuilding its report (--fresh runs it again)",
               flush=True)
     return True
-
-
-def slots(cpus: float, gpus: float) -> int:
-    """How many trials the cluster holds at once now: its CPUs (or GPUs) over a trial's share."""
-    import math
-
-    import ray
-
-    have = ray.cluster_resources()
-    return int(math.floor(have.get("GPU", 0) / gpus + 1e-9)) if gpus else int(math.floor(have.get("CPU", 0) / cpus + 1e-9))
 
 
 def plan_line(cells: int, q: int, per_cell: int, n_slots: int) -> str:

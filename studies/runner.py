@@ -81,7 +81,9 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
         print(plan_line(len(searcher.keys), searcher.q, min(searcher.q, searcher.n_tune), slots(cpus, gpus)),
               flush=True)
     baselines = _start_baselines(spec, opts, sdir)
-    _fit(tuner, log)
+    limit = opts.max_concurrent or spec.budgets[opts.budget].max_concurrent
+    with pending_trials(min(searcher.most_at_once, limit or searcher.most_at_once)):
+        _fit(tuner, log)
     try:
         if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on Ctrl-C (SIGINT) and returns
             _close_interrupted(spec, sdir, storage, home, log)
@@ -187,6 +189,27 @@ def signals_interrupt():
     finally:
         for sig, handler in before.items():  # None: a handler set outside Python (Ray's): the default stands in
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+@contextmanager
+def pending_trials(n: int):
+    """Let Tune start up to `n` trials at once (unless the user set TUNE_MAX_PENDING_TRIALS_PG themselves).
+
+    Tune keeps one trial pending at a time for any searcher but its own (`_get_max_pending_trials`): it asks for
+    the next trial only once the last one runs, so a study started its trials one by one, one actor start each,
+    and an autoscaler saw the demand of one trial at a time. The plan's most at once is what the study can use.
+    """
+    if PENDING in os.environ:
+        yield
+        return
+    os.environ[PENDING] = str(max(1, n))
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING, None)
 
 
 def _fit(tuner, log: RunLog) -> None:

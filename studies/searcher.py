@@ -71,6 +71,11 @@ class CellSearcher(Searcher):
     def planned(self) -> int:
         return len(self.cells) * (self.n_tune + self.n_seeds)
 
+    @property
+    def most_at_once(self) -> int:
+        """The most trials the plan runs at once: every cell's wave of tuning trials, or its confirm runs."""
+        return len(self.cells) * max(min(self.q, self.n_tune), self.n_seeds, 1)
+
     # -- Optuna ---------------------------------------------------------------------------------
     def storage(self):
         if self._storage is None:

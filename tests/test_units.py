@@ -4,6 +4,7 @@ cell, and every registered report figure on a small synthetic study. Each names 
 from __future__ import annotations
 
 import json
+import os
 import re
 from types import SimpleNamespace
 
@@ -224,6 +225,29 @@ def test_the_wave_rule():
 
     assert [wave_start(k, 3) for k in range(7)] == [0, 0, 0, 3, 3, 3, 6]
     assert [wave_start(k, 1) for k in range(4)] == [0, 1, 2, 3]  # q = 1: sequential, each sees all before it
+
+
+def test_tune_may_start_as_many_trials_as_the_plan_runs_at_once(tmp_path, monkeypatch):
+    """Tune keeps one trial pending at a time for a searcher of ours unless told otherwise: the study would start
+    its trials one by one. The runner tells it the plan's most at once, and leaves a user's own setting alone."""
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+    from ray.tune.search import SearchGenerator
+
+    from studies.runner import PENDING, pending_trials
+    from studies.searcher import CellSearcher
+
+    monkeypatch.delenv(PENDING, raising=False)
+    s = CellSearcher(SPEC, "smoke", f"sqlite:///{tmp_path / 'o.db'}")
+    s.q = 3
+    assert s.most_at_once == len(SPEC.cell_keys()) * max(min(3, s.n_tune), s.n_seeds)
+    alg = SearchGenerator(s)
+    assert _get_max_pending_trials(alg) == 1  # Tune's own default for any searcher but its own
+    with pending_trials(s.most_at_once):
+        assert _get_max_pending_trials(alg) == s.most_at_once
+    assert _get_max_pending_trials(alg) == 1 and PENDING not in os.environ
+    monkeypatch.setenv(PENDING, "7")
+    with pending_trials(s.most_at_once):
+        assert _get_max_pending_trials(alg) == 7
 
 
 # -- the trial recorder -----------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def _baseline_table(a: Analysis, sl, i: int) -> str:
                      "parameter (chosen on validation)": "" if m.param is None else str(m.param),
                      f"validation {metric}": f"{m.val[metric]:.2f}" if metric in m.val else "",
                      f"test {metric} ({u})": f"{m.test[metric]:.2f}",
-                     "published": f"{ref.value:.2f} ({ref.source})" if ref else "", "": ", ".join(notes)})
+                     "published": f"{ref.value:.2f} ({ref.source})" if ref else "", "note": ", ".join(notes)})
     text = []
     if entry.too_small_to_choose():
         from denoise_core.baselines import CHOICE_MIN_IMAGES, CHOICE_MIN_PIXELS
@@ -306,7 +306,10 @@ def _baseline_table(a: Analysis, sl, i: int) -> str:
                     f"({scored[top].test[metric]:.2f} {u}), {_by(scored[top].test[metric] - scored[chosen].test[metric], u)} "
                     f"the validation choice.")
     note = f'<p class="muted baseline-note">{escape(" ".join(text))}</p>' if text else ""
-    return table(pd.DataFrame(rows), f"baselines-{i}") + note
+    frame = pd.DataFrame(rows)
+    if not frame["published"].any():  # no reference matches this setting (crops protocol, say): no empty column
+        frame = frame.drop(columns="published")
+    return table(frame, f"baselines-{i}") + note
 
 
 def _published_baseline(a: Analysis, cell: str, name: str):

@@ -61,6 +61,9 @@ CASES = [
     ("also metric", _set(["also"], ["bits_per_dim"]), "also[0]: task denoise does not report 'bits_per_dim'"),
     ("unknown figure", _set(["figure"], "pie"), "figure: unknown figure 'pie'; known: bars, gap, heatmap, levels, pareto"),
     ("repeated level", _set(["compare"], {"loss": ["l1", "l2", "l1"]}), "compare.loss: level 'l1' appears twice"),
+    ("Noise2Noise with one capture", _set(["fixed"], {**BASE["fixed"], "target": "noisy", "train_captures": 1}),
+     "train_captures: 1 leaves Noise2Noise (target: noisy) no second capture"),
+    ("no captures", _set(["fixed"], {**BASE["fixed"], "train_captures": 0}), "number of captures from 1 to 16, got 0"),
     # a noise parameter of another noise: named, with what this noise takes (was a 48-line TypeError)
     ("wrong noise parameter", _set(["fixed"], {**BASE["fixed"], "noise": "poisson", "noise_params": {"sigma": 30}}),
      "noise 'poisson' takes no parameter 'sigma'; it takes: lam"),

@@ -11,10 +11,10 @@ TINY = dict(model="simple_unet", model_params={"width": 16}, noise="gaussian", n
             loss="l2", lr=2e-3, batch_size=8, steps=60, eval_every=30, crop=32, val_images=8, threads=1)
 
 
-@pytest.mark.parametrize("target", ["clean", "noisy"])
-def test_trial_improves_psnr_over_noisy_input(tmp_path, target):
+@pytest.mark.parametrize("target,captures", [("clean", "fresh"), ("noisy", "fresh"), ("noisy", 2)])
+def test_trial_improves_psnr_over_noisy_input(tmp_path, target, captures):
     reports = []
-    out = run_trial({**TINY, "target": target}, reports.append, workdir=tmp_path)
+    out = run_trial({**TINY, "target": target, "train_captures": captures}, reports.append, workdir=tmp_path)
     assert [r["step"] for r in reports] == [30, 60]
     for key in ("train_loss", "psnr", "ssim", "input_psnr", "images_per_s"):
         assert key in reports[-1]
@@ -29,6 +29,53 @@ def test_trial_improves_psnr_over_noisy_input(tmp_path, target):
     from PIL import Image
 
     assert Image.open(out["images"]["image_output"]).mode == "L"  # grayscale stays one channel: a third of the bytes
+
+
+def _training_pairs(tmp_path, n: int, **cfg) -> tuple[object, list[tuple[torch.Tensor, torch.Tensor, object]]]:
+    """A denoise trial and the (input, target, loss mask) of its first `n` training steps."""
+    from denoise_core.tasks import validate_config
+    from denoise_core.tasks.denoise import DenoiseTrial
+
+    trial = DenoiseTrial(validate_config({**TINY, **cfg}), tmp_path)
+    pairs, loss = [], trial.loss
+    trial.loss = lambda pred, target, **kw: (pairs[-1].extend([target, kw["mask"]]), loss(pred, target, **kw))[1]
+    model = trial.compiled
+    trial.compiled = lambda inp: (pairs.append([inp.detach().clone()]), model(inp))[1]
+    for step in range(n):
+        trial.train_step(step)
+    return trial, pairs
+
+
+@pytest.mark.parametrize("noise,params", [("gaussian", {"sigma": 25}), ("bernoulli", {"p": 0.3})])
+def test_fixed_captures_are_all_the_noise_a_trial_ever_sees(tmp_path, noise, params):
+    """train_captures: 1 draws one capture of each training image, once, the same for every trial of the study
+    (another seed trains on the same data): every training input is cut from it. `fresh` draws new noise at every
+    step, so its inputs are not. Noise2Noise with 2 captures trains one capture towards the other, never itself,
+    and its loss counts the pixels its target observed (Bernoulli's mask)."""
+    base = {"noise": noise, "noise_params": params, "steps": 4}
+    one, pairs = _training_pairs(tmp_path / "one", 4, **base, train_captures=1)
+    c = one.cfg.channels
+    clean, capture = one.train_data[:, :c], one.train_data[:, c:2 * c]
+    assert one.train_data.shape[1] == c * (3 if noise == "bernoulli" else 2)  # clean, capture (, its mask)
+    assert ((capture - clean).abs() > 1e-6).float().mean() > 0.2  # the capture is noisy
+    values = capture.flatten().unique()
+    for inp, target, mask in pairs:
+        assert torch.isin(inp, values).all()  # every input pixel is a pixel of the one capture (Gaussian: of no other)
+        assert torch.isin(target, clean.flatten().unique()).all() and mask is None
+    other, _ = _training_pairs(tmp_path / "seed1", 1, **base, train_captures=1, seed=1)
+    assert torch.equal(other.train_data, one.train_data)  # the study's data, whatever the trial's seed
+    _, fresh = _training_pairs(tmp_path / "fresh", 4, **base)
+    assert noise != "gaussian" or all(torch.isin(inp, values).float().mean() < 0.9 for inp, _, _ in fresh)  # new noise every step
+    two, pairs = _training_pairs(tmp_path / "two", 4, **base, train_captures=2, target="noisy")
+    caps = two.train_data[:, c:3 * c]
+    assert not torch.equal(caps[:, :c], caps[:, c:])  # two different captures
+    for inp, target, mask in pairs:
+        assert torch.isin(inp, caps.flatten().unique()).all() and torch.isin(target, caps.flatten().unique()).all()
+        assert all((i != t).float().mean() > 0.2 for i, t in zip(inp, target))  # never a capture towards itself
+        if noise == "bernoulli":  # the target capture's own mask: a dropped target pixel (0) never counts
+            assert mask is not None and (target[mask == 0] == 0).all() and 0.6 < mask.mean() < 0.8
+        else:
+            assert mask is None
 
 
 def test_confirm_run_scores_each_test_image_with_its_best_validation_weights(tmp_path):
@@ -114,7 +161,9 @@ def test_a_tampered_state_is_refused_and_a_clean_one_resumes(tmp_path):
                                         ({"loss": "huber"}, "unknown loss 'huber'"),
                                         ({"lr": -1}, "lr: "),
                                         ({"noise_params": {"sigma": -5}}, "sigma=-5"),
-                                        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'")])
+                                        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+                                        ({"target": "noisy", "train_captures": 1}, "no second capture"),
+                                        ({"train_captures": 17}, "from 1 to 16, got 17")])
 def test_bad_config_names_the_key(bad, needle):
     with pytest.raises(ValueError, match=needle):
         run_trial({**TINY, **bad}, lambda m: None)

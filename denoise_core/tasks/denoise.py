@@ -29,6 +29,10 @@ from denoise_core.tasks import TASKS, Grid, Task
 from denoise_core.trial import Trial, fixed_inputs, save_png
 
 
+CAPTURE_SEED = 4321  # the fixed training captures (train_captures: k): one draw per study, never the val_seed's
+MAX_CAPTURES = 16
+
+
 class DenoiseConfig(CommonConfig):
     """One denoising trial. Every field round-trips through JSON."""
 
@@ -37,6 +41,10 @@ class DenoiseConfig(CommonConfig):
     noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
     eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
     target: Literal["clean", "noisy"] = "clean"
+    # how many noisy realisations of each training image exist: `fresh` draws new noise at every step (an endless
+    # supply of noisy pairs, as the Noise2Noise paper drew its synthetic noise); k draws k once per image from
+    # CAPTURE_SEED, the same for every trial, as a user with k captures of each image has them (Noise2Noise needs 2)
+    train_captures: Literal["fresh"] | int = "fresh"  # captures of each training image: fresh, or 1 to 16 drawn once
     # how confirm runs are scored on the test split: `whole` is the literature's protocol (denoise_core.protocol:
     # whole images, one noise draw per image, 8-bit outputs); `crops` scores test_images fixed crops (fast)
     test_protocol: Literal["crops", "whole"] = "crops"
@@ -46,6 +54,13 @@ class DenoiseConfig(CommonConfig):
     @classmethod
     def _known_name(cls, v, info):
         (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
+        return v
+
+    @field_validator("train_captures", mode="before")
+    @classmethod
+    def _captures(cls, v):
+        if v != "fresh" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CAPTURES):
+            raise ValueError(f"'fresh' or a number of captures from 1 to {MAX_CAPTURES}, got {v!r}")
         return v
 
     @field_validator("model")
@@ -82,6 +97,12 @@ class DenoiseConfig(CommonConfig):
                              f"for every split")
         if self.noise == "real" and self.eval_levels:
             raise ValueError("eval_levels: noise 'real' has no level to vary")
+        if self.noise == "real" and self.train_captures != "fresh":
+            raise ValueError("train_captures: noise 'real' trains on the captures its scenes hold; "
+                             "train_captures fixes the draws of a noise model")
+        if self.target == "noisy" and self.train_captures == 1:
+            raise ValueError("train_captures: 1 leaves Noise2Noise (target: noisy) no second capture to train towards; "
+                             "use 2 or more, or fresh")
 
     def level_suffixes(self) -> list[str]:
         """'_sigma10' ... : one per extra evaluation level."""
@@ -164,6 +185,24 @@ def whole_test_set(dataset, root: str | None, channels: int, download: bool) -> 
     return tuple(images), tuple(names)
 
 
+def fixed_captures(noise: Noise, images: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, tuple[int, bool]]:
+    """The training images with `k` noisy captures of each, drawn once at `seed` (on the CPU, so every device and
+    every trial of a study trains on the same captures), stacked along the channels after the clean view:
+    [N, (1 + k) * C, H, W], then k masks where the noise has them (Bernoulli). A crop cuts every view at one place.
+    Returns (stacked, (k, masked)).
+
+    >>> x = torch.rand(3, 1, 8, 8)
+    >>> st, (k, masked) = fixed_captures(build_noise("gaussian", sigma=25), x, 2, 0)
+    >>> st.shape, k, masked, bool((st[:, :1] == x).all()), bool((st[:, 1:2] != st[:, 2:3]).any())
+    (torch.Size([3, 3, 8, 8]), 2, False, True, True)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    draws = [noise(images.cpu(), generator=gen) for _ in range(k)]
+    masked = draws[0].mask is not None
+    parts = [images.cpu(), *(d.noisy for d in draws), *((d.mask for d in draws) if masked else ())]
+    return torch.cat(parts, dim=1).to(images.device), (k, masked)
+
+
 class DenoiseTrial(Trial):
     def __init__(self, cfg: DenoiseConfig, workdir: Path):
         super().__init__(cfg, workdir)
@@ -172,6 +211,9 @@ class DenoiseTrial(Trial):
         self.loss = build_loss(cfg.loss)
         if self.noise.captured:
             denoise_check_data(cfg)
+        self.fixed = None  # train_captures: k: the training images' k fixed captures (and masks), stacked with them
+        if cfg.train_captures != "fresh":
+            self.train_data, self.fixed = fixed_captures(self.noise, self.train_data, cfg.train_captures, CAPTURE_SEED)
         # each split's clean images and their fixed noisy inputs per evaluation noise (real noise: the evaluation
         # sets are stacked views, so the clean view and the first capture)
         self.noisy = {}
@@ -226,7 +268,8 @@ class DenoiseTrial(Trial):
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         crops = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop] (or views)
-        inp, target, mask = self.captured_pair(crops) if self.noise.captured else self.drawn_pair(crops)
+        inp, target, mask = (self.captured_pair(crops) if self.noise.captured else
+                             self.fixed_pair(crops) if self.fixed is not None else self.drawn_pair(crops))
         if cfg.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         with self.autocast:
@@ -248,11 +291,24 @@ class DenoiseTrial(Trial):
         """(input, target, None) from real captures: a random capture of each crop's scene as the input, and
         another capture of it (Noise2Noise) or its clean image as the target; drawn on the device."""
         clean, captures = views(crops, self.cfg.channels)
+        return self.pick(clean, captures, None)
+
+    def fixed_pair(self, crops: torch.Tensor):
+        """(input, target, mask) from the fixed captures of `train_captures: k`, as `captured_pair` from real ones."""
+        c, (k, masked) = self.cfg.channels, self.fixed
+        views_ = crops.unflatten(1, (crops.shape[1] // c, c))  # [B, 1 + k (+ k masks), C, h, w]
+        return self.pick(views_[:, 0], views_[:, 1:1 + k], views_[:, 1 + k:] if masked else None)
+
+    def pick(self, clean: torch.Tensor, captures: torch.Tensor, masks: torch.Tensor | None):
+        """A random capture of each crop as the input; another one (Noise2Noise, with its mask) or the clean crop as
+        the target. Drawn on the device."""
         b, k = captures.shape[:2]
-        row = torch.arange(b, device=crops.device)
-        a = torch.randint(0, k, (b,), generator=self.gen, device=crops.device)
-        other = (a + torch.randint(1, k, (b,), generator=self.gen, device=crops.device)) % k
-        return captures[row, a], (captures[row, other] if self.cfg.target == "noisy" else clean), None
+        row = torch.arange(b, device=clean.device)
+        a = torch.randint(0, k, (b,), generator=self.gen, device=clean.device)
+        if self.cfg.target != "noisy":
+            return captures[row, a], clean, None
+        other = (a + torch.randint(1, k, (b,), generator=self.gen, device=clean.device)) % k
+        return captures[row, a], captures[row, other], None if masks is None else masks[row, other]
 
     def final_outputs(self, d: Path) -> dict[str, str]:
         """One whole image of the held-out split (validation for tuning trials), clean, noisy (the fixed

@@ -34,7 +34,7 @@ test: $(STAMP) browser
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost trial_overhead gpu_busy; do \
+	cd benchmarks && for f in noise_throughput train_throughput sampling_throughput compile_benefit trial_cost trial_overhead gpu_busy scheme_cost; do \
 	  echo "== $$f"; ../$(VENV)/bin/python $$f.py || exit 1; done
 	@echo "== study_wall_time (n2n_loss and ddpm_schedule at the quick budget, each run fresh: about 10 min each)"
 	$(VENV)/bin/python benchmarks/study_wall_time.py n2n_loss --budget quick

@@ -108,9 +108,9 @@ def list_cmd():
 @click.argument("sections", nargs=-1)
 def spec_cmd(sections):
     """Every key a study YAML may hold: type, default, bounds and meaning; and each noise, model, loss,
-    schedule, dataset and task with its parameters. Generated from the code, so it is always current.
+    training scheme, schedule, dataset and task with its parameters. Generated from the code, so it is always current.
 
-    SECTIONS: any of study, budget, tune, claim (expect), references, trial, noise, model, loss, schedule,
+    SECTIONS: any of study, budget, tune, claim (expect), references, trial, noise, model, loss, target, schedule,
     dataset, task (default: all).
     """
     from studies.reference import ALIASES, SECTIONS, reference

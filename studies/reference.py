@@ -12,8 +12,8 @@ import inspect
 import re
 from typing import Callable
 
-SECTIONS = ("study", "budget", "tune", "claim", "references", "trial", "noise", "model", "loss", "schedule", "dataset",
-            "task")
+SECTIONS = ("study", "budget", "tune", "claim", "references", "trial", "noise", "model", "loss", "target", "schedule",
+            "dataset", "task")
 ALIASES = {"budgets": "budget", "expect": "claim", "claims": "claim", "reference": "references"}  # the YAML's own key
 
 
@@ -154,12 +154,15 @@ def _registries() -> dict:
     from denoise_core.losses import LOSSES
     from denoise_core.models import MODELS
     from denoise_core.noise import NOISES
+    from denoise_core.schemes import SCHEMES
     return {
         "noise": (NOISES, "Noises (`noise:` and `noise_params:`; levels in the literature's units: sigma on the 0-255 "
                           "scale, p and coverage as fractions, lam in photons per unit intensity; a [lo, hi] level is "
                           "drawn per image):"),
         "model": (MODELS, "Models (`model:` and `model_params:`):"),
         "loss": (LOSSES, "Losses (`loss:`):"),
+        "target": (SCHEMES, "Training schemes (`target:` and `target_params:`, task denoise; `train_captures` fixes how "
+                            "many noisy captures of each training image exist):"),
         "schedule": (SCHEDULES, "DDPM schedules (`schedule:` and `schedule_params:`, task ddpm):"),
     }
 

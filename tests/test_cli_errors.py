@@ -62,7 +62,7 @@ CASES = [
     ("unknown figure", _set(["figure"], "pie"), "figure: unknown figure 'pie'; known: bars, gap, heatmap, levels, pareto"),
     ("repeated level", _set(["compare"], {"loss": ["l1", "l2", "l1"]}), "compare.loss: level 'l1' appears twice"),
     ("Noise2Noise with one capture", _set(["fixed"], {**BASE["fixed"], "target": "noisy", "train_captures": 1}),
-     "train_captures: 1 leaves Noise2Noise (target: noisy) no second capture"),
+     "train_captures: 1 leaves target 'noisy' short"),
     ("no captures", _set(["fixed"], {**BASE["fixed"], "train_captures": 0}), "number of captures from 1 to 16, got 0"),
     # a noise parameter of another noise: named, with what this noise takes (was a 48-line TypeError)
     ("wrong noise parameter", _set(["fixed"], {**BASE["fixed"], "noise": "poisson", "noise_params": {"sigma": 30}}),
@@ -184,11 +184,13 @@ def test_malformed_trial_json_exits_2(tmp_path, content, needle):
 
 def test_the_spec_reference_covers_every_key_and_component():
     """`denoise-study spec` is generated from the models and registries: every field of a study, a budget and each
-    task's config, and every registered noise (with its level parameter), model, loss and schedule is listed."""
+    task's config, and every registered noise (with its level parameter), model, loss, training scheme and schedule
+    is listed."""
     from denoise_core.diffusion import SCHEDULES
     from denoise_core.losses import LOSSES
     from denoise_core.models import MODELS
     from denoise_core.noise import NOISES
+    from denoise_core.schemes import SCHEMES
     from denoise_core.tasks import TASKS
     from studies.spec import Budget, StudySpec
 
@@ -202,7 +204,7 @@ def test_the_spec_reference_covers_every_key_and_component():
         param = NOISES.get(name).param  # none for real noise: it has no model, and no level
         assert any(ln.split()[:1] == [name] and (f"level: {param}" in ln if param else "level:" not in ln)
                    for ln in lines), name
-    for reg in (MODELS, LOSSES, SCHEDULES):
+    for reg in (MODELS, LOSSES, SCHEMES, SCHEDULES):
         for name in reg.names:
             assert any(ln.split()[:1] == [name] for ln in lines), name
     code, out, _ = cli("spec", "noise")

@@ -38,7 +38,7 @@ def _training_pairs(tmp_path, n: int, **cfg) -> tuple[object, list[tuple[torch.T
 
     trial = DenoiseTrial(validate_config({**TINY, **cfg}), tmp_path)
     pairs, loss = [], trial.loss
-    trial.loss = lambda pred, target, **kw: (pairs[-1].extend([target, kw["mask"]]), loss(pred, target, **kw))[1]
+    trial.loss = lambda pred, target, **kw: (pairs[-1].extend([target, kw.get("mask")]), loss(pred, target, **kw))[1]
     model = trial.compiled
     trial.compiled = lambda inp: (pairs.append([inp.detach().clone()]), model(inp))[1]
     for step in range(n):
@@ -162,7 +162,7 @@ def test_a_tampered_state_is_refused_and_a_clean_one_resumes(tmp_path):
                                         ({"lr": -1}, "lr: "),
                                         ({"noise_params": {"sigma": -5}}, "sigma=-5"),
                                         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-                                        ({"target": "noisy", "train_captures": 1}, "no second capture"),
+                                        ({"target": "noisy", "train_captures": 1}, "leaves target 'noisy' short"),
                                         ({"train_captures": 17}, "from 1 to 16, got 17")])
 def test_bad_config_names_the_key(bad, needle):
     with pytest.raises(ValueError, match=needle):

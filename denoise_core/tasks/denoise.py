@@ -1,5 +1,6 @@
-"""Task `denoise`: a network maps a noisy crop to the clean one (Noise2Clean), or is trained towards a
-second, independent corruption of the same crop (Noise2Noise, `target: noisy`).
+"""Task `denoise`: a network maps a noisy crop to the clean one (Noise2Clean), or is trained by another scheme
+(`target:`, `denoise_core.schemes`): towards a second, independent capture (Noise2Noise, `target: noisy`), or from one
+noisy capture alone (Noise2Void's blind spot, Neighbor2Neighbor's sub-images).
 
     result = run_trial({"noise": "gaussian", "noise_params": {"sigma": 25}}, report)   # denoise_core.tasks
 
@@ -25,6 +26,7 @@ from denoise_core.metrics import psnr, ssim
 from denoise_core.noise import NOISES, Noise, build_noise
 from denoise_core.protocol import PROTOCOL, apply_whole, inputs_per_noise, score_images, score_input, test_inputs
 from denoise_core.results import Score, ShownImages
+from denoise_core.schemes import SCHEMES, build_scheme
 from denoise_core.tasks import TASKS, Grid, Task
 from denoise_core.trial import Trial, fixed_inputs, save_png
 
@@ -40,7 +42,8 @@ class DenoiseConfig(CommonConfig):
     noise: str = "gaussian"
     noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
     eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
-    target: Literal["clean", "noisy"] = "clean"
+    target: str = "clean"  # the training scheme (`spec target`): clean, noisy, blindspot, neighbor
+    target_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"fraction": 0.01} for blindspot
     # how many noisy realisations of each training image exist: `fresh` draws new noise at every step (an endless
     # supply of noisy pairs, as the Noise2Noise paper drew its synthetic noise); k draws k once per image from
     # CAPTURE_SEED, the same for every trial, as a user with k captures of each image has them (Noise2Noise needs 2)
@@ -50,10 +53,10 @@ class DenoiseConfig(CommonConfig):
     test_protocol: Literal["crops", "whole"] = "crops"
     loss: str = "l2"
 
-    @field_validator("loss", "noise")
+    @field_validator("loss", "noise", "target")
     @classmethod
     def _known_name(cls, v, info):
-        (LOSSES.check if info.field_name == "loss" else NOISES.check)(v)
+        {"loss": LOSSES, "noise": NOISES, "target": SCHEMES}[info.field_name].check(v)
         return v
 
     @field_validator("train_captures", mode="before")
@@ -100,9 +103,18 @@ class DenoiseConfig(CommonConfig):
         if self.noise == "real" and self.train_captures != "fresh":
             raise ValueError("train_captures: noise 'real' trains on the captures its scenes hold; "
                              "train_captures fixes the draws of a noise model")
-        if self.target == "noisy" and self.train_captures == 1:
-            raise ValueError("train_captures: 1 leaves Noise2Noise (target: noisy) no second capture to train towards; "
-                             "use 2 or more, or fresh")
+        self._scheme()
+
+    def _scheme(self) -> None:
+        """The training scheme can be trained on this data: its parameters, its captures, its noise model."""
+        scheme = build_scheme(self.target, **self.target_params)
+        if self.train_captures != "fresh" and self.train_captures < scheme.captures:
+            raise ValueError(f"train_captures: {self.train_captures} leaves target {self.target!r} short: it trains on "
+                             f"{scheme.captures} captures of each image; use {scheme.captures} or more, or fresh")
+        if scheme.needs_sigma and build_noise(self.noise, **self.noise_params).gaussian_sigma is None:
+            raise ValueError(f"target {self.target!r} needs the noise's Gaussian sigma, and noise {self.noise!r} has "
+                             f"none")
+        scheme.check(self)
 
     def level_suffixes(self) -> list[str]:
         """'_sigma10' ... : one per extra evaluation level."""
@@ -137,7 +149,7 @@ def denoise_check_data(cfg: DenoiseConfig) -> None:
     from denoise_core.sources import scenes_without_clean
 
     name, part = split_source(cfg.dataset, "train")
-    missing = scenes_without_clean(name, part) if cfg.target == "clean" else []
+    missing = scenes_without_clean(name, part) if SCHEMES.get(cfg.target).clean else []
     if missing:
         raise ValueError(f"dataset {name!r}: target: clean needs every training scene's clean image (clean.png); "
                          f"{len(missing)} have none ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
@@ -209,9 +221,11 @@ class DenoiseTrial(Trial):
         self.noises = evaluation_noises(cfg)
         self.noise = self.noises[""]
         self.loss = build_loss(cfg.loss)
+        self.scheme = build_scheme(cfg.target, **cfg.target_params)
         if self.noise.captured:
             denoise_check_data(cfg)
         self.fixed = None  # train_captures: k: the training images' k fixed captures (and masks), stacked with them
+        self.fresh = not self.noise.captured and cfg.train_captures == "fresh"  # noise drawn anew at every step
         if cfg.train_captures != "fresh":
             self.train_data, self.fixed = fixed_captures(self.noise, self.train_data, cfg.train_captures, CAPTURE_SEED)
         # each split's clean images and their fixed noisy inputs per evaluation noise (real noise: the evaluation
@@ -268,47 +282,31 @@ class DenoiseTrial(Trial):
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         crops = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop] (or views)
-        inp, target, mask = (self.captured_pair(crops) if self.noise.captured else
-                             self.fixed_pair(crops) if self.fixed is not None else self.drawn_pair(crops))
-        if cfg.channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            pred = self.compiled(inp)
-        pred = pred.float()
-        loss = self.loss(pred, target, mask=mask, progress=step / cfg.steps)
+        loss, monitor = self.scheme.train(self, *self.batch(crops), progress=step / cfg.steps)
         self.optimise(loss)
-        return loss, (pred.detach() - target).square().mean()
+        return loss, monitor
 
-    def drawn_pair(self, clean: torch.Tensor):
-        """(input, target, mask) from a noise model: Noise2Noise trains towards an independent second draw."""
-        corrupted = self.noise(clean, generator=self.gen)
-        if self.cfg.target == "noisy":
-            target = self.noise(clean, generator=self.gen)
-            return corrupted.noisy, target.noisy, target.mask
-        return corrupted.noisy, clean, None
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a training batch (what a scheme calls): channels-last and autocast as configured, float out."""
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            return self.compiled(x).float()
 
-    def captured_pair(self, crops: torch.Tensor):
-        """(input, target, None) from real captures: a random capture of each crop's scene as the input, and
-        another capture of it (Noise2Noise) or its clean image as the target; drawn on the device."""
-        clean, captures = views(crops, self.cfg.channels)
-        return self.pick(clean, captures, None)
-
-    def fixed_pair(self, crops: torch.Tensor):
-        """(input, target, mask) from the fixed captures of `train_captures: k`, as `captured_pair` from real ones."""
-        c, (k, masked) = self.cfg.channels, self.fixed
-        views_ = crops.unflatten(1, (crops.shape[1] // c, c))  # [B, 1 + k (+ k masks), C, h, w]
-        return self.pick(views_[:, 0], views_[:, 1:1 + k], views_[:, 1 + k:] if masked else None)
-
-    def pick(self, clean: torch.Tensor, captures: torch.Tensor, masks: torch.Tensor | None):
-        """A random capture of each crop as the input; another one (Noise2Noise, with its mask) or the clean crop as
-        the target. Drawn on the device."""
-        b, k = captures.shape[:2]
-        row = torch.arange(b, device=clean.device)
-        a = torch.randint(0, k, (b,), generator=self.gen, device=clean.device)
-        if self.cfg.target != "noisy":
-            return captures[row, a], clean, None
-        other = (a + torch.randint(1, k, (b,), generator=self.gen, device=clean.device)) % k
-        return captures[row, a], captures[row, other], None if masks is None else masks[row, other]
+    def batch(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(clean [B, C, h, w], captures [B, K, C, h, w], masks or None) of the crops: real captures of their scenes,
+        the fixed captures of `train_captures: k`, or as many fresh draws of the noise as the scheme trains on."""
+        c = self.cfg.channels
+        if self.noise.captured:
+            clean, captures = views(crops, c)
+            return clean, captures, None
+        if self.fixed is not None:
+            k, masked = self.fixed
+            v = crops.unflatten(1, (crops.shape[1] // c, c))  # [B, 1 + k (+ k masks), C, h, w]
+            return v[:, 0], v[:, 1:1 + k], v[:, 1 + k:] if masked else None
+        draws = [self.noise(crops, generator=self.gen) for _ in range(self.scheme.captures)]
+        masks = torch.stack([d.mask for d in draws], 1) if draws[0].mask is not None else None
+        return crops, torch.stack([d.noisy for d in draws], 1), masks
 
     def final_outputs(self, d: Path) -> dict[str, str]:
         """One whole image of the held-out split (validation for tuning trials), clean, noisy (the fixed

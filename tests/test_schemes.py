@@ -1,0 +1,124 @@
+"""Training schemes (`target:`): each one's defining property, and a short trial of each beating the noisy input."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from denoise_core.schemes import SCHEMES, build_scheme
+
+
+def _positions(h: int, w: int, b: int = 2, c: int = 1) -> torch.Tensor:
+    """Crops whose every pixel holds its own (row * w + col): a value says where it came from."""
+    return torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(b, c, h, w).contiguous()
+
+
+class _Net(torch.nn.Module):
+    """A stand-in network, pixel by pixel: its output's gradient shows which pixels a loss counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.9))
+
+    def forward(self, x):
+        return self.w * x
+
+
+def _trial(seed=0):
+    from denoise_core.losses import build_loss
+
+    net = _Net()
+    outs = []
+
+    def forward(x):
+        out = net(x)
+        if out.requires_grad:
+            out.retain_grad()
+        outs.append(out)
+        return out
+
+    return SimpleNamespace(gen=torch.Generator().manual_seed(seed), fresh=False, forward=forward,
+                           loss=build_loss("l2"), outs=outs)
+
+
+@pytest.mark.parametrize("replacement", ["neighbour", "median"])
+def test_a_blind_spot_hides_each_masked_pixel_and_its_loss_counts_only_those(replacement):
+    s = build_scheme("blindspot", fraction=0.05, radius=2, replacement=replacement)
+    y = _positions(16, 16)
+    masked, mask = s.mask(y, torch.Generator().manual_seed(0))
+    hit = mask[:, 0].bool()
+    assert int(hit[0].sum()) == round(0.05 * 256)  # the fraction, per crop
+    assert torch.equal(masked[~hit.unsqueeze(1).expand_as(y)], y[~hit.unsqueeze(1).expand_as(y)])  # the rest untouched
+    for b, i, j in hit.nonzero().tolist():
+        v = masked[b, 0, i, j].item()
+        if replacement == "neighbour":  # another pixel of the 5x5 window (reflected at the edges), never itself
+            si, sj = divmod(int(v), 16)
+            assert (si, sj) != (i, j) and abs(si - i) <= 2 and abs(sj - j) <= 2
+        else:  # the median of the window without its centre: a value of the window, never needing the centre's
+            window = [y[0, 0, min(max(a, 0), 15), min(max(c, 0), 15)].item() for a in range(i - 2, i + 3)
+                      for c in range(j - 2, j + 3)]
+            assert min(window) <= v <= max(window)
+    # the loss: zero gradient on every unmasked pixel's prediction, a gradient on the masked ones
+    trial = _trial()
+    clean = torch.rand(2, 1, 16, 16)
+    captures = (clean + 0.1 * torch.randn(2, 1, 16, 16)).unsqueeze(1)
+    loss, _ = s.train(trial, clean, captures, None, progress=0.5)
+    loss.backward()
+    grad = trial.outs[0].grad
+    seen = grad != 0
+    assert seen.flatten(1).sum(1).tolist() == [round(0.05 * 256)] * 2  # the masked pixels, no other
+    # the same draw of the mask as in train: what the loss saw is exactly the masked set
+    _, again = s.mask(captures[:, 0], torch.Generator().manual_seed(0))
+    assert torch.equal(seen, again.bool())
+
+
+def test_neighbor2neighbor_pairs_are_adjacent_pixels_of_one_cell_never_the_same():
+    s = build_scheme("neighbor")
+    h = w = 16
+    y = _positions(h, w, b=4)
+    p = s.pairs(4, h, w, torch.Generator().manual_seed(1), "cpu")
+    a, b = s.sub(y, p[..., 0]), s.sub(y, p[..., 1])
+    ai, aj = (a // w).long(), (a % w).long()
+    bi, bj = (b // w).long(), (b % w).long()
+    assert ((ai - bi).abs() + (aj - bj).abs() == 1).all()  # always adjacent: one step, horizontal or vertical
+    cell_i, cell_j = torch.arange(h // 2).view(1, 1, -1, 1), torch.arange(w // 2).view(1, 1, 1, -1)
+    assert ((ai // 2 == cell_i) & (aj // 2 == cell_j) & (bi // 2 == cell_i) & (bj // 2 == cell_j)).all()
+    assert len({tuple(x) for x in p.view(-1, 2).tolist()}) == 8  # every pair of the reference code occurs
+    # the regulariser's weight ramps from 0 to gamma over training (the reference code's linear ramp)
+    clean = torch.rand(2, 1, h, w)
+    captures = (clean + 0.1 * torch.randn(2, 1, h, w)).unsqueeze(1)
+    at0, _ = s.train(_trial(), clean, captures, None, progress=0.0)
+    at1, _ = s.train(_trial(), clean, captures, None, progress=1.0)
+    flat, _ = build_scheme("neighbor", gamma=0.0).train(_trial(), clean, captures, None, progress=1.0)
+    assert at0.item() == pytest.approx(flat.item()) and at1.item() > flat.item()
+
+
+def test_every_scheme_says_what_it_needs_and_a_config_it_cannot_train_is_refused():
+    from denoise_core.tasks import validate_config
+
+    for name in SCHEMES.names:
+        scheme = SCHEMES.get(name)
+        assert scheme.needs and scheme.captures >= 1 and scheme.__doc__
+    assert [n for n in SCHEMES.names if SCHEMES.get(n).clean] == ["clean"]
+    refusals = [({"target": "n2v"}, "unknown training scheme 'n2v'"),
+                ({"target": "blindspot", "target_params": {"fraction": 1.0}}, "fraction=1.0"),
+                ({"target": "blindspot", "target_params": {"radius": 0}}, "radius=0"),
+                ({"target": "blindspot", "target_params": {"replacement": "mean"}}, "replacement='mean'"),
+                ({"target": "neighbor", "crop": 36}, "half crops (18x18)"),
+                ({"target": "neighbor", "target_params": {"ramp": "cosine"}}, "ramp='cosine'"),
+                ({"target": "noisy", "train_captures": 1}, "trains on 2 captures")]
+    for cfg, needle in refusals:
+        with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            validate_config({"task": "denoise", **cfg})
+
+
+@pytest.mark.parametrize("target,params", [("blindspot", {"fraction": 0.05}),
+                                           ("blindspot", {"fraction": 0.05, "replacement": "median"}),
+                                           ("neighbor", {})])
+def test_a_single_capture_scheme_beats_the_noisy_input_on_held_out_images(tmp_path, target, params):
+    from denoise_core.tasks import run_trial
+
+    from tests.test_train import TINY
+
+    out = run_trial({**TINY, "target": target, "target_params": params, "train_captures": 1}, lambda m: None,
+                    workdir=tmp_path)
+    assert out["metrics"]["psnr"] > out["metrics"]["input_psnr"] + 2.0, out["metrics"]

@@ -92,6 +92,50 @@ def test_neighbor2neighbor_pairs_are_adjacent_pixels_of_one_cell_never_the_same(
     assert at0.item() == pytest.approx(flat.item()) and at1.item() > flat.item()
 
 
+def test_r2r_input_and_target_noises_are_uncorrelated_and_average_to_the_capture():
+    s = build_scheme("r2r", alpha=0.5)
+    g = torch.Generator().manual_seed(0)
+    sigma, x = 25 / 255, torch.rand(1, 1, 256, 256)
+    y = x + sigma * torch.randn(x.shape, generator=g)
+    inp, target = s.recorrupt(y, sigma, g)
+    a, b = (inp - x).flatten(), (target - x).flatten()
+    corr = ((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std())
+    assert abs(corr.item()) < 0.01  # E[(n + a s z)(n - s z / a)] = s^2 - s^2 = 0
+    assert a.std().item() == pytest.approx(sigma * (1 + 0.5 ** 2) ** 0.5, rel=0.02)  # the input's noise: s sqrt(1 + a^2)
+    assert b.std().item() == pytest.approx(sigma * (1 + 1 / 0.5 ** 2) ** 0.5, rel=0.02)
+    # at evaluation: the capture itself, or the mean over recorruptions (one pass each, counted)
+    trial = SimpleNamespace(cfg=SimpleNamespace(val_seed=3), noise=SimpleNamespace(gaussian_sigma=sigma))
+    assert torch.equal(s.infer(lambda t: t, y, trial), y) and s.passes() == 1
+    avg = build_scheme("r2r", alpha=0.5, eval_samples=8)
+    out = avg.infer(lambda t: t, y, trial)
+    assert avg.passes() == 8 and (out - y).std().item() == pytest.approx(0.5 * sigma / 8 ** 0.5, rel=0.05)
+    assert torch.equal(out, avg.infer(lambda t: t, y, trial))  # the same recorruptions at every evaluation
+
+
+def test_sure_estimates_the_squared_error_to_the_clean_image_without_it():
+    """For a fixed denoiser (a 3x3 blur blended with its input), SURE's mean over noise draws matches the mean
+    squared error to the clean image, which SURE never sees; the plain squared error to the capture does not."""
+    s = build_scheme("sure")
+    g = torch.Generator().manual_seed(0)
+    sigma = 25 / 255
+    x = 0.2 + 0.6 * torch.outer(torch.linspace(0, 1, 64), torch.linspace(1, 0, 64)).view(1, 1, 64, 64)  # smooth
+    kernel = torch.full((1, 1, 3, 3), 1 / 9)
+
+    def f(y):
+        return 0.3 * y + 0.7 * torch.nn.functional.conv2d(y, kernel, padding=1)
+
+    sures, mses, naive = [], [], []
+    for _ in range(200):
+        y = x + sigma * torch.randn(x.shape, generator=g)
+        value, out = s.value(f, y, sigma, g)
+        sures.append(value.item())
+        mses.append((out - x).square().mean().item())
+        naive.append((out - y).square().mean().item())
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    assert mean(sures) == pytest.approx(mean(mses), rel=0.03)
+    assert abs(mean(naive) - mean(mses)) > 0.3 * mean(mses)  # not true of the naive estimate
+
+
 def test_every_scheme_says_what_it_needs_and_a_config_it_cannot_train_is_refused():
     from denoise_core.tasks import validate_config
 
@@ -105,7 +149,10 @@ def test_every_scheme_says_what_it_needs_and_a_config_it_cannot_train_is_refused
                 ({"target": "blindspot", "target_params": {"replacement": "mean"}}, "replacement='mean'"),
                 ({"target": "neighbor", "crop": 36}, "half crops (18x18)"),
                 ({"target": "neighbor", "target_params": {"ramp": "cosine"}}, "ramp='cosine'"),
-                ({"target": "noisy", "train_captures": 1}, "trains on 2 captures")]
+                ({"target": "noisy", "train_captures": 1}, "trains on 2 captures"),
+                ({"target": "r2r", "noise": "poisson", "noise_params": {"lam": 30}}, "needs one known Gaussian sigma"),
+                ({"target": "sure", "loss": "l1"}, "trains with loss l2"),
+                ({"target": "r2r", "target_params": {"eval_samples": -1}}, "eval_samples=-1")]
     for cfg, needle in refusals:
         with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
             validate_config({"task": "denoise", **cfg})
@@ -113,7 +160,7 @@ def test_every_scheme_says_what_it_needs_and_a_config_it_cannot_train_is_refused
 
 @pytest.mark.parametrize("target,params", [("blindspot", {"fraction": 0.05}),
                                            ("blindspot", {"fraction": 0.05, "replacement": "median"}),
-                                           ("neighbor", {})])
+                                           ("neighbor", {}), ("r2r", {}), ("r2r", {"eval_samples": 2}), ("sure", {})])
 def test_a_single_capture_scheme_beats_the_noisy_input_on_held_out_images(tmp_path, target, params):
     from denoise_core.tasks import run_trial
 

@@ -38,6 +38,14 @@ class Scheme:
         """(loss, monitor) of one batch: the loss to optimise and a divergence monitor, device scalars."""
         raise NotImplementedError
 
+    def infer(self, model, x: torch.Tensor, trial) -> torch.Tensor:
+        """The trained network on evaluation inputs (R2R may average over recorruptions)."""
+        return model(x)
+
+    def passes(self) -> int:
+        """Passes of the network per evaluated image (compute at test time)."""
+        return 1
+
 
 def one_capture(captures: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator,
                 fresh: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -111,9 +111,10 @@ class DenoiseConfig(CommonConfig):
         if self.train_captures != "fresh" and self.train_captures < scheme.captures:
             raise ValueError(f"train_captures: {self.train_captures} leaves target {self.target!r} short: it trains on "
                              f"{scheme.captures} captures of each image; use {scheme.captures} or more, or fresh")
-        if scheme.needs_sigma and build_noise(self.noise, **self.noise_params).gaussian_sigma is None:
-            raise ValueError(f"target {self.target!r} needs the noise's Gaussian sigma, and noise {self.noise!r} has "
-                             f"none")
+        noise = build_noise(self.noise, **self.noise_params)
+        if scheme.needs_sigma and noise.gaussian_sigma is None:
+            raise ValueError(f"target {self.target!r} needs one known Gaussian sigma, and {noise!r} has none "
+                             f"(not Gaussian, a blind range, clipped, or real captures)")
         scheme.check(self)
 
     def level_suffixes(self) -> list[str]:
@@ -247,7 +248,7 @@ class DenoiseTrial(Trial):
         outs = []
         for i in range(0, len(noisy), chunk):
             with self.autocast:
-                outs.append(self.model(noisy[i:i + chunk]).float())
+                outs.append(self.scheme.infer(self.model, noisy[i:i + chunk], self).float())
         self.model.train()
         # a diverged model's NaNs become 0: its scores are then real (and poor) numbers
         return torch.nan_to_num(torch.cat(outs), nan=0.0).clamp(0, 1)

@@ -179,8 +179,11 @@ def score_baselines(config: dict, showcase: bool = True, progress: Callable[[str
         # the parameter: best mean validation PSNR over the evaluation noises
         p_best = max(grid, key=lambda p: float(np.mean([sets["val"].scores(b, p, s, noises[s])["psnr"].mean()
                                                         for s in noises])))
-        say(f"{b.name}: parameter {p_best} chosen on {len(val)} validation images ({len(grid)} tried, "
-            f"{time.time() - started:.0f} s)")
+        if p_best is None:  # the noisy input: nothing to choose
+            say(f"{b.name}: scored on {len(val)} validation images ({time.time() - started:.0f} s)")
+        else:
+            say(f"{b.name}: parameter {p_best} chosen on {len(val)} validation images ({len(grid)} tried, "
+                f"{time.time() - started:.0f} s)")
         entry = {"param": p_best}
         for split, evalset in sets.items():
             per = {}

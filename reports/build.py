@@ -447,8 +447,27 @@ def _best_table(a: Analysis) -> str:
         if g.empty:
             continue
         params = json.loads(g.params.iloc[0])
-        rows.append({**parse_cell(cell), **{k: (float(v) if isinstance(v, float) else v) for k, v in params.items()}})
+        rows.append({**parse_cell(cell), **{k: (float(v) if isinstance(v, float) else v) for k, v in params.items()},
+                     **_data_needs(a, cell)})
     return '<h2 id="best">Best configuration per cell</h2>' + table(pd.DataFrame(rows), "best-table")
+
+
+def _data_needs(a: Analysis, cell: str) -> dict:
+    """What a denoising cell's training scheme needed of the data, beside its configuration, so that a reader can pick
+    the method for the data they have: shown when the study trains by anything but Noise2Clean on fresh noise."""
+    from denoise_core.schemes import build_scheme
+
+    configs = a.configs
+    if a.results.spec.task != "denoise" or all(c.target == "clean" and c.train_captures == "fresh"
+                                               for c in configs.values()):
+        return {}
+    cfg = configs[cell]
+    scheme = build_scheme(cfg.target, **cfg.target_params)
+    captured = cfg.noise == "real"
+    return {"training scheme": cfg.target, "it needs": scheme.needs,
+            "training captures": ("the scenes' own" if captured else
+                                  "fresh at every step" if cfg.train_captures == "fresh" else cfg.train_captures),
+            "network passes per test image": scheme.passes()}
 
 
 def _how_it_ran(a: Analysis, figs: Figures) -> str:

@@ -169,3 +169,41 @@ def test_a_single_capture_scheme_beats_the_noisy_input_on_held_out_images(tmp_pa
     out = run_trial({**TINY, "target": target, "target_params": params, "train_captures": 1}, lambda m: None,
                     workdir=tmp_path)
     assert out["metrics"]["psnr"] > out["metrics"]["input_psnr"] + 2.0, out["metrics"]
+
+
+def test_a_study_of_schemes_runs_through_ray_and_its_report_says_what_each_needed(ray_cluster, tmp_path):
+    """Noise2Clean, Noise2Noise, Noise2Void, Neighbor2Neighbor and R2R on fixed captures (one each, two for
+    Noise2Noise), tuned and confirmed through Ray; the report shows, beside each cell's configuration, what its
+    scheme needed of the data and how many captures it trained on."""
+    import pandas as pd
+    import yaml
+
+    from tests import browser
+    from tests.conftest import cli
+
+    schemes = {"N2C": {"target": "clean", "train_captures": 1}, "N2N": {"target": "noisy", "train_captures": 2},
+               "N2V": {"target": "blindspot", "target_params": {"fraction": 0.05}, "train_captures": 1},
+               "Ne2Ne": {"target": "neighbor", "train_captures": 1},
+               "R2R": {"target": "r2r", "target_params": {"eval_samples": 2}, "train_captures": 1}}
+    spec = {"name": "schemes", "description": "Self-supervised schemes on fixed captures",
+            "fixed": {"model": "simple_unet", "model_params": {"width": 8}, "noise": "gaussian",
+                      "noise_params": {"sigma": 25}, "crop": 16, "batch_size": 4},
+            "compare": {"scheme": schemes}, "tune": {"lr": {"type": "loguniform", "low": 1e-3, "high": 4e-3}},
+            "budgets": {b: {"trials_per_cell": 1, "seeds": 2, "steps": 4, "eval_every": 2, "val_images": 4,
+                            "test_images": 4} for b in ("smoke", "quick", "full")}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = cli("run", str(tmp_path / "s.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "store"),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    sdir = tmp_path / "store" / "schemes"
+    df = pd.read_parquet(sdir / "trials.parquet")
+    assert len(df) == 15 and set(df[df.phase == "confirm"].status) == {"completed"}
+    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
+    assert not errors
+    best = dom.split('id="best-table"')[1].split("</table>")[0]
+    rows = {r.split("</td>")[0].split(">")[-1]: r for r in best.split("<tr>")[2:]}
+    assert set(rows) == set(schemes)
+    assert "clean images and a noisy capture of each" in rows["N2C"] and "two captures of each image" in rows["N2N"]
+    assert all("one capture of each image" in rows[k] for k in ("N2V", "Ne2Ne", "R2R"))
+    cells = [c.split("</td>")[0].split(">")[-1] for c in rows["R2R"].split("<td")[1:]]
+    assert cells[2:] == ["r2r", "one capture of each image and the noise's sigma", "1", "2"]  # 2 passes at test

@@ -320,6 +320,7 @@ def test_a_baseline_parameter_is_the_one_best_on_validation():
     assert [ln.split(":")[0] for ln in lines] == ["median", "median, Impulse(p=0.3)", "nlm", "nlm, Impulse(p=0.3)",
                                                   "noisy", "noisy, Impulse(p=0.3)", "tv", "tv, Impulse(p=0.3)"], lines
     assert re.fullmatch(r"tv: parameter [\d.]+ chosen on 6 validation images \(8 tried, \d+ s\)", lines[6]), lines[6]
+    assert re.fullmatch(r"noisy: scored on 6 validation images \(\d+ s\)", lines[4]), lines[4]  # nothing to choose
     assert re.fullmatch(r"tv, Impulse\(p=0.3\): 6/6 test images \(\d+ s\)", lines[7]), lines[7]
     # the validation split is stored with the scores: 6 crops of 16x16, too small to choose a baseline on
     assert (out["val_images"], out["val_pixels"], out["channels"]) == (6, 6 * 16 * 16, 1)

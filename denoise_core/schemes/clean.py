@@ -8,7 +8,7 @@ from denoise_core.schemes import SCHEMES, Scheme, one_capture
 class Noise2Clean(Scheme):
     """Noise2Clean: a noisy capture of each crop towards its clean image (supervised)."""
 
-    clean, captures, needs = True, 1, "clean images"
+    clean, captures, needs = True, 1, "clean images and a noisy capture of each"
 
     def train(self, trial, clean, captures, masks, progress):
         inp, _, _ = one_capture(captures, masks, trial.gen, trial.fresh)

@@ -304,7 +304,7 @@ class DenoiseTrial(Trial):
         if self.fixed is not None:
             k, masked = self.fixed
             v = crops.unflatten(1, (crops.shape[1] // c, c))  # [B, 1 + k (+ k masks), C, h, w]
-            return v[:, 0], v[:, 1:1 + k], v[:, 1 + k:] if masked else None
+            return v[:, 0].contiguous(), v[:, 1:1 + k], v[:, 1 + k:] if masked else None
         draws = [self.noise(crops, generator=self.gen) for _ in range(self.scheme.captures)]
         masks = torch.stack([d.mask for d in draws], 1) if draws[0].mask is not None else None
         return crops, torch.stack([d.noisy for d in draws], 1), masks

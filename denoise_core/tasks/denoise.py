@@ -42,7 +42,7 @@ class DenoiseConfig(CommonConfig):
     noise: str = "gaussian"
     noise_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sigma": 25}
     eval_levels: list[float] = Field(default_factory=list)  # extra validation levels of the noise's parameter
-    target: str = "clean"  # the training scheme (`spec target`): clean, noisy, blindspot, neighbor
+    target: str = "clean"  # the training scheme (`denoise-study spec target` lists them)
     target_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"fraction": 0.01} for blindspot
     # how many noisy realisations of each training image exist: `fresh` draws new noise at every step (an endless
     # supply of noisy pairs, as the Noise2Noise paper drew its synthetic noise); k draws k once per image from

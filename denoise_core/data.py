@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from denoise_core.sources import IMAGE_SUFFIXES, MAX_PIXELS, NATURAL_TEST, NATURAL_TRAIN, NATURAL_VAL, PARTS, \
-    SOURCES, image_files, parse, read_image, split_files, split_source
+    SOURCES, check_splits, image_files, parse, read_image, split_files, split_source
 
 # what other modules import from here: this module's own, and the sources' names they read images through
 __all__ = ["SPLITS", "BUNDLED", "NATURAL_SHOWCASE", "NATURAL_TEST", "NATURAL_TRAIN", "NATURAL_VAL", "IMAGE_SUFFIXES",
@@ -25,6 +25,7 @@ __all__ = ["SPLITS", "BUNDLED", "NATURAL_SHOWCASE", "NATURAL_TEST", "NATURAL_TRA
            "fixed_crops", "fixed_crops_and_rows", "stacked", "views", "own_channels"]
 SPLITS = ("train", "val", "test")
 BUNDLED = ["natural", "faces", "digits"]
+TILE = 128  # the side of the tiles whole training images are cut into: no training crop is larger
 NATURAL_SHOWCASE = {"val": "camera", "test": "motorcycle"}  # the whole image the report shows per split
 
 
@@ -39,17 +40,19 @@ def check_dataset_name(name) -> None:
                 parse(n)
             except ValueError as e:
                 raise ValueError(f"dataset.{split}: {e}") from None
+        check_splits(name)
         return
     parse(name)
+    check_splits(name)
 
 
 def load_dataset(name: str, root: str | None = None, split: str = "train", channels: int = 1,
-                 tile: int = 128, download: bool = False, limit: int | None = None) -> torch.Tensor:
+                 tile: int = TILE, download: bool = False, limit: int | None = None) -> torch.Tensor:
     """One split of a source as a float32 tensor [N, channels, H, W] in [0, 1] on the CPU."""
     return load_split(name, root, split, channels, tile, download, limit)[0]
 
 
-def load_split(name: str, root: str | None = None, split: str = "train", channels: int = 1, tile: int = 128,
+def load_split(name: str, root: str | None = None, split: str = "train", channels: int = 1, tile: int = TILE,
                download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, list[str] | None]:
     """`load_dataset(...)` and the source image of each of its rows (a photograph's or a file's name: its
     tiles are not independent images), or None for the sources where every row is its own image."""
@@ -106,8 +109,8 @@ def stacked(img: torch.Tensor) -> torch.Tensor:
 
 def views(x: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stacked views [..., (1 + K) * C, H, W] -> (clean [..., C, H, W], captures [..., K, C, H, W])."""
-    if x.shape[-3] % channels or x.shape[-3] < 3 * channels:
-        raise ValueError(f"expected a clean view and two or more captures of {channels} channel(s) each, "
+    if x.shape[-3] % channels or x.shape[-3] < 2 * channels:
+        raise ValueError(f"expected a clean view and one or more captures of {channels} channel(s) each, "
                          f"got {x.shape[-3]} channels")
     v = x.unflatten(-3, (x.shape[-3] // channels, channels))
     return v[..., 0, :, :, :], v[..., 1:, :, :, :]

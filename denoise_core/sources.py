@@ -14,6 +14,9 @@ images, each its own.
     folder:PATH                   every image file in PATH (PNG, JPEG, TIFF, BMP; gray, RGB, RGBA, 16-bit)
     pairs:PATH                    real noise: PATH/<scene>/clean.png (if known) and two or more noisy captures
                                   of the scene; its images are views [1 + K, C, H, W], view 0 the clean one
+    noisy:PATH                    real noise, training only: every image file in PATH is the one noisy capture of
+                                  its scene, no clean image known (views [2, C, H, W], view 0 NaN); the
+                                  self-supervised schemes train on it, validation and test need pairs:PATH
     Train400, BSD400, BSD68, CBSD68, Set12, Kodak24, McMaster, Urban100
                                   the literature's sets, as their authors lay them out: a folder of that
                                   name under --data-root, checked for its image count and sizes
@@ -60,11 +63,12 @@ class Source:
     check: Callable[[str, str | None, bool], None] = lambda arg, root, download: None
     whole: bool = True  # its images are photographs, scored whole under the literature's protocol
     captures: bool = False  # its images are real-noise views (clean + captures, `denoise_core.data.views`)
+    train_only: bool = False  # one capture of each image and no clean one: nothing to score against
     about: str = ""
 
 
 SOURCES: Registry[Source] = Registry("dataset")
-WITH_PATH = ("folder", "pairs")  # sources named with their folder: folder:PATH, pairs:PATH
+WITH_PATH = ("folder", "pairs", "noisy")  # sources named with their folder: folder:PATH, pairs:PATH
 
 
 def parse(name: str) -> tuple[Source, str]:
@@ -74,6 +78,17 @@ def parse(name: str) -> tuple[Source, str]:
     if not isinstance(name, str) or kind not in SOURCES or (sep and not arg) or (not sep and kind in WITH_PATH):
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(n + (':PATH' if n in WITH_PATH else '') for n in SOURCES.names)}")
     return SOURCES.get(kind), arg
+
+
+def check_splits(dataset: "str | dict[str, str]") -> None:
+    """A training-only source (noisy:PATH) is named for the train split alone: validation and test are scored
+    against clean images."""
+    for split in ("val", "test"):
+        name = split_source(dataset, split)[0]
+        if parse(name)[0].train_only:
+            raise ValueError(f"{name} holds noisy captures with no clean image, so it can only train; "
+                             f"{split} images are scored against clean ones: give val and test pairs:PATH "
+                             f"(scenes with clean.png) or a set with clean images")
 
 
 def has_captures(dataset: "str | dict[str, str]") -> list[bool]:
@@ -321,6 +336,8 @@ def read_scene(scene: Scene, captures: int, need_clean: bool) -> torch.Tensor:
 def scenes_without_clean(name: str, part: str) -> list[str]:
     """The scenes of a pairs:PATH source's part that have no clean image (none for any other source)."""
     source, arg = parse(name)
+    if source.train_only:
+        return [f.name for f in split_files(image_files(Path(arg).expanduser()), part)]
     if not source.captures:
         return []
     return [s.name for s in split_files(pair_scenes(Path(arg).expanduser()), part) if s.clean is None]
@@ -334,6 +351,16 @@ def _pairs(arg, root, part, download) -> Loaded:
     return [read_scene(s, k, need_clean=part in ("val", "test")) for s in scenes], [s.name for s in scenes]
 
 
+def _noisy(arg, root, part, download) -> Loaded:
+    """Each image file of the folder as the views of a scene with no clean image: [NaN view, the capture]."""
+    files = split_files(image_files(Path(arg).expanduser()), part)
+    captures = [read_image(f) for f in files]
+    return [torch.stack([torch.full_like(c, float("nan")), c]) for c in captures], [f.name for f in files]
+
+
+SOURCES.add("noisy", Source("noisy", _noisy, captures=True, train_only=True,
+                            about="noisy:PATH, real noise for training only: one noisy capture per image file, "
+                                  "no clean images (the self-supervised schemes train on it)"))
 SOURCES.add("pairs", Source("pairs", _pairs, captures=True, about="pairs:PATH, real noise: a folder per scene with clean.png (if "
                                                    "known) and two or more noisy captures, split by scene"))
 

@@ -456,6 +456,7 @@ def _data_needs(a: Analysis, cell: str) -> dict:
     """What a denoising cell's training scheme needed of the data, beside its configuration, so that a reader can pick
     the method for the data they have: shown when the study trains by anything but Noise2Clean on fresh noise."""
     from denoise_core.schemes import build_scheme
+    from denoise_core.sources import parse, split_source
 
     configs = a.configs
     if a.results.spec.task != "denoise" or all(c.target == "clean" and c.train_captures == "fresh"
@@ -464,8 +465,9 @@ def _data_needs(a: Analysis, cell: str) -> dict:
     cfg = configs[cell]
     scheme = build_scheme(cfg.target, **cfg.target_params)
     captured = cfg.noise == "real"
+    single = captured and parse(split_source(cfg.dataset, "train")[0])[0].train_only
     return {"training scheme": cfg.target, "it needs": scheme.needs,
-            "training captures": ("the scenes' own" if captured else
+            "training captures": ("one per image file" if single else "the scenes' own" if captured else
                                   "fresh at every step" if cfg.train_captures == "fresh" else cfg.train_captures),
             "network passes per test image": scheme.passes()}
 

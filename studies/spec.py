@@ -190,6 +190,7 @@ class StudySpec(BaseModel):
     question: str | None = None  # the factor the findings compare; default: the last one with several levels
     expect: list[Claim] = Field(default_factory=list)  # claims from the literature: the report's verdicts
     references: list[Reference] = Field(default_factory=list)  # published rows shown beside ours where they match
+    exclude: list[dict[str, Union[str, int, float, bool]]] = Field(default_factory=list)  # cells not run: each {factor: level, ...} leaves out every cell it matches
 
     @field_validator("name")
     @classmethod
@@ -256,6 +257,33 @@ class StudySpec(BaseModel):
                 raise ValueError(f"compare.{name}: level {dup!r} appears twice (as text, every level must differ)")
         return self
 
+    @model_validator(mode="after")
+    def _exclusions_name_levels(self):
+        """Each exclusion names compared factors and their levels, matches a cell, and leaves cells to run."""
+        for i, ex in enumerate(self.exclude):
+            if not ex:
+                raise ValueError(f"exclude[{i}] is empty: it would leave out every cell")
+            for factor, level in ex.items():
+                if factor not in self.compare:
+                    raise ValueError(f"exclude[{i}]: {factor!r} is not a compared factor; factors: {', '.join(self.compare)}")
+                if str(level) not in self.labels(factor):
+                    raise ValueError(f"exclude[{i}]: {level!r} is not a level of {factor!r}; "
+                                     f"levels: {', '.join(self.labels(factor))}")
+        if self.exclude and not self.cells():
+            raise ValueError("exclude leaves no cell to run")
+        q = self.question_factor()
+        kept = self.cells()
+        for i, c in enumerate(self.expect):
+            for side in (c.a, c.b):
+                if not any(cell[q] == side and all(cell[f] == lv for f, lv in c.where.items()) for cell in kept):
+                    raise ValueError(f"expect[{i}]: every cell of {q}={side}"
+                                     + (f" where {cell_label(c.where)}" if c.where else "") + " is excluded")
+        return self
+
+    def excluded(self, cell: dict[str, str]) -> bool:
+        """Whether `exclude` leaves this cell out."""
+        return any(all(cell[f] == str(lv) for f, lv in ex.items()) for ex in self.exclude)
+
     def question_factor(self) -> str:
         """The factor the study asks about: `question`, else the last factor with two or more levels."""
         factors = list(self.compare)
@@ -309,10 +337,10 @@ class StudySpec(BaseModel):
         return [f for f in self.compare if f != q]
 
     def cells(self) -> list[dict[str, str]]:
-        """Every combination of factor labels, in a stable order."""
+        """Every combination of factor labels that `exclude` does not leave out, in a stable order."""
         names = list(self.compare)
         combos = itertools.product(*[self.labels(n) for n in names])
-        return [dict(zip(names, combo)) for combo in combos]
+        return [cell for cell in (dict(zip(names, combo)) for combo in combos) if not self.excluded(cell)]
 
     def cell_keys(self) -> list[str]:
         return [cell_key(c) for c in self.cells()]

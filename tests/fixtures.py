@@ -43,6 +43,24 @@ def image_folder(path: Path, count: int, sizes=((48, 40), (40, 56)), colour: boo
     return path
 
 
+def camera_capture(img: np.ndarray, rng, peak: float = 60.0, read_sigma: float = 0.02) -> np.ndarray:
+    """One noisy capture of an 8-bit picture: shot noise at `peak` photons for white plus read noise of `read_sigma`,
+    rounded to 8 bits as a camera writes it."""
+    x = img.astype(np.float64) / 255
+    noisy = rng.poisson(x * peak) / peak + rng.normal(0, read_sigma, x.shape)
+    return (np.clip(noisy, 0, 1) * 255).round().astype(np.uint8)
+
+
+def noisy_folder(path: Path, count: int, size=(64, 64), seed: int = 1) -> Path:
+    """`path/` laid out as `noisy:PATH` reads it: one noisy capture of each of `count` pictures, no clean images
+    (pictures of their own, none of `pair_scenes`')."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(camera_capture(picture(*size, 500 + i), rng)).save(path / f"shot{i:02d}.png")
+    return path
+
+
 def pair_scenes(path: Path, scenes: int, captures: int = 2, size=(40, 48), colour: bool = False, clean: bool = True,
                 peak: float = 60.0, read_sigma: float = 0.02, seed: int = 0) -> Path:
     """`path/sceneNN/` laid out as `pairs:PATH` reads it: clean.png (unless `clean` is False) and `captures` noisy
@@ -55,8 +73,6 @@ def pair_scenes(path: Path, scenes: int, captures: int = 2, size=(40, 48), colou
         img = picture(*size, 200 + i, colour)
         if clean:
             Image.fromarray(img).save(scene / "clean.png")
-        x = img.astype(np.float64) / 255
         for k in range(captures):
-            noisy = rng.poisson(x * peak) / peak + rng.normal(0, read_sigma, x.shape)
-            Image.fromarray((np.clip(noisy, 0, 1) * 255).round().astype(np.uint8)).save(scene / f"capture{k}.png")
+            Image.fromarray(camera_capture(img, rng, peak, read_sigma)).save(scene / f"capture{k}.png")
     return path

@@ -76,6 +76,13 @@ CASES = [
     ("absurd step count", _set(["budgets", "smoke", "steps"], 10**12), "less than or equal to 100000000"),
     ("tuned and fixed", _set(["tune", "batch_size"], {"type": "choice", "values": [4, 8]}),
      "'batch_size' is tuned and also set by budgets."),
+    ("exclusion of an unknown factor", _set(["exclude"], [{"noise": "poisson"}]),
+     "exclude[0]: 'noise' is not a compared factor; factors: loss"),
+    ("exclusion of an unknown level", _set(["exclude"], [{"loss": "l0"}]), "exclude[0]: 'l0' is not a level of 'loss'"),
+    ("exclusion of every cell", _set(["exclude"], [{"loss": "l1"}, {"loss": "l2"}]), "exclude leaves no cell to run"),
+    ("a scheme that needs sigma on Poisson noise",
+     _set(["fixed"], {**BASE["fixed"], "target": "r2r", "noise": "poisson", "noise_params": {"lam": 30}}),
+     "target 'r2r' needs one known Gaussian sigma"),
     ("tuned and fixed nested", _set(["tune", "model_params.width"], {"type": "choice", "values": [4, 8]}),
      "'model_params.width' is tuned and also set by fixed.model_params.width"),
 ]
@@ -253,3 +260,22 @@ def test_a_budget_that_asks_for_gpus_where_none_can_come_exits_2(tmp_path):
     assert "budget 'smoke' of tiny asks for 0.5 GPU per trial (--gpus-per-trial), but this machine has no GPU" in out
     assert "--gpus-per-trial 0" in out and out.count("error:") == 1
     assert not (tmp_path / "s" / "tiny").exists()  # nothing written
+
+
+def test_excluded_cells_are_left_out_of_the_plan_and_claims_must_keep_theirs():
+    """`exclude` drops every cell it matches (R2R where the noise has no sigma), and nothing else; a claim whose side
+    would lose every cell is refused."""
+    from studies.spec import parse_spec
+
+    raw = {**BASE, "compare": {"noise": {"gaussian": {"noise": "gaussian", "noise_params": {"sigma": 25}},
+                                         "poisson": {"noise": "poisson", "noise_params": {"lam": 30}}},
+                               "target": ["clean", "r2r", "sure"]},
+           "exclude": [{"noise": "poisson", "target": "r2r"}, {"noise": "poisson", "target": "sure"}]}
+    raw["fixed"] = {k: v for k, v in BASE["fixed"].items() if k not in ("noise", "noise_params")}
+    spec = parse_spec(raw)
+    assert spec.cell_keys() == ["noise=gaussian,target=clean", "noise=gaussian,target=r2r",
+                                "noise=gaussian,target=sure", "noise=poisson,target=clean"]
+    claim = {"claim": "c", "source": "s", "a": "r2r", "b": "clean"}
+    assert parse_spec({**raw, "expect": [{**claim, "where": {"noise": "gaussian"}}]}).expect
+    with pytest.raises(ValueError, match=r"expect\[0\]: every cell of target=r2r where noise=poisson is excluded"):
+        parse_spec({**raw, "expect": [{**claim, "where": {"noise": "poisson"}}]})

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import cli
-from tests.fixtures import pair_scenes
+from tests.fixtures import noisy_folder, pair_scenes
 
 
 def _png(path) -> torch.Tensor:
@@ -162,3 +162,44 @@ def test_a_real_noise_study_runs_through_ray_into_its_report(ray_cluster, tmp_pa
     dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
     assert not errors
     assert "every scene of pairs:" in dom and "its first noisy capture denoised" in dom
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"target": "noisy"}, "target 'noisy' trains on 2 captures of each image; noisy:"),
+    ({"target": "clean"}, "target 'clean' trains on clean images; noisy:"),
+    ({"target": "r2r"}, "target 'r2r' needs one known Gaussian sigma"),
+    ({"dataset": "NOISY"}, "so it can only train; val images are scored against clean ones"),
+    ({"dataset": {"train": "PAIRS", "val": "PAIRS", "test": "NOISY"}}, "test images are scored against clean ones"),
+])
+def test_a_folder_of_single_noisy_captures_trains_only_what_one_capture_can_train(tmp_path, config, needle):
+    from denoise_core.tasks import validate_config
+
+    noisy, pairs = f"noisy:{noisy_folder(tmp_path / 'n', 4)}", f"pairs:{pair_scenes(tmp_path / 'p', scenes=3)}"
+    cfg = {"dataset": {"train": noisy, "val": pairs, "test": pairs}, "noise": "real", "target": "blindspot", **config}
+    if isinstance(cfg["dataset"], dict):
+        cfg["dataset"] = {k: {"NOISY": noisy, "PAIRS": pairs}.get(v, v) for k, v in cfg["dataset"].items()}
+    else:
+        cfg["dataset"] = noisy
+    with pytest.raises(ValueError, match=needle):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("target", ["blindspot", "neighbor"])
+def test_a_single_capture_scheme_learns_from_a_folder_of_noisy_images_alone(tmp_path, target):
+    """Trained on one noisy capture of each image (noisy:PATH, no clean image anywhere in training), Noise2Void and
+    Neighbor2Neighbor beat the noisy input on held-out scenes scored against their clean images."""
+    from denoise_core.data import load_whole, views
+    from denoise_core.tasks import run_trial
+
+    root = noisy_folder(tmp_path / "n", 12)
+    images, names = load_whole(f"noisy:{root}", None, "all", 1)
+    clean, caps = views(images[0].reshape(-1, 64, 64), 1)  # [NaN view, the file's own pixels]
+    assert names[0] == "shot00.png" and clean.isnan().all() and torch.equal(caps[0], _png(root / "shot00.png"))
+    pairs = f"pairs:{pair_scenes(tmp_path / 'p', scenes=4, size=(64, 64))}"
+    out = run_trial({"dataset": {"train": f"noisy:{root}", "val": pairs, "test": pairs}, "noise": "real",
+                     "target": target, "model": "simple_unet", "model_params": {"width": 16}, "lr": 2e-3,
+                     "batch_size": 8, "steps": 150, "eval_every": 75, "crop": 32, "val_images": 4, "test_images": 4,
+                     "threads": 1, "test": True, "select": "psnr", "test_protocol": "whole"}, lambda m: None,
+                    workdir=tmp_path / "w")
+    m = out["metrics"]
+    assert m["test_psnr"] > m["test_input_psnr"] + 1.0, m  # measured: +3.5 dB (blindspot), +2.4 dB (neighbor)

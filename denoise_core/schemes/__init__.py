@@ -29,6 +29,7 @@ class Scheme:
     captures: int = 1  # the captures of each training image it trains on (at least)
     needs_sigma: bool = False  # needs the noise's Gaussian sigma (a noise model, not real captures)
     needs: str = ""  # what the data must hold, in words, for the report
+    crop_scale: int = 1  # the side of the crop it cuts per side of the network's training input (`crop`)
 
     def check(self, cfg) -> None:
         """Refuse a trial config this scheme cannot train (a ValueError naming the key)."""

@@ -5,6 +5,10 @@ random (never the same one, never diagonal), so the two sub-images are noisy vie
 independent noise. The network maps the first to the second, plus the paper's regulariser on the whole image's
 output (computed without gradient), weighted by gamma; the reference code ramps that weight linearly from 0 to gamma
 over training (`ramp: linear`), which is the default here.
+
+The network trains on the sub-images, so each crop is cut at twice the side of `crop` (`crop_scale`): the network's
+training input is `crop` x `crop`, as every other scheme's (the paper's 256x256 crops give 128x128 sub-images), and
+the regulariser runs it on the whole crop without gradient.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class Neighbor2Neighbor(Scheme):
     """Neighbor2Neighbor: one sub-image of a noisy capture towards its neighbour sub-image, with the regulariser."""
 
     clean, captures, needs = False, 1, "one capture of each image"
+    crop_scale = 2  # crops of twice the side: sub-images of `crop` x `crop`
 
     def __init__(self, gamma: float = 2.0, ramp: str = "linear"):
         if not 0 <= gamma <= 100:
@@ -30,14 +35,17 @@ class Neighbor2Neighbor(Scheme):
         self.gamma, self.ramp = gamma, ramp
 
     def check(self, cfg) -> None:
+        from denoise_core.data import TILE
         from denoise_core.models import build_model
 
-        if cfg.crop % 2:
-            raise ValueError(f"target neighbor halves each crop: crop={cfg.crop} must be even")
+        side = cfg.crop * self.crop_scale
+        if side > TILE:
+            raise ValueError(f"target neighbor cuts crops of twice the side: crop={cfg.crop} asks for {side}x{side}, "
+                             f"larger than the {TILE}x{TILE} training tiles; use crop {TILE // 2} or less")
         model = build_model(cfg.model, cfg.channels, **cfg.model_params)
-        err = getattr(model, "size_error", lambda h, w: None)(cfg.crop // 2, cfg.crop // 2)
+        err = getattr(model, "size_error", lambda h, w: None)(side, side)
         if err:
-            raise ValueError(f"target neighbor trains on half crops ({cfg.crop // 2}x{cfg.crop // 2}): {err}")
+            raise ValueError(f"target neighbor runs its regulariser on the whole {side}x{side} crop: {err}")
 
     @staticmethod
     def pairs(b: int, h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:

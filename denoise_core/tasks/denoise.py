@@ -94,7 +94,7 @@ class DenoiseConfig(CommonConfig):
         captured = has_captures(self.dataset)
         if self.noise == "real" and not all(captured):
             raise ValueError("noise 'real' takes its noisy images from the data: every split's dataset must be "
-                             "pairs:PATH (scenes of noisy captures)")
+                             "pairs:PATH (scenes of noisy captures), or noisy:PATH for training")
         if self.noise != "real" and any(captured):
             raise ValueError(f"dataset pairs:PATH holds real noise: use noise: real (not {self.noise!r}), "
                              f"for every split")
@@ -107,19 +107,31 @@ class DenoiseConfig(CommonConfig):
 
     def _scheme(self) -> None:
         """The training scheme can be trained on this data: its parameters, its captures, its noise model."""
+        from denoise_core.sources import parse
+
         scheme = build_scheme(self.target, **self.target_params)
+        train = split_source(self.dataset, "train")[0]
+        if parse(train)[0].train_only and (scheme.clean or scheme.captures > 1):
+            raise ValueError(f"target {self.target!r} trains on " + ("clean images" if scheme.clean else
+                             f"{scheme.captures} captures of each image") + f"; {train} holds one noisy capture of "
+                             f"each and no clean image: train a scheme that needs no more ({', '.join(single_capture_schemes())})")
         if self.train_captures != "fresh" and self.train_captures < scheme.captures:
             raise ValueError(f"train_captures: {self.train_captures} leaves target {self.target!r} short: it trains on "
                              f"{scheme.captures} captures of each image; use {scheme.captures} or more, or fresh")
         noise = build_noise(self.noise, **self.noise_params)
         if scheme.needs_sigma and noise.gaussian_sigma is None:
             raise ValueError(f"target {self.target!r} needs one known Gaussian sigma, and {noise!r} has none "
-                             f"(not Gaussian, a blind range, clipped, or real captures)")
+                             f"(not Gaussian, a blind range, clipped, or real captures); a study leaves such cells out with exclude:")
         scheme.check(self)
 
     def level_suffixes(self) -> list[str]:
         """'_sigma10' ... : one per extra evaluation level."""
         return [f"_{NOISES.get(self.noise).param}{lvl:g}" for lvl in self.eval_levels]
+
+
+def single_capture_schemes() -> list[str]:
+    """The schemes that train on one noisy capture of each image with no clean image and no noise model."""
+    return [n for n in SCHEMES.names if not (s := SCHEMES.get(n)).clean and s.captures == 1 and not s.needs_sigma]
 
 
 def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
@@ -282,7 +294,8 @@ class DenoiseTrial(Trial):
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        crops = random_crops(self.train_data, cfg.batch_size, cfg.crop, self.gen)  # [B, C, crop, crop] (or views)
+        side = cfg.crop * self.scheme.crop_scale  # the network trains on crop x crop (Neighbor2Neighbor: sub-images)
+        crops = random_crops(self.train_data, cfg.batch_size, side, self.gen)  # [B, C, side, side] (or views)
         loss, monitor = self.scheme.train(self, *self.batch(crops), progress=step / cfg.steps)
         self.optimise(loss)
         return loss, monitor

@@ -40,9 +40,8 @@ def check_dataset_name(name) -> None:
                 parse(n)
             except ValueError as e:
                 raise ValueError(f"dataset.{split}: {e}") from None
-        check_splits(name)
-        return
-    parse(name)
+    else:
+        parse(name)
     check_splits(name)
 
 

@@ -337,7 +337,7 @@ def scenes_without_clean(name: str, part: str) -> list[str]:
     """The scenes of a pairs:PATH source's part that have no clean image (none for any other source)."""
     source, arg = parse(name)
     if source.train_only:
-        return [f.name for f in split_files(image_files(Path(arg).expanduser()), part)]
+        return [f.name for f in _noisy_files(arg, part)]
     if not source.captures:
         return []
     return [s.name for s in split_files(pair_scenes(Path(arg).expanduser()), part) if s.clean is None]
@@ -351,9 +351,14 @@ def _pairs(arg, root, part, download) -> Loaded:
     return [read_scene(s, k, need_clean=part in ("val", "test")) for s in scenes], [s.name for s in scenes]
 
 
+def _noisy_files(arg: str, part: str) -> list[Path]:
+    """The image files of a noisy:PATH source's part, split by file like a folder's."""
+    return split_files(image_files(Path(arg).expanduser()), part)
+
+
 def _noisy(arg, root, part, download) -> Loaded:
     """Each image file of the folder as the views of a scene with no clean image: [NaN view, the capture]."""
-    files = split_files(image_files(Path(arg).expanduser()), part)
+    files = _noisy_files(arg, part)
     captures = [read_image(f) for f in files]
     return [torch.stack([torch.full_like(c, float("nan")), c]) for c in captures], [f.name for f in files]
 

@@ -75,3 +75,8 @@ class CommonConfig(BaseModel):
     def eval_size(self) -> int:
         """The side of the validation and test images."""
         return self.eval_crop or self.crop
+
+    @property
+    def train_side(self) -> int:
+        """The side of the crops a training step cuts from the training images (a task may cut larger ones)."""
+        return self.crop

@@ -116,12 +116,14 @@ def views(x: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_source(name: str, root: str | None = None, channels: int = 1, download: bool = False,
-                 parts: tuple[str, ...] = SPLITS) -> None:
+                 parts: tuple[str, ...] = SPLITS) -> dict[str, int]:
     """Check a source and load each part a study reads as a trial would, so that a missing or incomplete
     set, an empty folder, a truncated or unreadable image, or a torchvision set absent from its root fails
-    before any trial runs: a ValueError whose one line names the source, the part and the problem."""
+    before any trial runs: a ValueError whose one line names the source, the part and the problem. Returns each
+    part's largest crop side as a trial loads it (the short side of its images or tiles)."""
     source, arg = parse(name)
     source.check(arg, root, download)
+    sides = {}
     for part in parts:
         try:
             x, _ = load_split(name, root, part, channels, download=download)
@@ -129,6 +131,8 @@ def check_source(name: str, root: str | None = None, channels: int = 1, download
             raise ValueError(f"dataset {name!r}, split {part}: {str(e).splitlines()[0]}") from None
         if len(x) == 0:
             raise ValueError(f"dataset {name!r}, split {part}: holds no images")
+        sides[part] = min(x.shape[-2:])
+    return sides
 
 
 def _tiled(images: list[torch.Tensor], names: list[str], channels: int, tile: int):

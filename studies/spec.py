@@ -491,7 +491,7 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
     from denoise_core.data import SPLITS, check_source, split_source
     from denoise_core.tasks import get_task, validate_config
 
-    seen = set()
+    sides = {}  # each source read: the largest crop side its part allows
     for cell in spec.cells():
         cfg = validate_config(spec.cell_config(cell, budget, extra))
         check = get_task(cfg.task).check_data
@@ -503,13 +503,19 @@ def check_data(spec: StudySpec, budget: str, extra: dict | None = None) -> None:
         for split in SPLITS:
             name, part = split_source(cfg.dataset, split)
             source = (name, cfg.data_root, cfg.channels, cfg.download, part)
-            if source in seen or "://" in f"{name} {cfg.data_root}":  # object-store data: the trials read it
+            if "://" in f"{name} {cfg.data_root}":  # object-store data: the trials read it
                 continue
-            seen.add(source)
-            try:
-                check_source(*source[:4], parts=(part,))
-            except ValueError as e:
-                raise SpecError(f"{spec.name}, budget {budget}: {e}") from None
+            if source not in sides:
+                try:
+                    sides[source] = check_source(*source[:4], parts=(part,))[part]
+                except ValueError as e:
+                    raise SpecError(f"{spec.name}, budget {budget}: {e}") from None
+            if split == "train" and cfg.train_side > sides[source]:
+                raise SpecError(f"{spec.name}, budget {budget}, cell {cell_label(cell)}: training crops of "
+                                f"{cfg.train_side}x{cfg.train_side}" + (f" (crop {cfg.crop} x{cfg.train_side // cfg.crop})"
+                                                                         if cfg.train_side != cfg.crop else "")
+                                + f" do not fit dataset {name!r}'s {sides[source]}-pixel training images; "
+                                f"use crop {cfg.crop * sides[source] // cfg.train_side} or less")
 
 
 # the keys of a spec that change no trial, only what the report says: an edit of these is taken by a rerun

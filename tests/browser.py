@@ -49,3 +49,39 @@ def rendered_figures(dom: str) -> int:
     """Plotly figures that drew: Plotly.newPlot marks the div js-plotly-plot and puts its SVG inside."""
     return len(re.findall(r'class="plotly-graph-div js-plotly-plot"[^>]*><div class="plot-container plotly"'
                           r'[^>]*><div class="user-select-none svg-container"[^>]*><svg class="main-svg"', dom))
+
+
+def table_rows(dom: str, table_id: str) -> list[dict[str, str]]:
+    """The rows of the table with this id, each as {header: cell text}."""
+    from html.parser import HTMLParser
+
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.depth, self.rows, self.cell = 0, [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table" and (self.depth or dict(attrs).get("id") == table_id):
+                self.depth += 1
+            elif self.depth and tag == "tr":
+                self.rows.append([])
+            elif self.depth and tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag == "table" and self.depth:
+                self.depth -= 1
+            elif self.depth and tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(self.cell.strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    p = Rows()
+    p.feed(dom)
+    if not p.rows:
+        raise AssertionError(f"no table with id {table_id!r} on the page")
+    header, *rows = [r for r in p.rows if r]
+    return [dict(zip(header, r)) for r in rows]

@@ -83,6 +83,11 @@ CASES = [
     ("a scheme that needs sigma on Poisson noise",
      _set(["fixed"], {**BASE["fixed"], "target": "r2r", "noise": "poisson", "noise_params": {"lam": 30}}),
      "target 'r2r' needs one known Gaussian sigma"),
+    # a training crop larger than the training images failed in every trial (faces are 24x24)
+    ("crop larger than the images", _set(["budgets", "smoke", "crop"], 32),
+     "cell loss=l1: training crops of 32x32 do not fit dataset 'faces''s 24-pixel training images; use crop 24 or less"),
+    ("Neighbor2Neighbor's doubled crop larger than the images", _set(["fixed"], {**BASE["fixed"], "target": "neighbor"}),
+     "training crops of 32x32 (crop 16 x2) do not fit dataset 'faces''s 24-pixel training images; use crop 12 or less"),
     ("tuned and fixed nested", _set(["tune", "model_params.width"], {"type": "choice", "values": [4, 8]}),
      "'model_params.width' is tuned and also set by fixed.model_params.width"),
 ]

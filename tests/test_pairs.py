@@ -203,3 +203,39 @@ def test_a_single_capture_scheme_learns_from_a_folder_of_noisy_images_alone(tmp_
                     workdir=tmp_path / "w")
     m = out["metrics"]
     assert m["test_psnr"] > m["test_input_psnr"] + 1.0, m  # measured: +3.5 dB (blindspot), +2.4 dB (neighbor)
+
+
+def test_a_study_on_a_folder_of_noisy_images_runs_through_ray_into_its_report(ray_cluster, tmp_path):
+    """The user's own single captures as a study: Noise2Void against Neighbor2Neighbor trained on noisy:PATH, tuned and
+    confirmed through Ray, scored on held-out scenes with clean images, and a report whose best table says each
+    scheme trained on one capture per image file and needed nothing more."""
+    import pandas as pd
+    import yaml
+
+    from tests import browser
+
+    noisy = f"noisy:{noisy_folder(tmp_path / 'n', 8)}"
+    pairs = f"pairs:{pair_scenes(tmp_path / 'p', scenes=4, size=(64, 64))}"
+    spec = {"name": "single", "description": "N2V against Ne2Ne on single noisy captures", "question": "target",
+            "fixed": {"dataset": {"train": noisy, "val": pairs, "test": pairs}, "noise": "real",
+                      "model": "simple_unet", "model_params": {"width": 8}, "test_protocol": "whole"},
+            "compare": {"target": ["blindspot", "neighbor"]},
+            "tune": {"lr": {"type": "loguniform", "low": 1e-3, "high": 5e-3}},
+            "budgets": {b: {"trials_per_cell": 1, "seeds": 2, "steps": 30, "eval_every": 15, "crop": 16,
+                            "val_images": 2, "test_images": 2, "batch_size": 4} for b in ("smoke", "quick", "full")}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = cli("run", str(tmp_path / "s.yaml"), "--budget", "smoke", "--storage", str(tmp_path / "store"),
+                         "--address", ray_cluster.address, "--quiet")
+    assert code == 0, out + err
+    assert "validation and test are the same images" in err  # val and test name one source: said, not hidden
+    sdir = tmp_path / "store" / "single"
+    df = pd.read_parquet(sdir / "trials.parquet")
+    confirm = df[df.phase == "confirm"]
+    assert len(confirm) == 4 and set(confirm.status) == {"completed"} and set(confirm.cell) == {
+        "target=blindspot", "target=neighbor"}
+    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
+    assert not errors
+    best = browser.table_rows(dom, "best-table")
+    assert [(r["training scheme"], r["training captures"], r["it needs"]) for r in best] == [
+        ("blindspot", "one per image file", "one capture of each image"),
+        ("neighbor", "one per image file", "one capture of each image")], best

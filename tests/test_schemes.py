@@ -104,12 +104,12 @@ def test_r2r_input_and_target_noises_are_uncorrelated_and_average_to_the_capture
     assert a.std().item() == pytest.approx(sigma * (1 + 0.5 ** 2) ** 0.5, rel=0.02)  # the input's noise: s sqrt(1 + a^2)
     assert b.std().item() == pytest.approx(sigma * (1 + 1 / 0.5 ** 2) ** 0.5, rel=0.02)
     # at evaluation: the capture itself, or the mean over recorruptions (one pass each, counted)
-    trial = SimpleNamespace(cfg=SimpleNamespace(val_seed=3), noise=SimpleNamespace(gaussian_sigma=sigma))
-    assert torch.equal(s.infer(lambda t: t, y, trial), y) and s.passes() == 1
+    cfg = SimpleNamespace(val_seed=3, noise="gaussian", noise_params={"sigma": 25})
+    assert torch.equal(s.infer(lambda t: t, y, cfg), y) and s.passes() == 1
     avg = build_scheme("r2r", alpha=0.5, eval_samples=8)
-    out = avg.infer(lambda t: t, y, trial)
+    out = avg.infer(lambda t: t, y, cfg)
     assert avg.passes() == 8 and (out - y).std().item() == pytest.approx(0.5 * sigma / 8 ** 0.5, rel=0.05)
-    assert torch.equal(out, avg.infer(lambda t: t, y, trial))  # the same recorruptions at every evaluation
+    assert torch.equal(out, avg.infer(lambda t: t, y, cfg))  # the same recorruptions at every evaluation
 
 
 def test_sure_estimates_the_squared_error_to_the_clean_image_without_it():
@@ -169,6 +169,33 @@ def test_a_single_capture_scheme_beats_the_noisy_input_on_held_out_images(tmp_pa
     out = run_trial({**TINY, "target": target, "target_params": params, "train_captures": 1}, lambda m: None,
                     workdir=tmp_path)
     assert out["metrics"]["psnr"] > out["metrics"]["input_psnr"] + 2.0, out["metrics"]
+
+
+def test_a_stored_r2r_model_is_scored_by_evaluate_as_its_trial_scored_it(tmp_path):
+    """R2R with eval_samples averages its outputs over recorruptions; `evaluate --study` (and `apply`) apply a stored
+    model through the same scheme, so the trial's whole-image test score is reproduced, not a single pass's."""
+    from denoise_core.tasks import load_model, run_trial
+    from studies.evaluate import evaluate
+
+    from tests.fixtures import image_folder
+    from tests.test_train import TINY
+
+    folder = f"folder:{image_folder(tmp_path / 't', 3)}"
+    out = run_trial({**TINY, "steps": 30, "target": "r2r", "target_params": {"eval_samples": 4}, "train_captures": 1,
+                     "dataset": {"train": "natural", "val": "natural", "test": folder}, "test": True,
+                     "test_protocol": "whole"}, lambda m: None, workdir=tmp_path / "w")
+    model, cfg = load_model(out["checkpoint"])
+    (row,) = [r for r in evaluate(folder, None, "gaussian:sigma=25", 1, cfg.val_seed, {"r2r": (model, cfg)})
+              if r.method == "r2r"]
+    assert row.psnr == pytest.approx(out["metrics"]["test_psnr"], abs=0.006)  # evaluate rounds to 2 decimals
+    # the stored model applied as the scheme says: the mean over 4 recorruptions, not one pass over the input
+    from denoise_core.tasks.denoise import apply_denoiser
+
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        averaged = apply_denoiser(model, cfg, x)
+        single = apply_denoiser(model, cfg.model_copy(update={"target_params": {"eval_samples": 0}}), x)
+        assert torch.equal(single, model(x).clamp(0, 1)) and (averaged - single).abs().mean() > 1e-3
 
 
 def test_the_self_supervised_study_runs_through_ray_and_its_report_says_what_each_scheme_needed(ray_cluster, tmp_path):

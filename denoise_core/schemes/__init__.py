@@ -39,8 +39,9 @@ class Scheme:
         """(loss, monitor) of one batch: the loss to optimise and a divergence monitor, device scalars."""
         raise NotImplementedError
 
-    def infer(self, model, x: torch.Tensor, trial) -> torch.Tensor:
-        """The trained network on evaluation inputs (R2R may average over recorruptions)."""
+    def infer(self, model, x: torch.Tensor, cfg) -> torch.Tensor:
+        """The trained network on evaluation inputs (R2R may average over recorruptions), for a trial config `cfg`:
+        the trial's evaluations and every later use of its stored model (`evaluate`, `apply`) go through this."""
         return model(x)
 
     def passes(self) -> int:

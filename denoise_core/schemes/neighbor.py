@@ -38,7 +38,7 @@ class Neighbor2Neighbor(Scheme):
         from denoise_core.data import TILE
         from denoise_core.models import build_model
 
-        side = cfg.crop * self.crop_scale
+        side = cfg.train_side
         if side > TILE:
             raise ValueError(f"target neighbor cuts crops of twice the side: crop={cfg.crop} asks for {side}x{side}, "
                              f"larger than the {TILE}x{TILE} training tiles; use crop {TILE // 2} or less")

@@ -38,12 +38,15 @@ class Recorrupted2Recorrupted(Scheme):
         pred = trial.forward(inp)
         return trial.loss(pred, target, progress=progress), (pred.detach() - target).square().mean()
 
-    def infer(self, model, x: torch.Tensor, trial) -> torch.Tensor:
+    def infer(self, model, x: torch.Tensor, cfg) -> torch.Tensor:
+        """Recorruptions at the training noise's sigma (the inputs the network learnt from), seeded by `val_seed`."""
         if not self.eval_samples:
             return model(x)
-        gen = torch.Generator(device=x.device).manual_seed(trial.cfg.val_seed)  # the same recorruptions every time
-        return sum(model(self.recorrupt(x, trial.noise.gaussian_sigma, gen)[0]) for _ in range(self.eval_samples)) \
-            / self.eval_samples
+        from denoise_core.noise import build_noise
+
+        sigma = build_noise(cfg.noise, **cfg.noise_params).gaussian_sigma
+        gen = torch.Generator(device=x.device).manual_seed(cfg.val_seed)  # the same recorruptions every time
+        return sum(model(self.recorrupt(x, sigma, gen)[0]) for _ in range(self.eval_samples)) / self.eval_samples
 
     def passes(self) -> int:
         return max(1, self.eval_samples)

@@ -124,6 +124,12 @@ class DenoiseConfig(CommonConfig):
                              f"(not Gaussian, a blind range, clipped, or real captures); a study leaves such cells out with exclude:")
         scheme.check(self)
 
+    @property
+    def train_side(self) -> int:
+        """The side of the crops a training step cuts: `crop`, or a multiple of it for a scheme whose network trains
+        on sub-images of its crops (Neighbor2Neighbor: twice)."""
+        return self.crop * SCHEMES.get(self.target).crop_scale
+
     def level_suffixes(self) -> list[str]:
         """'_sigma10' ... : one per extra evaluation level."""
         return [f"_{NOISES.get(self.noise).param}{lvl:g}" for lvl in self.eval_levels]
@@ -181,8 +187,9 @@ def denoise_test_conditions(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
 
 
 def apply_denoiser(model, cfg, noisy, sigma=None):
-    """A direct denoiser maps the noisy image to its estimate; it needs no noise level."""
-    return model(noisy).clamp(0, 1)
+    """A direct denoiser maps the noisy image to its estimate; it needs no noise level. Its training scheme applies it
+    as the trial's evaluations did (R2R: the mean over its recorruptions)."""
+    return build_scheme(cfg.target, **cfg.target_params).infer(model, noisy, cfg).clamp(0, 1)
 
 
 def evaluation_noises(cfg: DenoiseConfig) -> dict[str, Noise]:
@@ -260,7 +267,7 @@ class DenoiseTrial(Trial):
         outs = []
         for i in range(0, len(noisy), chunk):
             with self.autocast:
-                outs.append(self.scheme.infer(self.model, noisy[i:i + chunk], self).float())
+                outs.append(self.scheme.infer(self.model, noisy[i:i + chunk], self.cfg).float())
         self.model.train()
         # a diverged model's NaNs become 0: its scores are then real (and poor) numbers
         return torch.nan_to_num(torch.cat(outs), nan=0.0).clamp(0, 1)
@@ -294,8 +301,7 @@ class DenoiseTrial(Trial):
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        side = cfg.crop * self.scheme.crop_scale  # the network trains on crop x crop (Neighbor2Neighbor: sub-images)
-        crops = random_crops(self.train_data, cfg.batch_size, side, self.gen)  # [B, C, side, side] (or views)
+        crops = random_crops(self.train_data, cfg.batch_size, cfg.train_side, self.gen)  # [B, C, side, side] (or views)
         loss, monitor = self.scheme.train(self, *self.batch(crops), progress=step / cfg.steps)
         self.optimise(loss)
         return loss, monitor

@@ -203,6 +203,8 @@ def _pooled_claims(a: Analysis, data: pd.DataFrame, q: str) -> dict[int, Compari
             sa, sb = _side(rows, q, claim.a), _side(rows, q, claim.b)
             if len(sa) and len(sb):
                 out[i] = Comparison("claim", q, claim.a, claim.b, dict(claim.where), **compare(sa, sb, spec.sign))
+                paired = set(sa.image.astype(str)) & set(sb.image.astype(str))
+                out[i].n_slices = max(1, len({im.split("@", 1)[1] for im in paired if "@" in im}))
                 a.family.comparisons.append(out[i])
     return out
 

@@ -76,7 +76,7 @@ def _method(a: Analysis) -> str:
         scored = _held_out(a)
         tested = [c for c in fam.comparisons if c.n_sources]
         if tested:
-            n_img, n_src = max(c.n_images for c in tested), max(c.n_sources for c in tested)
+            n_img, n_src = max(c.n_images // c.n_slices for c in tested), max(c.n_sources for c in tested)
             scored += (f" The {n_img} test images are crops of {n_src} source images; crops of one image are "
                        f"not independent, so the source image is a level of its own in every comparison and the "
                        f"intervals speak for other images, not only for other crops of these.")
@@ -155,14 +155,16 @@ PROTOCOL_TOLERANCE = 0.1  # dB: one draw of noise moves a set's mean PSNR by a f
 
 
 def _reference_cells(a: Analysis, ref) -> list[tuple[str, str]]:
-    """(cell, metric suffix) of every cell whose test set, noise and level are the published row's."""
+    """(cell, metric suffix) of every cell whose test set, noise and level are the published row's, within the
+    compared levels its `where` names."""
     from denoise_core.data import split_source
 
     task = get_task(a.results.spec.task)
     if task.test_conditions is None:
         return []
     return [(cell, sfx) for cell, cfg in a.configs.items() for noise, level, sfx in task.test_conditions(cfg)
-            if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)]
+            if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)
+            and all(parse_cell(cell).get(f) == lv for f, lv in ref.where.items())]
 
 
 def _references(a: Analysis) -> str:
@@ -322,9 +324,12 @@ def _published_baseline(a: Analysis, cell: str, name: str):
 
 
 def _test_images(c) -> str:
+    """The images a comparison paired: a claim over several slices counts each test image once in each."""
     if not c.n_images:
         return ""
-    return f"{c.n_images} (crops of {c.n_sources})" if c.n_sources else str(c.n_images)
+    n = (f"{c.n_images} ({c.n_images // c.n_slices} in each of {c.n_slices} slices"
+         + (f", crops of {c.n_sources})" if c.n_sources else ")")) if c.n_slices > 1 else str(c.n_images)
+    return n if c.n_slices > 1 or not c.n_sources else f"{n} (crops of {c.n_sources})"
 
 
 def _comparisons(a: Analysis) -> str:
@@ -403,10 +408,12 @@ def _images(a: Analysis) -> str:
     if not body:
         return ""
     top = f"<p>{png(clean, 'clean image', 'clean')}clean</p>" if clean else ""
+    # tiles narrow enough that every column fits the page's width (1200 px less the row label), at most 160 px
+    side = max(64, min(160, (1200 - 160) // (2 + len(spec.labels(q))) - 20))
     return (f'<h2 id="images">The same held-out image, denoised by each cell\'s best model</h2>'
             f'<p class="muted">PSNR against the clean image under each tile; the best classical baseline was chosen on '
             f"validation images.</p>{top}"
-            f'<table id="image-table"><tr><th></th><th>noisy input</th><th>best baseline</th>{head}</tr>{"".join(body)}</table>')
+            f'<table id="image-table" style="--tile:{side}px"><tr><th></th><th>noisy input</th><th>best baseline</th>{head}</tr>{"".join(body)}</table>')
 
 
 def _tile(path, label: str, value, unit: str) -> str:

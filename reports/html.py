@@ -23,7 +23,7 @@ table{border-collapse:collapse;font-size:90%;margin:.5em 0} td,th{border:1px sol
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.reproduced td{background:#e6f4ea} tr.contradicted td{background:#fce8e6} tr.inconclusive td{background:#f6f6f6}
 tr.sig td{background:#f3f8ee}
-#image-table img{width:160px;image-rendering:pixelated;display:block;margin:auto}
+#image-table img{width:var(--tile,160px);image-rendering:pixelated;display:block;margin:auto}
 #image-table td{text-align:center;font-size:85%;vertical-align:top} .grid{display:inline-block;margin:.5em}
 .grid img{image-rendering:pixelated;width:260px} li{margin:.3em 0}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.8em} .muted{color:#666}"""

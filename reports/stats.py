@@ -58,6 +58,7 @@ class Comparison:
     n_images: int
     method: str
     n_sources: int = 0  # source images the test images were cut from (0: each image is its own)
+    n_slices: int = 1  # slices a claim pools: each test image counts once in each (n_images counts them all)
     p: float = float("nan")
     q: float = float("nan")  # Benjamini-Hochberg adjusted p
     confidence: float = 1 - ALPHA

@@ -152,7 +152,9 @@ class Reference(BaseModel):
     """A published result: `method` scored `value` (`metric`) on `test_set` under `noise` at `level` (the noise's
     level parameter in its own units: sigma on the 0-255 scale, lam ...), in `source`. The report shows it only
     where the study's test set, noise, level and metric are the same; `baseline` names our classical baseline
-    that implements the same method (bm3d), whose row then sits beside it as the check of the protocol."""
+    that implements the same method (bm3d), whose row then sits beside it as the check of the protocol. A network's
+    row sits beside the best of the cells of the same test set, noise and level, or of those `where` names (the
+    published N2V beside our N2V cell: `where: {scheme: N2V}`)."""
 
     model_config = ConfigDict(extra="forbid")
     method: str
@@ -164,6 +166,7 @@ class Reference(BaseModel):
     source: str
     baseline: str | None = None
     protocol: str = "same"  # "same": scored as denoise_core.protocol scores; otherwise what differs, said beside it
+    where: dict[str, str] = Field(default_factory=dict)  # compared levels of the cells it is set beside
 
 
 # a factor is a list of scalar values for one trial key, or a mapping label -> trial overrides
@@ -271,6 +274,16 @@ class StudySpec(BaseModel):
                                      f"levels: {', '.join(self.labels(factor))}")
         if self.exclude and not self.cells():
             raise ValueError("exclude leaves no cell to run")
+        for i, r in enumerate(self.references):
+            for factor, level in r.where.items():
+                if factor not in self.compare:
+                    raise ValueError(f"references[{i}].where: {factor!r} is not a compared factor; "
+                                     f"factors: {', '.join(self.compare)}")
+                if str(level) not in self.labels(factor):
+                    raise ValueError(f"references[{i}].where: {level!r} is not a level of {factor!r}; "
+                                     f"levels: {', '.join(self.labels(factor))}")
+            if r.where and not any(all(cell[f] == lv for f, lv in r.where.items()) for cell in self.cells()):
+                raise ValueError(f"references[{i}].where: every cell where {cell_label(r.where)} is excluded")
         q = self.question_factor()
         kept = self.cells()
         for i, c in enumerate(self.expect):

@@ -80,6 +80,12 @@ CASES = [
      "exclude[0]: 'noise' is not a compared factor; factors: loss"),
     ("exclusion of an unknown level", _set(["exclude"], [{"loss": "l0"}]), "exclude[0]: 'l0' is not a level of 'loss'"),
     ("exclusion of every cell", _set(["exclude"], [{"loss": "l1"}, {"loss": "l2"}]), "exclude leaves no cell to run"),
+    ("a published row set beside a level that is not one", _set(["references"], [
+        {"method": "m", "test_set": "faces", "noise": "gaussian", "level": 25, "value": 30, "source": "s",
+         "where": {"loss": "huber"}}]), "references[0].where: 'huber' is not a level of 'loss'"),
+    ("a published row set beside excluded cells", _both(_set(["exclude"], [{"loss": "l1"}]), _set(["references"], [
+        {"method": "m", "test_set": "faces", "noise": "gaussian", "level": 25, "value": 30, "source": "s",
+         "where": {"loss": "l1"}}])), "references[0].where: every cell where loss=l1 is excluded"),
     ("a scheme that needs sigma on Poisson noise",
      _set(["fixed"], {**BASE["fixed"], "target": "r2r", "noise": "poisson", "noise_params": {"lam": 30}}),
      "target 'r2r' needs one known Gaussian sigma"),

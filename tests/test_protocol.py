@@ -107,7 +107,9 @@ def paper_smoke(ray_cluster, tmp_path_factory):
         {"method": "DnCNN-S", "test_set": test, "noise": "gaussian", "level": 25, "value": 30.44,
          "source": "DnCNN paper, Table II"},
         {"method": "BM3D", "test_set": "BSD68", "noise": "gaussian", "level": 25, "value": 28.57, "source": "x",
-         "baseline": "bm3d"}]  # another test set: never shown
+         "baseline": "bm3d"},  # another test set: never shown
+        *({"method": f"An {loss} network", "test_set": test, "noise": "gaussian", "level": 25, "value": 30.0,
+           "source": "my notes", "where": {"loss": loss}} for loss in ("l1", "l2"))]  # each beside its own cell
     spec["budgets"]["smoke"].update(trials_per_cell=1, seeds=2, steps=6, eval_every=3, val_images=4)
     path = root / "paper.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -149,6 +151,17 @@ def test_the_report_states_the_protocol_and_shows_the_published_rows_in_a_browse
     assert "BM3D (DnCNN paper, Table II)" in rows and "our BM3D" in rows and "29.97" in rows
     assert "DnCNN-S (DnCNN paper, Table II)" in rows and "30.44" in rows
     assert "BSD68" not in rows  # another test set's row is never shown
+    # a network's row sits beside the best matching cell, or beside the cells its `where` names
+    import pandas as pd
+
+    conf = pd.read_parquet(paper_smoke / "trials.parquet").query("phase == 'confirm'")
+    means = conf.groupby("cell")["final.test_psnr"].mean()
+    by = {r["published"]: r for r in browser.table_rows(dom, "reference-table")}
+    dncnn = by["DnCNN-S (DnCNN paper, Table II)"]
+    assert dncnn["here"] == means.idxmax() and float(dncnn["value here"]) == pytest.approx(means.max(), abs=0.005)
+    for loss in ("l1", "l2"):  # one of them is not the best cell
+        mine = by[f"An {loss} network (my notes)"]
+        assert mine["here"] == f"loss={loss}" and float(mine["value here"]) == pytest.approx(means[f"loss={loss}"], abs=0.005)
     assert "The check that the protocol is the same: published BM3D 29.97 dB, here" in dom
     # generated images, not the real Set12: the page must not call the gap agreement
     assert "more than the 0.1 dB one draw of noise explains: the test images or the protocol differ" in dom

@@ -229,3 +229,12 @@ def test_the_self_supervised_study_runs_through_ray_and_its_report_says_what_eac
     for claim in ("Noise2Noise (two captures of each image) matches Noise2Clean",
                   "Recorrupted-to-Recorrupted matches Noise2Clean on Gaussian noise"):
         assert claim in dom  # every verdict is on the page, held or not
+    # a claim over both noises pairs each test image within each noise: counted as such, never as more test images
+    import re
+
+    n = int(re.search(r"The (\d+) test images are crops of", dom).group(1))
+    comparisons = browser.table_rows(dom, "comparison-table")
+    per_slice = {r["test images"] for r in comparisons if r["slice"] != "all"}
+    pooled = {r["test images"] for r in comparisons if r["slice"] == "all"}
+    assert len(per_slice) == 1 and per_slice.pop().startswith(f"{n} ")
+    assert pooled and all(p.startswith(f"{2 * n} ({n} in each of 2 slices") for p in pooled), pooled

@@ -24,7 +24,7 @@ from reports.analysis import BASELINE_NAMES, Analysis, analyse, baseline_label
 from reports.html import Figures, page, png, sig3, table
 from reports.stats import ALPHA
 from studies.runlog import run_span
-from studies.cells import cell_label, parse_cell
+from studies.cells import cell_label, in_slice, parse_cell
 from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
 
 
@@ -164,7 +164,7 @@ def _reference_cells(a: Analysis, ref) -> list[tuple[str, str]]:
         return []
     return [(cell, sfx) for cell, cfg in a.configs.items() for noise, level, sfx in task.test_conditions(cfg)
             if split_source(cfg.dataset, "test")[0] == ref.test_set and (noise, level) == (ref.noise, ref.level)
-            and all(parse_cell(cell).get(f) == lv for f, lv in ref.where.items())]
+            and in_slice(parse_cell(cell), ref.where)]
 
 
 def _references(a: Analysis) -> str:
@@ -327,9 +327,9 @@ def _test_images(c) -> str:
     """The images a comparison paired: a claim over several slices counts each test image once in each."""
     if not c.n_images:
         return ""
-    n = (f"{c.n_images} ({c.n_images // c.n_slices} in each of {c.n_slices} slices"
-         + (f", crops of {c.n_sources})" if c.n_sources else ")")) if c.n_slices > 1 else str(c.n_images)
-    return n if c.n_slices > 1 or not c.n_sources else f"{n} (crops of {c.n_sources})"
+    parts = [f"{c.n_images // c.n_slices} in each of {c.n_slices} slices"] if c.n_slices > 1 else []
+    parts += [f"crops of {c.n_sources}"] if c.n_sources else []
+    return f"{c.n_images} ({', '.join(parts)})" if parts else str(c.n_images)
 
 
 def _comparisons(a: Analysis) -> str:

@@ -47,6 +47,15 @@ def parse_cell(key: str) -> dict[str, str]:
     return cell
 
 
+def in_slice(cell: dict[str, str], where: dict) -> bool:
+    """Whether a cell lies in the slice `where`: every factor it names at the level it names (as text).
+
+    >>> in_slice({"noise": "poisson", "scheme": "R2R"}, {"noise": "poisson"}), in_slice({"noise": "gaussian"}, {"noise": "poisson"})
+    (True, False)
+    """
+    return all(cell.get(f) == str(lv) for f, lv in where.items())
+
+
 def cell_label(cell: dict[str, str]) -> str:
     """A cell as people read it: 'noise=gaussian, loss=l1' (not escaped: for display only)."""
     return ", ".join(f"{k}={v}" for k, v in cell.items())

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from studies.cells import cell_key, cell_label
+from studies.cells import cell_key, cell_label, in_slice
 
 CATALOG = Path(__file__).parent / "catalog"
 BUDGETS = ("smoke", "quick", "full")
@@ -266,36 +266,34 @@ class StudySpec(BaseModel):
         for i, ex in enumerate(self.exclude):
             if not ex:
                 raise ValueError(f"exclude[{i}] is empty: it would leave out every cell")
-            for factor, level in ex.items():
-                if factor not in self.compare:
-                    raise ValueError(f"exclude[{i}]: {factor!r} is not a compared factor; factors: {', '.join(self.compare)}")
-                if str(level) not in self.labels(factor):
-                    raise ValueError(f"exclude[{i}]: {level!r} is not a level of {factor!r}; "
-                                     f"levels: {', '.join(self.labels(factor))}")
-        if self.exclude and not self.cells():
+            self._check_levels(ex, f"exclude[{i}]")
+        kept = self.cells()
+        if self.exclude and not kept:
             raise ValueError("exclude leaves no cell to run")
         for i, r in enumerate(self.references):
-            for factor, level in r.where.items():
-                if factor not in self.compare:
-                    raise ValueError(f"references[{i}].where: {factor!r} is not a compared factor; "
-                                     f"factors: {', '.join(self.compare)}")
-                if str(level) not in self.labels(factor):
-                    raise ValueError(f"references[{i}].where: {level!r} is not a level of {factor!r}; "
-                                     f"levels: {', '.join(self.labels(factor))}")
-            if r.where and not any(all(cell[f] == lv for f, lv in r.where.items()) for cell in self.cells()):
+            self._check_levels(r.where, f"references[{i}].where")
+            if r.where and not any(in_slice(cell, r.where) for cell in kept):
                 raise ValueError(f"references[{i}].where: every cell where {cell_label(r.where)} is excluded")
         q = self.question_factor()
-        kept = self.cells()
         for i, c in enumerate(self.expect):
             for side in (c.a, c.b):
-                if not any(cell[q] == side and all(cell[f] == lv for f, lv in c.where.items()) for cell in kept):
+                if not any(cell[q] == side and in_slice(cell, c.where) for cell in kept):
                     raise ValueError(f"expect[{i}]: every cell of {q}={side}"
                                      + (f" where {cell_label(c.where)}" if c.where else "") + " is excluded")
         return self
 
+    def _check_levels(self, where: dict, key: str) -> None:
+        """Every factor `where` names is compared, at one of its levels (a ValueError naming `key`)."""
+        for factor, level in where.items():
+            if factor not in self.compare:
+                raise ValueError(f"{key}: {factor!r} is not a compared factor; factors: {', '.join(self.compare)}")
+            if str(level) not in self.labels(factor):
+                raise ValueError(f"{key}: {level!r} is not a level of {factor!r}; "
+                                 f"levels: {', '.join(self.labels(factor))}")
+
     def excluded(self, cell: dict[str, str]) -> bool:
         """Whether `exclude` leaves this cell out."""
-        return any(all(cell[f] == str(lv) for f, lv in ex.items()) for ex in self.exclude)
+        return any(in_slice(cell, ex) for ex in self.exclude)
 
     def question_factor(self) -> str:
         """The factor the study asks about: `question`, else the last factor with two or more levels."""

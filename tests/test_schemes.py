@@ -217,15 +217,15 @@ def test_the_self_supervised_study_runs_through_ray_and_its_report_says_what_eac
     assert not {"noise=poisson,scheme=R2R", "noise=poisson,scheme=SURE"} & set(df.cell)  # excluded: never run
     dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
     assert not errors
-    best = dom.split('id="best-table"')[1].split("</table>")[0]
-    rows = {tuple(c.split("</td>")[0].split(">")[-1] for c in r.split("<td")[1:3]): r for r in best.split("<tr>")[2:]}
+    rows = {(r["noise"], r["scheme"]): r for r in browser.table_rows(dom, "best-table")}
     assert set(rows) == {(n, s) for n in ("gaussian", "poisson") for s in ("N2C", "N2N", "N2V", "Ne2Ne")} | \
         {("gaussian", "R2R"), ("gaussian", "SURE")}
-    assert "clean images and a noisy capture of each" in rows["gaussian", "N2C"]
-    assert "two captures of each image" in rows["poisson", "N2N"]
-    assert all("one capture of each image" in rows["gaussian", k] for k in ("N2V", "Ne2Ne", "R2R", "SURE"))
-    cells = [c.split("</td>")[0].split(">")[-1] for c in rows["gaussian", "R2R"].split("<td")[1:]]
-    assert cells[3:7] == ["r2r", "one capture of each image and the noise's sigma", "1", "1"]
+    assert rows["gaussian", "N2C"]["it needs"] == "clean images and a noisy capture of each"
+    assert rows["poisson", "N2N"]["it needs"] == "two captures of each image"
+    assert all(rows["gaussian", k]["it needs"].startswith("one capture of each image") for k in ("N2V", "Ne2Ne", "R2R", "SURE"))
+    r2r = rows["gaussian", "R2R"]
+    assert [r2r[k] for k in ("training scheme", "it needs", "training captures", "network passes per test image")] == \
+        ["r2r", "one capture of each image and the noise's sigma", "1", "1"]
     for claim in ("Noise2Noise (two captures of each image) matches Noise2Clean",
                   "Recorrupted-to-Recorrupted matches Noise2Clean on Gaussian noise"):
         assert claim in dom  # every verdict is on the page, held or not

@@ -149,7 +149,11 @@ def _apply(b: Baseline, noisy: torch.Tensor, param, sigma: float | None) -> torc
     return _to_torch([o.reshape(i.shape) for o, i in zip(b.denoise(images, param, sigma), images)])
 
 
-def score_baselines(config: dict, showcase: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+PROGRESS_EVERY_S = 10.0  # a baseline scoring whole test images says where it is at least this often
+
+
+def score_baselines(config: dict, showcase: bool = True, progress: Callable[[str], None] | None = None,
+                    done: dict | None = None, on_scored: Callable[[str, dict], None] | None = None) -> dict:
     """Every baseline that suits the config's noise, its parameter chosen on validation, scored on test.
 
     Returns {"noise", "channels", "val_images", "val_pixels", "metrics": {name: {"param", "val": {metric: mean},
@@ -158,53 +162,97 @@ def score_baselines(config: dict, showcase: bool = True, progress: Callable[[str
     Metrics: psnr and ssim under the config's noise, and under each extra evaluation level with
     `psnr_levels_mean`, named as the trial names them. Under `test_protocol: whole` the test images are
     whole and scored as the networks' are (denoise_core.protocol), on exactly their noisy inputs.
-    `progress(line)` hears of each parameter chosen and each test set scored, with the images and the time.
+    `done` holds baselines scored before ({name: metrics}, an interrupted run's): they are not scored again.
+    `on_scored(name, metrics)` hears of each baseline as soon as it is scored; `progress(line)` of each parameter
+    chosen and of the test images scored, with the time, at least every PROGRESS_EVERY_S.
     """
-    import time
+    setting = Setting(config, progress or (lambda line: None))
+    out = setting.header()
+    for b in baselines_for(setting.noises[""]):
+        entry = (done or {}).get(b.name)
+        if entry is None:
+            entry = setting.score(b)
+            if on_scored is not None:
+                on_scored(b.name, entry)
+        out["metrics"][b.name] = entry
+    real = [n for n in out["metrics"] if n != "noisy" and math.isfinite(out["metrics"][n]["val"].get("psnr", math.nan))]
+    out["best"] = max(real, key=lambda n: out["metrics"][n]["val"]["psnr"]) if real else "noisy"
+    if showcase:
+        out.update(_showcase(setting.cfg, setting.noises[""], out))
+    return out
 
-    from denoise_core.tasks import validate_config
-    from denoise_core.tasks.denoise import evaluation_noises
 
-    cfg = validate_config({**config, "test": True})
-    noises = evaluation_noises(cfg)
-    sets = {"val": _crop_set(cfg, "val", noises), "test": _whole_set(cfg, noises) if cfg.test_protocol == "whole"
-            else _crop_set(cfg, "test", noises)}
-    val = sets["val"].clean
-    out = {"noise": cfg.noise, "metrics": {}, "channels": cfg.channels, "val_images": len(val),
-           "val_pixels": int(val[:, :1].numel())}  # [N, C, H, W]: pixels per channel
-    say = progress or (lambda line: None)
-    for b in baselines_for(noises[""]):
-        started = time.time()
-        grid = (1.0,) if b.name == "bm3d" and noises[""].gaussian_sigma is not None else b.grid
-        # the parameter: best mean validation PSNR over the evaluation noises
-        p_best = max(grid, key=lambda p: float(np.mean([sets["val"].scores(b, p, s, noises[s])["psnr"].mean()
-                                                        for s in noises])))
-        if p_best is None:  # the noisy input: nothing to choose
-            say(f"{b.name}: scored on {len(val)} validation images ({time.time() - started:.0f} s)")
-        else:
-            say(f"{b.name}: parameter {p_best} chosen on {len(val)} validation images ({len(grid)} tried, "
-                f"{time.time() - started:.0f} s)")
-        entry = {"param": p_best}
-        for split, evalset in sets.items():
+class Setting:
+    """One evaluation setting's validation crops and test images with their fixed noisy inputs, built once; each
+    baseline is then chosen on the former and scored on the latter."""
+
+    def __init__(self, config: dict, say: Callable[[str], None]):
+        from denoise_core.tasks import validate_config
+        from denoise_core.tasks.denoise import evaluation_noises
+
+        self.cfg = cfg = validate_config({**config, "test": True})
+        self.noises, self.say = evaluation_noises(cfg), say
+        self.sets = {"val": _crop_set(cfg, "val", self.noises),
+                     "test": _whole_set(cfg, self.noises) if cfg.test_protocol == "whole"
+                     else _crop_set(cfg, "test", self.noises)}
+
+    def header(self) -> dict:
+        val = self.sets["val"].clean  # [N, C, H, W]
+        return {"noise": self.cfg.noise, "metrics": {}, "channels": self.cfg.channels, "val_images": len(val),
+                "val_pixels": int(val[:, :1].numel())}  # pixels per channel
+
+    def choose(self, b: Baseline):
+        """The parameter with the best mean validation PSNR over the evaluation noises (a score that is not a
+        number never wins)."""
+        import time
+
+        started, val = time.time(), self.sets["val"]
+        grid = (1.0,) if b.name == "bm3d" and self.noises[""].gaussian_sigma is not None else b.grid
+
+        def mean_psnr(p):
+            v = float(np.mean([val.scores(b, p, s, n)["psnr"].mean() for s, n in self.noises.items()]))
+            return v if math.isfinite(v) else -math.inf
+
+        p_best = max(grid, key=mean_psnr)
+        took = f"{time.time() - started:.0f} s"
+        self.say(f"{b.name}: scored on {len(val.clean)} validation images ({took})" if p_best is None else
+                 f"{b.name}: parameter {p_best} chosen on {len(val.clean)} validation images ({len(grid)} tried, {took})")
+        return p_best
+
+    def score(self, b: Baseline) -> dict:
+        """{"param", "val": {metric: mean}, "test": {metric: mean}, "test_per_image": {metric: [...]}}."""
+        entry = {"param": (p := self.choose(b))}
+        for split, evalset in self.sets.items():
             per = {}
-            for sfx, noise in noises.items():
-                started = time.time()
-                for metric, v in evalset.scores(b, p_best, sfx, noise).items():
+            for sfx, noise in self.noises.items():
+                tick = _Ticker(self.say, f"{b.name}, {noise!r}") if split == "test" else None
+                for metric, v in evalset.scores(b, p, sfx, noise, tick).items():
                     per[f"{metric}{sfx}"] = v
-                if split == "test":
-                    say(f"{b.name}, {noise!r}: {len(evalset.clean)}/{len(evalset.clean)} test images "
-                        f"({time.time() - started:.0f} s)")
-            if cfg.eval_levels:
-                per["psnr_levels_mean"] = torch.stack([per[f"psnr{s}"] for s in cfg.level_suffixes()]).mean(0)
+            if self.cfg.eval_levels:
+                per["psnr_levels_mean"] = torch.stack([per[f"psnr{s}"] for s in self.cfg.level_suffixes()]).mean(0)
             entry[split] = {k: float(v.mean()) for k, v in per.items()}
             if split == "test":
                 entry["test_per_image"] = {k: [round(x, 5) for x in v.tolist()] for k, v in per.items()}
-        out["metrics"][b.name] = entry
-    real = [n for n in out["metrics"] if n != "noisy"]
-    out["best"] = max(real, key=lambda n: out["metrics"][n]["val"]["psnr"]) if real else "noisy"
-    if showcase:
-        out.update(_showcase(cfg, noises[""], out))
-    return out
+        return entry
+
+
+class _Ticker:
+    """`tick(done, total)`: a line "<what>: done/total test images (t s)" at the last image, and before it whenever
+    PROGRESS_EVERY_S have passed since the last line."""
+
+    def __init__(self, say: Callable[[str], None], what: str):
+        import time
+
+        self.say, self.what, self.started = say, what, time.time()
+        self.last = self.started
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        now = time.time()
+        if done == total or now - self.last >= PROGRESS_EVERY_S:
+            self.say(f"{self.what}: {done}/{total} test images ({now - self.started:.0f} s)")
+            self.last = now
 
 
 class _CropSet:
@@ -213,10 +261,12 @@ class _CropSet:
     def __init__(self, clean: torch.Tensor, noisy: dict[str, torch.Tensor]):
         self.clean, self.noisy = clean, noisy
 
-    def scores(self, b: Baseline, param, sfx: str, noise) -> dict[str, torch.Tensor]:
+    def scores(self, b: Baseline, param, sfx: str, noise, tick=None) -> dict[str, torch.Tensor]:
         from denoise_core.metrics import psnr, ssim
 
         den = _apply(b, self.noisy[sfx], param, noise.gaussian_sigma)
+        if tick is not None:
+            tick(len(den), len(den))
         return {"psnr": psnr(den, self.clean), "ssim": ssim(den, self.clean)}
 
 
@@ -227,10 +277,11 @@ class _WholeSet:
     def __init__(self, clean: list[torch.Tensor], noisy: dict[str, list[torch.Tensor]]):
         self.clean, self.noisy = clean, noisy
 
-    def scores(self, b: Baseline, param, sfx: str, noise) -> dict[str, torch.Tensor]:
+    def scores(self, b: Baseline, param, sfx: str, noise, tick=None) -> dict[str, torch.Tensor]:
         from denoise_core.protocol import apply_whole, score_images
 
-        out = apply_whole(lambda x: _apply(b, x, param, noise.gaussian_sigma), self.noisy[sfx], batch=1)
+        out = apply_whole(lambda x: _apply(b, x, param, noise.gaussian_sigma), self.noisy[sfx], batch=1,
+                          progress=tick)
         return score_images(out, self.clean)
 
 

@@ -46,12 +46,16 @@ class Loss:
 
 @LOSSES.register("l1")
 class L1(Loss):
+    """Mean absolute error |pred - target|: its minimiser is the median of the targets (Lehtinen et al. 2018)."""
+
     def elementwise(self, residual, progress):
         return residual.abs()
 
 
 @LOSSES.register("l2")
 class L2(Loss):
+    """Mean squared error (pred - target)^2: its minimiser is the mean of the targets, so Noise2Noise may train on it."""
+
     def elementwise(self, residual, progress):
         return residual.square()
 

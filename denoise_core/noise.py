@@ -52,7 +52,7 @@ def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool =
 
     >>> _check_level("lam", 0, 0.0, float("inf"), lo_open=True)
     Traceback (most recent call last):
-    ValueError: lam=0 is out of range; allowed (0.0, inf]
+    ValueError: lam=0 is out of range; allowed (0, inf)
     """
     if isinstance(level, (int, float)):
         bounds = (float(level), float(level))
@@ -62,10 +62,10 @@ def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool =
             raise ValueError(f"{param}={list(level)}: a range must be [lo, hi] with lo <= hi")
     else:
         raise ValueError(f"{param}={level!r}: expected a number or a [lo, hi] range")
-    top, bottom = (")" if hi_open else "]"), ("(" if lo_open else "[")
+    top, bottom = (")" if hi_open or hi == float("inf") else "]"), ("(" if lo_open else "[")
     for v in bounds:
         if v < lo or v > hi or (hi_open and v >= hi) or (lo_open and v <= lo):
-            raise ValueError(f"{param}={level!r} is out of range; allowed {bottom}{lo}, {hi}{top}")
+            raise ValueError(f"{param}={level!r} is out of range; allowed {bottom}{lo:g}, {hi:g}{top}")
     return bounds
 
 
@@ -98,7 +98,7 @@ class Noise:
         lo, hi, lo_open, hi_open = cls.test_bounds or cls.bounds
         if cls.absent_at is not None and value == cls.absent_at:
             raise ValueError(f"{cls.param}={value:g} adds no noise (the noisy input would score an infinite PSNR); "
-                             f"allowed ({lo:g}, {hi:g}{')' if hi_open else ']'}")
+                             f"allowed ({lo:g}, {hi:g}{')' if hi_open or hi == float('inf') else ']'}")
         _check_level(cls.param, value, lo, hi, hi_open=hi_open, lo_open=lo_open)
 
     def __init__(self, level: tuple[float, float]):

@@ -54,7 +54,24 @@ def inputs_per_noise(inputs, noises: dict, images, seed: int, channels: int) -> 
     """(clean, {suffix: noisy}) of a set under each evaluation noise, `inputs` being `test_inputs` (whole images)
     or `denoise_core.trial.fixed_inputs` (a tensor of crops); the clean images are those of the main noise ('')."""
     pairs = {sfx: inputs(noise, images, seed, channels) for sfx, noise in noises.items()}
-    return pairs[""][0], {sfx: noisy for sfx, (_, noisy) in pairs.items()}
+    clean = pairs[""][0]
+    check_clean(clean)
+    return clean, {sfx: noisy for sfx, (_, noisy) in pairs.items()}
+
+
+def check_clean(clean) -> None:
+    """Every score is taken against these images: one that holds NaN (a real-noise scene with no clean.png) or
+    infinity would make every score of the set NaN, so it is refused here, once per set, not scored.
+
+    >>> check_clean([torch.zeros(1, 4, 4), torch.full((1, 4, 4), float("nan"))])
+    Traceback (most recent call last):
+    ...
+    ValueError: clean image 2 of 2 holds NaN or infinite values (a scene with no clean image?): nothing can be scored against it
+    """
+    finite = [bool(torch.isfinite(im).all()) for im in clean]  # a list of [C, H, W] images, or a stack [N, C, H, W]
+    if not all(finite):
+        raise ValueError(f"clean image {finite.index(False) + 1} of {len(finite)} holds NaN or infinite values (a scene "
+                         f"with no clean image?): nothing can be scored against it")
 
 
 def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, str | None]:
@@ -77,10 +94,12 @@ def by_shape(images: list[torch.Tensor]) -> dict[tuple, list[int]]:
 
 
 def apply_whole(fn: Callable[[torch.Tensor], torch.Tensor], noisy: list[torch.Tensor], multiple: int = 1,
-                batch: int = 8, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+                batch: int = 8, device: torch.device | str = "cpu",
+                progress: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
     """`fn` (a batch [B, C, H, W] -> the same shape) on whole images (step 3), returned clipped and rounded
-    to 8 bits on the CPU (step 4), in the input's order."""
+    to 8 bits on the CPU (step 4), in the input's order; `progress(done, total)` after each batch."""
     out: list[torch.Tensor | None] = [None] * len(noisy)
+    done = 0
     for shape, idx in by_shape(noisy).items():
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
@@ -88,6 +107,9 @@ def apply_whole(fn: Callable[[torch.Tensor], torch.Tensor], noisy: list[torch.Te
             y = fn(x)[..., :shape[-2], :shape[-1]]
             for i, yi in zip(part, quantize(torch.nan_to_num(y.float(), nan=0.0)).cpu()):
                 out[i] = yi
+            done += len(part)
+            if progress is not None:
+                progress(done, len(noisy))
     return out
 
 

@@ -25,6 +25,26 @@ class Fail(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+class Interrupted(click.ClickException):
+    """Exit 1 with one line: a signal (SIGINT, SIGTERM, SIGHUP) stopped the command, in whichever phase."""
+
+    exit_code = 1
+
+    def show(self, file=None):
+        click.echo(self.message, err=True)
+
+
+class Commands(click.Group):
+    """The command group: an interruption in any phase of any command is one line and exit 1 (click's own
+    handling would print a blank line and "Aborted!")."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+
+
 def _spec(name_or_path: str, budgets: tuple[str, ...] = BUDGETS, extra: dict | None = None):
     """The study spec, every cell validated at these budgets; its report figure checked against the registered ones."""
     from studies.spec import check_trial_configs, load_spec
@@ -63,7 +83,11 @@ def _existing_study(name: str, storage: str | None) -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    """The console script: click's own usage errors become one line and exit code 2 too."""
+    """The console script: click's own usage errors become one line and exit code 2 too; a signal in any phase is
+    an interruption (studies.interrupt)."""
+    from studies.interrupt import stop_on_signals
+
+    stop_on_signals()
     try:
         cli.main(args=args, prog_name="denoise-study", standalone_mode=False)
     except click.UsageError as e:
@@ -77,7 +101,7 @@ def main(args: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli():
     """Answer image-denoising research questions with fair, seeded hyperparameter studies.
 
@@ -89,7 +113,8 @@ def cli():
     denoise-study evaluate --test Set12 --data-root DIR --noise gaussian:sigma=25
                                              baselines (and a study's models) under the literature's protocol
 
-    Exit codes: 0 done, 1 the run failed, 2 the input was wrong.
+    Exit codes: 0 done, 1 the run failed or was interrupted (Ctrl-C, SIGTERM or SIGHUP, in any phase: what
+    finished is kept, and the same command goes on), 2 the input was wrong.
     """
 
 
@@ -188,7 +213,9 @@ def absolute_data_paths(dataset: str | None, data_root: str | None):
               help="q: a cell's tuning trials that run at once, in waves each sampled from the waves before it, so the "
                    "answer does not depend on timing [default: the budget's tune_parallel; full 4, else 1]. Stored "
                    "with the study: a resume keeps it.")
-@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CPUs each trial reserves, so trials at once = the cluster's CPUs / this [default: the budget's "
+                   "cpus_per_trial, 1]. Fractions pack trials onto fewer cores.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
               help="Fractions pack trials: 0.25 runs four trials per GPU. Default: the budget's, else 0.25 when "
                    "the cluster has GPUs (0 without). The run measures one trial's GPU memory first and warns "
@@ -285,8 +312,7 @@ def _run_locked(spec, opts, sdir: Path, created: bool, lock) -> tuple[Path, Path
             sdir.rmdir()
         raise Fail(str(e)) from None
     except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume", err=True)
-        sys.exit(1)
+        raise Interrupted("interrupted; run the same command again to resume") from None
     except Exception as e:  # noqa: BLE001 - the run failed: say so in one line, exit 1
         click.echo(f"error: the study failed: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
@@ -383,8 +409,9 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
 
 @cli.command()
 @click.option("--test", "test_set", required=True,
-              help="The test set: a standard set under --data-root (BSD68, CBSD68, Set12, Kodak24, McMaster, Urban100 ...) "
-                   "or folder:PATH.")
+              help="The test set: a standard set under --data-root (BSD68, CBSD68, Set12, Kodak24, McMaster, Urban100 ...), "
+                   "folder:PATH (clean images; --noise draws their noise), or pairs:PATH (real noise: a folder per scene "
+                   "with clean.png and its noisy captures; with --noise real).")
 @click.option("--data-root", default=None, help="The folder that holds the standard sets, each in its usual folder name.")
 @click.option("--noise", "noise", required=True, help="The noise and its level, e.g. gaussian:sigma=25 (0-255 scale).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
@@ -418,7 +445,7 @@ def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, cs
             models = study_models(sdir, cell)
         except ValueError as e:
             raise Fail(str(e)) from None
-        channels = channels or str(next(iter(models.values()))[1].channels)
+        channels = channels or str(next(iter(models.values())).config.channels)
     elif cell is not None:
         raise Fail("--cell needs --study")
     root = str(Path(data_root).expanduser().resolve()) if data_root else None

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 from denoise_core.results import Score
@@ -146,6 +147,8 @@ def _long(results: StudyResults, score: Score) -> pd.DataFrame:
         if conf.empty:
             return pd.DataFrame()
         data = conf.assign(value=conf[column(score)], image=float("nan"))
+    # a score that is not a number (stored by an older version, from a scene with no clean image) is no evidence
+    data = data[np.isfinite(data.value.astype(float))]
     return data.rename(columns={"trial_id": "run"})
 
 
@@ -172,7 +175,8 @@ def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFra
     if score.split != "test" or s.winner is None or spec.mode != "max":
         return None
     entry = results.baselines.of(spec.key_of({**s.where, q: s.winner}))
-    real = {n: m for n, m in (entry.metrics if entry else {}).items() if n != "noisy" and score.metric in m.val}
+    real = {n: m for n, m in (entry.metrics if entry else {}).items()
+            if n != "noisy" and math.isfinite(m.val.get(score.metric, math.nan))}
     if not real:
         return None
     name = max(real, key=lambda n: real[n].val[score.metric])
@@ -209,11 +213,16 @@ def _pooled_claims(a: Analysis, data: pd.DataFrame, q: str) -> dict[int, Compari
     return out
 
 
+TOO_FEW = "too few runs or images"
+
+
 def judge(v: Verdict) -> str:
     """A claim's verdict from its comparison's (corrected) interval of a's advantage over b."""
     c, claim = v.comparison, v.claim
     if c is None:
         return "not run"
+    if not c.estimable:
+        return TOO_FEW
     if math.isnan(c.lo):
         return "inconclusive"
     if claim.relation == "better":
@@ -225,7 +234,8 @@ def judge(v: Verdict) -> str:
 def _cell_stats(results: StudyResults, confidence: float) -> dict[str, CellStat]:
     conf = results.confirm_runs()
     col = column(results.score)
-    return {cell: cell_stat(cell, g[col], confidence) for cell, g in conf.groupby("cell", sort=False)}
+    return {cell: cell_stat(cell, v[np.isfinite(v)], confidence)  # a score that is not a number is no run's result
+            for cell, g in conf.groupby("cell", sort=False) if len(v := g[col].astype(float))}
 
 
 def _collapses(results: StudyResults, unit: str) -> list[str]:

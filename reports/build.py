@@ -11,6 +11,7 @@ learning curves; tuning; best configurations; how it ran.
 from __future__ import annotations
 
 import json
+import math
 import time
 from html import escape
 from pathlib import Path
@@ -20,9 +21,9 @@ import pandas as pd
 from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
-from reports.analysis import BASELINE_NAMES, Analysis, analyse, baseline_label
+from reports.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label
 from reports.html import Figures, page, png, sig3, table
-from reports.stats import ALPHA
+from reports.stats import ALPHA, MIN_DF
 from studies.runlog import run_span
 from studies.cells import cell_label, in_slice, parse_cell
 from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
@@ -48,7 +49,15 @@ def _baseline_of(a: Analysis, c) -> str:
 
 
 def _ci(a: Analysis, c) -> str:
+    if not c.estimable:
+        return f"too few runs or images to estimate an interval ({_why_too_few(c)})"
     return f"{a.confidence:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
+
+
+def _why_too_few(c) -> str:
+    """What a comparison without an interval had: its runs a side and its degrees of freedom against MIN_DF."""
+    df = f"{c.df:.1f} degrees of freedom" if math.isfinite(c.df) else "no spread to estimate"
+    return f"{c.n_runs[0]} vs {c.n_runs[1]} runs, {df}; an interval needs {MIN_DF}"
 
 
 def _header(a: Analysis) -> str:
@@ -222,8 +231,11 @@ def _verdicts(a: Analysis) -> str:
                      "compared": f"{claim.a} vs {claim.b}" + (f" ({where})" if where else ""), "claims": rule,
                      "effect here (the first's advantage)": effect, "verdict": v.verdict,
                      "training steps": f"{_steps(a)} here ({a.results.info.budget}); {src_steps} in the source"})
-    note = ('<p class="muted">Each verdict rests on the row of the same two levels in "Every comparison" below. A claim '
-            "not reproduced at a small budget is not refuted: the source trained far longer.</p>")
+    note = ('<p class="muted">Each verdict rests on the row of the same two levels in "Every comparison" below. '
+            "\u201ccontradicted\u201d means these runs' interval excludes the claim at this budget's training steps; "
+            "where the source trained far longer (the last column), the claim may still hold at the source's budget. "
+            f"\u201c{TOO_FEW}\u201d means the comparison had too few runs or images for an interval (fewer than "
+            f"{MIN_DF} degrees of freedom): it is no answer either way.</p>")
     return ('<h2 id="verdicts">Verdicts: the literature\'s claims at this budget</h2>'
             + table(pd.DataFrame(rows), "verdict-table", lambda i: f"verdict {a.verdicts[i].verdict.replace(' ', '-')}")
             + note)
@@ -238,7 +250,8 @@ def headline(a: Analysis, sl) -> str:
     best = sl.winner
     mean = a.cells[spec.key_of({**sl.where, q: best})].mean
     sig = [c for c in sl.comparisons if c.significant]
-    ties = [c for c in sl.comparisons if not c.significant]
+    ties = [c for c in sl.comparisons if not c.significant and c.estimable]
+    unknown = [c for c in sl.comparisons if not c.estimable]
     out = [f"{prefix}{q}={best} scores best ({a.score.split} {spec.metric} {mean:.2f} {u})."]
     if sig:
         out.append("Significant: " + "; ".join(f"{q}={c.a} {better} {q}={c.b} by {abs(c.gain):.2f} {u} ({_ci(a, c)})"
@@ -246,9 +259,12 @@ def headline(a: Analysis, sl) -> str:
     if ties:
         out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({q}={c.a} {_by(c.gain, u)}, {_ci(a, c)})"
                                                      for c in ties) + ".")
+    if unknown:
+        out.append("No answer yet, too few runs or images: " + "; ".join(
+            f"{q}={c.a} vs {q}={c.b} ({_why_too_few(c)})" for c in unknown) + ".")
     if sl.baseline:
         b, c = sl.baseline, sl.baseline.comparison
-        verdict = "significantly" if c.significant else "not significantly"
+        verdict = "significantly" if c.significant else "not significantly" if c.estimable else "no answer yet"
         out.append(f"It is {_by(c.gain, u)} the best classical baseline on validation, {b.label} "
                    f"({b.mean:.2f} {u}), {verdict} ({_ci(a, c)})"
                    + (f", and {_by(mean - b.input_mean, u)} the noisy input ({b.input_mean:.2f} {u})."
@@ -339,7 +355,8 @@ def _comparisons(a: Analysis) -> str:
         what = (f"{q}={c.a} vs {q}={c.b}" if c.kind != "baseline" else f"{q}={c.a} vs {_baseline_of(a, c)}")
         rows.append({"slice": ", ".join(f"{k}={v}" for k, v in c.where.items()) or "all", "comparison": what,
                      f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
-                     "BH-adjusted p": c.q, "significant": "yes" if c.significant else "no",
+                     "BH-adjusted p": c.q,
+                     "significant": "yes" if c.significant else "no" if c.estimable else "too few runs or images",
                      "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method})
     if not rows:
         return ""
@@ -402,6 +419,10 @@ def _images(a: Analysis) -> str:
         tds.append(_tile(img, b.label, b.image_psnr, a.unit) if img is not None and img.exists() else "<td></td>")
         for lv, cell in cells.items():
             p, meta = r.best_file(cell, f"{grid.output}.png"), r.best_file(cell, "images.json")
+            if spec.excluded({**sl.where, q: lv}):
+                why = spec.why_excluded({**sl.where, q: lv}, r.info.budget or "quick")
+                tds.append(f'<td class="excluded">{escape(f"{q}={lv}")}<div>excluded ({escape(why)})</div></td>')
+                continue
             tds.append(_tile(p, f"{q}={lv}", ShownImages.read(meta).psnr.get(grid.output), a.unit)
                        if p and meta else "<td></td>")
         body.append(f"<tr><th>{escape(sl.label or 'all')}</th>{''.join(tds)}</tr>")
@@ -419,7 +440,7 @@ def _images(a: Analysis) -> str:
 def _tile(path, label: str, value, unit: str) -> str:
     if path is None:
         return "<td></td>"
-    v = f"{value:.2f} {unit}" if isinstance(value, (int, float)) else ""
+    v = f"{value:.2f} {unit}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
     return f"<td>{png(path, label, 'tile')}<div>{escape(label)}</div><div><b>{escape(v)}</b></div></td>"
 
 
@@ -454,7 +475,9 @@ def _best_table(a: Analysis) -> str:
         if g.empty:
             continue
         params = json.loads(g.params.iloc[0])
-        rows.append({**parse_cell(cell), **{k: (float(v) if isinstance(v, float) else v) for k, v in params.items()},
+        stat = a.cells.get(cell)  # its score beside what it needed, so that a reader weighs the two together
+        score = {f"mean {a.score.split} {a.results.spec.metric} ({a.unit})": stat.mean if stat else None}
+        rows.append({**parse_cell(cell), **score, **{k: (float(v) if isinstance(v, float) else v) for k, v in params.items()},
                      **_data_needs(a, cell)})
     return '<h2 id="best">Best configuration per cell</h2>' + table(pd.DataFrame(rows), "best-table")
 
@@ -462,6 +485,7 @@ def _best_table(a: Analysis) -> str:
 def _data_needs(a: Analysis, cell: str) -> dict:
     """What a denoising cell's training scheme needed of the data, beside its configuration, so that a reader can pick
     the method for the data they have: shown when the study trains by anything but Noise2Clean on fresh noise."""
+    from denoise_core.noise import NOISES
     from denoise_core.schemes import build_scheme
     from denoise_core.sources import parse, split_source
 
@@ -471,7 +495,7 @@ def _data_needs(a: Analysis, cell: str) -> dict:
         return {}
     cfg = configs[cell]
     scheme = build_scheme(cfg.target, **cfg.target_params)
-    captured = cfg.noise == "real"
+    captured = NOISES.get(cfg.noise).captured
     single = captured and parse(split_source(cfg.dataset, "train")[0])[0].train_only
     return {"training scheme": cfg.target, "it needs": scheme.needs,
             "training captures": ("one per image file" if single else "the scenes' own" if captured else

@@ -91,6 +91,18 @@ def _bars_only(a) -> list[go.Figure]:
     return []  # the bars are always drawn
 
 
+def _is_excluded(spec, factor: str, level: str) -> bool:
+    return any(cell[factor] == level for cell in spec.all_cells() if spec.excluded(cell))
+
+
+def _absent(spec, levels: dict) -> str:
+    """What a heatmap tile without a mean says: the cell was excluded, and why; or it has no finished run."""
+    cell = {f: str(levels[f]) for f in spec.compare if f in levels}
+    if len(cell) == len(spec.compare) and spec.excluded(cell):
+        return f"excluded ({spec.why_excluded(cell)})"
+    return "no finished run"
+
+
 @FIGURES.register("heatmap")
 def heatmap(a) -> list[go.Figure]:
     """Mean of each cell, the question factor along x, another factor down y: one heatmap per combination of any
@@ -108,10 +120,12 @@ def heatmap(a) -> list[go.Figure]:
         where = ", ".join(f"{f}={v}" for f, v in zip(facets, key))
         m = part.pivot_table(index=rows, columns=q, values="mean", sort=False)  # one cell per (rows, q): no averaging
         m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index],
-                      columns=[v for v in spec.labels(q) if v in m.columns])
-        fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), texttemplate="%{z:.3g}",
+                      columns=[v for v in spec.labels(q) if v in m.columns or _is_excluded(spec, q, v)])
+        text = [[f"{v:.3g}" if v == v else _absent(spec, {rows: r, q: c, **dict(zip(facets, key))})
+                 for c, v in zip(m.columns, vals)] for r, vals in zip(m.index, m.values)]
+        fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), text=text, texttemplate="%{text}",
                                    colorscale="Viridis", colorbar_title=a.unit,
-                                   hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{z:.3g}} {a.unit}<extra></extra>"))
+                                   hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{text}} {a.unit}<extra></extra>"))
         fig.update_layout(title=f"mean {a.score.split} {spec.metric} ({a.unit}): {rows} x {q}" + (f", {where}" if where else ""),
                           xaxis_title=q, yaxis_title=rows, yaxis_autorange="reversed", height=160 + 60 * len(m.index),
                           xaxis_type="category", yaxis_type="category")  # levels are names, even "50"

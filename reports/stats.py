@@ -39,6 +39,10 @@ import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
+# an interval estimated on fewer degrees of freedom says nothing: at 1 (two runs, one a side) Student's t at the
+# FCR level is over 60 and a 2 dB difference reads "-505 to 548". Such a comparison is stated as too few runs or
+# images, is not an answer, and is left out of the corrected family
+MIN_DF = 3
 
 
 @dataclass
@@ -70,14 +74,19 @@ class Comparison:
         return self.lo > 0 or self.hi < 0
 
     @property
+    def estimable(self) -> bool:
+        """Whether its runs and images give an interval at all (MIN_DF; an exact difference always does)."""
+        return self.se == 0 or (math.isfinite(self.se) and self.df >= MIN_DF)
+
+    @property
     def testable(self) -> bool:
-        return not math.isnan(self.p)
+        return not math.isnan(self.p) and self.estimable
 
     def set_confidence(self, confidence: float) -> None:
         self.confidence = confidence
         if self.se == 0:
             self.lo = self.hi = self.gain
-        elif math.isfinite(self.se) and self.df > 0:
+        elif self.estimable:
             half = stats.t.ppf(1 - (1 - confidence) / 2, self.df) * self.se
             self.lo, self.hi = self.gain - half, self.gain + half
 

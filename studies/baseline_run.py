@@ -17,15 +17,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from studies.documents import BaselineEntry, BaselineScores
+from studies.documents import BaselineEntry, BaselineMetrics, BaselineScores
 from studies.store import read_baselines
 
 NICE = 10
 
 
-def _score_all(configs: dict[str, dict], lines=None) -> dict[str, dict]:
-    """In a Ray task: every setting's scores (errors kept per setting), the showcase images as 8-bit arrays; each
-    progress line goes to the `lines` queue (a `ray.util.queue.Queue`) for the driver to print."""
+def _score_all(configs: dict[str, dict], done: dict[str, dict], queue=None) -> dict[str, dict]:
+    """In a Ray task: every setting's scores (errors kept per setting), the showcase images as 8-bit arrays. The
+    `queue` (a `ray.util.queue.Queue`) carries to the driver each progress line, ("line", text), and each
+    baseline as soon as it is scored, ("scored", key, name, metrics), so that an interrupted run keeps it;
+    `done` holds the baselines an interrupted run scored ({key: {name: metrics}}), not scored again."""
     import os
 
     import torch
@@ -35,11 +37,13 @@ def _score_all(configs: dict[str, dict], lines=None) -> dict[str, dict]:
 
     os.nice(NICE)
     torch.set_num_threads(1)
+    put = queue.put if queue is not None else (lambda item: None)
     out = {}
     for i, (key, config) in enumerate(configs.items()):
-        say = (lambda line, i=i: lines.put(f"setting {i + 1}/{len(configs)}: {line}")) if lines is not None else None
+        say = lambda line, i=i: put(("line", f"setting {i + 1}/{len(configs)}: {line}"))  # noqa: E731
         try:
-            scores = score_baselines(validate_config(config).model_dump(), progress=say)
+            scores = score_baselines(validate_config(config).model_dump(), progress=say, done=done.get(key),
+                                     on_scored=lambda name, metrics, key=key: put(("scored", key, name, metrics)))
         except Exception as e:  # noqa: BLE001 - one setting's failure must not lose the others
             out[key] = {"error": f"{type(e).__name__}: {e}"}
             continue
@@ -49,8 +53,8 @@ def _score_all(configs: dict[str, dict], lines=None) -> dict[str, dict]:
 
 
 class BaselineRun:
-    def __init__(self, sdir: Path, scores: BaselineScores, future, quiet: bool, lines=None):
-        self.sdir, self.scores, self.future, self.quiet, self.lines = Path(sdir), scores, future, quiet, lines
+    def __init__(self, sdir: Path, scores: BaselineScores, future, quiet: bool, queue=None):
+        self.sdir, self.scores, self.future, self.quiet, self.queue = Path(sdir), scores, future, quiet, queue
 
     @classmethod
     def start(cls, spec, budget: str, extra: dict, sdir: Path, quiet: bool = False) -> "BaselineRun":
@@ -70,9 +74,10 @@ class BaselineRun:
             return cls(sdir, scores, None, quiet)
         from ray.util.queue import Queue
 
-        lines = Queue(actor_options={"num_cpus": 0})  # the task's progress lines, for the driver to print
+        done = {k: {name: m.model_dump() for name, m in scores.partial.get(k, {}).items()} for k in todo}
+        queue = Queue(actor_options={"num_cpus": 0})  # the task's progress lines and scored baselines
         task = ray.remote(num_cpus=0, max_retries=1)(_score_all)
-        return cls(sdir, scores, task.remote(todo, lines), quiet, lines)
+        return cls(sdir, scores, task.remote(todo, done, queue), quiet, queue)
 
     def finish(self, timeout_s: float = 1800) -> None:
         """Wait for the tasks (usually long done: one line says so; else their progress, line by line), store their
@@ -83,12 +88,46 @@ class BaselineRun:
                 results = self._wait(timeout_s)
             except Exception as e:  # noqa: BLE001 - baselines that fail must not fail the study
                 print(f"note: classical baselines failed: {str(e).splitlines()[-1][:200]}", file=sys.stderr, flush=True)
+            self._close()  # (an interruption leaves the queue to `keep`)
         for key, out in results.items():
             if "error" in out:
                 print(f"note: classical baselines failed: {out['error'][:200]}", file=sys.stderr, flush=True)
                 continue
             self.scores.entries[key] = self._entry(key, out)
+            self.scores.partial.pop(key, None)
+        self._write()
+
+    def keep(self) -> None:
+        """The run was interrupted: store the baselines scored so far, so that a resume does not score them again."""
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - Ray already going down: keep what was drained before
+            pass
+        self._write()
+
+    def _close(self) -> None:
+        """Take the last of what the task sent, then end the queue."""
+        import ray
+
+        if self.queue is not None:
+            self._drain()
+            ray.kill(self.queue.actor)
+            self.queue = None
+
+    def _write(self) -> None:
         self.scores.write(_mkdir(self.sdir / "baselines") / "scores.json")
+
+    def _drain(self) -> list[str]:
+        """Take everything the task has sent: scored baselines are recorded (partial until their setting is done);
+        returns the progress lines."""
+        lines = []
+        for item in self.queue.get_nowait_batch(self.queue.qsize()):
+            if item[0] == "scored":
+                _, key, name, metrics = item
+                self.scores.partial.setdefault(key, {})[name] = BaselineMetrics.model_validate(metrics)
+            else:
+                lines.append(item[1])
+        return lines
 
     def _wait(self, timeout_s: float) -> dict:
         """The task's results; while it runs, each of its progress lines as it comes (unless quiet)."""
@@ -97,26 +136,22 @@ class BaselineRun:
         import ray
 
         started, waited, first = time.time(), False, True
-        try:
-            while True:
-                ready, _ = ray.wait([self.future], timeout=1.0)
-                if ready:
-                    results = ray.get(self.future)
-                    if not self.quiet:
-                        print(f"classical baselines: {len(results)} setting(s) scored"
-                              + (f", {time.time() - started:.0f} s after the trials ended" if waited else ""), flush=True)
-                    return results
-                waited = True
-                news = self.lines.get_nowait_batch(self.lines.qsize())
-                shown = news[-1:] if first else news  # at first where it is now, not all it did before
-                first = first and not shown
-                for line in shown if not self.quiet else []:
-                    print(f"classical baselines: {line} [{time.time() - started:.0f} s after the trials ended]",
-                          flush=True)
-                if time.time() - started > timeout_s:
-                    raise TimeoutError(f"not done after {timeout_s:.0f} s")
-        finally:
-            ray.kill(self.lines.actor)
+        while True:  # a signal interrupts it within a second (studies.interrupt)
+            ready, _ = ray.wait([self.future], timeout=1.0)
+            if ready:
+                results = ray.get(self.future)
+                if not self.quiet:
+                    print(f"classical baselines: {len(results)} setting(s) scored"
+                          + (f", {time.time() - started:.0f} s after the trials ended" if waited else ""), flush=True)
+                return results
+            waited = True
+            news = self._drain()
+            shown = news[-1:] if first else news  # at first where it is now, not all it did before
+            first = first and not shown
+            for line in shown if not self.quiet else []:
+                print(f"classical baselines: {line} [{time.time() - started:.0f} s after the trials ended]", flush=True)
+            if time.time() - started > timeout_s:
+                raise TimeoutError(f"not done after {timeout_s:.0f} s")
 
     def _entry(self, key: str, out: dict) -> BaselineEntry:
         """One setting's scores as stored, its showcase images written beside them (paths relative to the study)."""

@@ -223,6 +223,8 @@ class BaselineScores(Document):
 
     cells: dict[str, str] = Field(default_factory=dict)
     entries: dict[str, BaselineEntry] = Field(default_factory=dict)
+    # a setting's baselines scored before its run was interrupted ({key: {name: metrics}}): a resume scores the rest
+    partial: dict[str, dict[str, BaselineMetrics]] = Field(default_factory=dict)
 
     def of(self, cell: str) -> BaselineEntry | None:
         return self.entries.get(self.cells.get(cell, ""))

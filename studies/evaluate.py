@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-COLUMNS = ("method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published")
+COLUMNS = ("method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published", "note")
 METHOD_NAMES = {("bm3d", 1): "BM3D", ("bm3d", 3): "CBM3D", ("noisy", 1): "noisy input", ("noisy", 3): "noisy input"}
 
 
@@ -26,6 +26,16 @@ class Row:
     psnr: float
     ssim: float
     published: str = ""  # "29.97 (DnCNN paper, Table II)" where a published row matches
+    note: str = ""  # a study's model scored under a noise or level it was not trained on says so
+
+
+@dataclass
+class StudyModel:
+    """A study's best model of one cell, its trial config, and the study's published network rows set beside it."""
+
+    model: object
+    config: object
+    references: list  # studies.spec.Reference: the spec's network rows whose `where` holds this cell
 
 
 def parse_noise(text: str):
@@ -47,9 +57,9 @@ def parse_noise(text: str):
     if level and level not in params:
         raise ValueError(f"--noise {text!r}: give the level, e.g. {name}:{level}=...")
     try:
-        noise = build_noise(name, **params)
-        if level:  # one fixed level to score at: within the noise's own bounds, and some noise
+        if level:  # one fixed level to score at: within the test bounds (one wording whatever the value), and some noise
             NOISES.get(name).check_test_level(params[level])
+        noise = build_noise(name, **params)
     except ValueError as e:
         raise ValueError(f"--noise {text!r}: {e}") from None
     return name, params, noise
@@ -97,16 +107,46 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     for method, scores in score_set(clean, noisy, noise, progress=tick).items():
         label = METHOD_NAMES.get((method, channels), method)
         rows.append(_row(label, test_set, noise_text, channels, scores, published(label, test_set, name, level)))
-    for label, (model, cfg) in (models or {}).items():
+    for label, m in (models or {}).items():
         from denoise_core.tasks import get_task
 
-        task = get_task(cfg.task)
+        task, cfg = get_task(m.config.task), m.config
         sigma = noise.gaussian_sigma * 255 if noise.gaussian_sigma is not None else None
         with torch.no_grad():
-            out = apply_whole(lambda x: task.apply(model, cfg, x, sigma), noisy, getattr(model, "size_multiple", 1))
-        rows.append(_row(label, test_set, noise_text, channels, score_images(out, clean), None))
+            out = apply_whole(lambda x: task.apply(m.model, cfg, x, sigma), noisy, getattr(m.model, "size_multiple", 1))
+        refs = [r for r in m.references if (r.test_set, r.noise, r.metric) == (test_set, name, "psnr") and r.level == level]
+        row = _row(label, test_set, noise_text, channels, score_images(out, clean), None)
+        row.published = "; ".join(f"{r.value:.2f} ({r.method}, {r.source})" for r in refs)
+        row.note = untrained_note(cfg, name, level)
+        rows.append(row)
         progress(f"{label}: {len(clean)} images ({time.time() - started:.0f} s)")
     return rows
+
+
+def untrained_note(cfg, noise: str, level: float | None) -> str:
+    """What a model is scored on that it was not trained on (another noise, or a level outside its training range),
+    in words for the table; "" when it was trained on this noise at this level.
+
+    >>> from types import SimpleNamespace as C
+    >>> untrained_note(C(noise="poisson", noise_params={"lam": 30}), "gaussian", 25.0)
+    'trained on Poisson(lam=30.0), not on gaussian'
+    >>> untrained_note(C(noise="gaussian", noise_params={"sigma": [0, 50]}), "gaussian", 25.0)
+    ''
+    >>> untrained_note(C(noise="gaussian", noise_params={"sigma": 15}), "gaussian", 25.0)
+    'trained at sigma=15, not at 25'
+    """
+    from denoise_core.noise import NOISES, build_noise
+
+    if getattr(cfg, "noise", None) is None:
+        return ""
+    trained = build_noise(cfg.noise, **cfg.noise_params)
+    if cfg.noise != noise:
+        return f"trained on {trained!r}, not on {noise}"
+    lo, hi = trained.level
+    if level is not None and not lo <= level <= hi:
+        at = f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
+        return f"trained at {NOISES.get(noise).param}={at}, not at {level:g}"
+    return ""
 
 
 def _row(method, test_set, noise_text, channels, scores, ref) -> Row:
@@ -115,18 +155,21 @@ def _row(method, test_set, noise_text, channels, scores, ref) -> Row:
                round(float(scores["ssim"].mean()), 4), f"{ref.value:.2f} ({ref.source})" if ref else "")
 
 
-def study_models(sdir: Path, cell: str | None) -> dict:
-    """{'study NAME, cell': (model, config)} for one cell (--cell), or every cell with a stored best model."""
+def study_models(sdir: Path, cell: str | None) -> dict[str, StudyModel]:
+    """{'study NAME (cell)': StudyModel} for one cell (--cell), or every cell with a stored best model."""
     from studies.apply import pick_cell
-    from studies.cells import cell_label, parse_cell
-    from studies.store import best_cells, best_dir
+    from studies.cells import cell_label, in_slice, parse_cell
+    from studies.store import best_cells, best_dir, read_spec
 
     from denoise_core.tasks import load_model
 
     cells = [pick_cell(sdir, cell)] if cell else sorted(best_cells(sdir))
     if not cells:
         raise ValueError(f"study {sdir.name!r} has no finished confirm runs to take a model from")
-    return {f"{sdir.name} ({cell_label(parse_cell(c))})": load_model(best_dir(sdir, c) / "model.pt") for c in cells}
+    refs = [r for r in read_spec(sdir).references if r.baseline is None]  # the network rows, not the baselines'
+    return {f"{sdir.name} ({cell_label(parse_cell(c))})":
+            StudyModel(*load_model(best_dir(sdir, c) / "model.pt"), [r for r in refs if in_slice(parse_cell(c), r.where)])
+            for c in cells}
 
 
 def table(rows: list[Row]) -> str:

@@ -25,10 +25,13 @@ SUMMARY_S = 30.0
 class StudyRecorder(Callback):
     """Writes a record per trial and prints one line per finished trial (unless quiet)."""
 
+    n_tune: int | None = None  # a recorder pickled before it knew: trials are labelled in finishing order
+
     def __init__(self, study_dir: Path, planned: int, cells: list[str], per_cell: int, quiet: bool,
-                 metric: str = "psnr", remote: str | None = None, errors_log: str | None = None):
+                 metric: str = "psnr", remote: str | None = None, errors_log: str | None = None,
+                 n_tune: int | None = None):
         self.dir = Path(study_dir) / "records"
-        self.planned, self.cells, self.per_cell, self.quiet = planned, cells, per_cell, quiet
+        self.planned, self.cells, self.per_cell, self.quiet, self.n_tune = planned, cells, per_cell, quiet, n_tune
         self.metric = metric
         self.remote = remote  # object storage: every record is pushed there too, so `status` works from anywhere
         self.errors_log = errors_log  # where a failed trial's traceback went (None: to the terminal, --verbose)
@@ -135,9 +138,15 @@ class StudyRecorder(Callback):
 
     def line(self, rec: TrialRecord) -> str:
         """'[12/75] trial 3/5 of cell 2/15 (noise=poisson, loss=l2), confirm: val psnr 27.91, test psnr 28.10'
-        (counted in memory: a line costs the same at 10,000 trials as at 100)"""
+        (counted in memory: a line costs the same at 10,000 trials as at 100). A trial is named by its index in its
+        cell (tuning trials first, then confirm runs), so two identical runs name the same trial alike, whichever
+        finished first."""
+        from studies.searcher import CONFIRM_SEED_BASE
+
         done = self._finished()
         in_cell = sum(cell == rec.cell for cell in done.values())
+        if self.n_tune is not None and rec.seed is not None:
+            in_cell = rec.seed + 1 if rec.phase == "tune" else self.n_tune + rec.seed - CONFIRM_SEED_BASE + 1
         cell_no = self.cells.index(rec.cell) + 1 if rec.cell in self.cells else 0
         last = rec.last
         scores = [f"{s.split} {s.metric} {last[s.key]:.3f}" for s in (Score(self.metric), Score(self.metric, "test"))

@@ -44,15 +44,23 @@ def nested_models(annotation) -> list:
 
 
 def _comments(cls) -> dict[str, str]:
-    """The comment beside each field in the class body: `name: type = default  # comment`."""
+    """The comment beside each field in the class body (`name: type = default  # comment`), or the block of comment
+    lines just above it."""
     out = {}
     for klass in reversed(cls.__mro__):
         try:
             src = inspect.getsource(klass)
         except (OSError, TypeError):
             continue
-        for m in re.finditer(r"^\s{4}(\w+):[^\n#]*#\s*(.+)$", src, re.M):
-            out[m.group(1)] = m.group(2).strip()
+        above: list[str] = []
+        for line in src.splitlines():
+            if m := re.match(r"^\s{4}#\s*(.+)$", line):
+                above.append(m.group(1).strip())
+                continue
+            if m := re.match(r"^\s{4}(\w+):[^\n#]*?(?:#\s*(.+))?$", line):
+                if m.group(2) or above:
+                    out[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+            above = []
     return out
 
 
@@ -92,6 +100,17 @@ def model_rows(cls) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence whole, however its lines wrap.
+
+    >>> first_sentence("Two stride-2 convs down to a bottleneck at 1/4 resolution, two transposed\\nconvs back up. More.")
+    'Two stride-2 convs down to a bottleneck at 1/4 resolution, two transposed convs back up.'
+    """
+    para = " ".join(doc.split("\n\n")[0].split())
+    m = re.search(r"\.(\s|$)", para)
+    return para[:m.start() + 1] if m else para
+
+
 def registry_rows(registry, doc: Callable = None) -> list[tuple[str, str, str, str]]:
     """(name, parameters with defaults, unit or level parameter, first line of its docstring)."""
     rows = []
@@ -102,7 +121,7 @@ def registry_rows(registry, doc: Callable = None) -> list[tuple[str, str, str, s
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("channels", "T"):
                 params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
         level = getattr(builder, "param", "")
-        text = (doc or (lambda b: (inspect.getdoc(b) or "").splitlines()[0] if inspect.getdoc(b) else ""))(builder)
+        text = (doc or (lambda b: first_sentence(inspect.getdoc(b) or "")))(builder)
         rows.append((name, ", ".join(params), f"level: {level}" if level else "", text))
     return rows
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from denoise_core.results import Score
 from studies.documents import BestTrial
+from studies.interrupt import stop_on_signals, tune_stops_gracefully
 from studies.packing import slots
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
@@ -51,8 +52,8 @@ def run_study(spec: StudySpec, opts: RunOptions) -> Path:
         return sdir
     _silence_tune(opts.verbose)
     _init_ray(opts.address, spec.name)
-    with signals_interrupt():  # from here on SIGTERM and SIGHUP are Ctrl-C
-        _run(spec, opts, storage, sdir)
+    stop_on_signals()  # Ray's core worker installed a SIGTERM handler of its own: a signal is an interruption
+    _run(spec, opts, storage, sdir)
     return sdir
 
 
@@ -82,13 +83,15 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
               flush=True)
     baselines = _start_baselines(spec, opts, sdir)
     limit = opts.max_concurrent or spec.budgets[opts.budget].max_concurrent
-    with pending_trials(min(searcher.most_at_once, limit or searcher.most_at_once)):
-        _fit(tuner, log)
     try:
-        if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on Ctrl-C (SIGINT) and returns
+        with pending_trials(min(searcher.most_at_once, limit or searcher.most_at_once)), tune_stops_gracefully():
+            _fit(tuner, log)
+        if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on a signal and returns
             _close_interrupted(spec, sdir, storage, home, log)
         _close_complete(spec, sdir, storage, home, log, baselines)
-    except KeyboardInterrupt:  # a second signal while closing: the run still says how it ended
+    except KeyboardInterrupt:  # in any phase: the baselines scored so far are kept, the run says how it ended
+        if baselines is not None:
+            baselines.keep()
         if log.info.runs[-1].end is None:
             log.close("interrupted")
         raise
@@ -129,10 +132,15 @@ def plan_line(cells: int, q: int, per_cell: int, n_slots: int) -> str:
 
 
 def _same_q(spec: StudySpec, opts: RunOptions, sdir: Path) -> None:
-    """A study keeps the q it started with: another would sample its remaining trials from other waves."""
+    """A study keeps the q it started with: another would sample its remaining trials from other waves. A resume
+    without --tune-parallel takes the stored q; one that asks for another is refused."""
     if not (sdir / "study.json").exists():
         return
-    stored, asked = read_info(sdir).tune_parallel, opts.tune_parallel or spec.tune_parallel(opts.budget)
+    stored = read_info(sdir).tune_parallel
+    if stored is not None and opts.tune_parallel is None and read_records(sdir):
+        opts.tune_parallel = stored
+        return
+    asked = opts.tune_parallel or spec.tune_parallel(opts.budget)
     if stored is not None and stored != asked and read_records(sdir):
         raise SpecError(f"study {sdir.name!r} tunes in waves of q={stored}; this run asks for q={asked}: give "
                         f"--tune-parallel {stored} to go on, or run it with --fresh to start over")
@@ -167,28 +175,6 @@ def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: 
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
     searcher.sdir = str(sdir)
     return searcher
-
-
-@contextmanager
-def signals_interrupt():
-    """SIGTERM and SIGHUP stop the study as Ctrl-C does: they are how Slurm, Kubernetes, systemd, a spot reclaim
-    and a closed terminal stop a job. Each is handed to whatever handles SIGINT now (Tune's graceful stop while it
-    runs, else KeyboardInterrupt), in place of the Ray core worker's crash handler (a signal dump, exit 134).
-    The handlers before are put back after."""
-    import signal
-
-    def forward(signum, frame):
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
-
-    before = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():  # None: a handler set outside Python (Ray's): the default stands in
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
@@ -362,7 +348,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     # restored with the experiment (Tune pickles them): they hold plain data, and start afresh in setup()
     recorder = StudyRecorder(sdir, searcher.planned, searcher.keys, searcher.n_tune + searcher.n_seeds,
                              opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None,
-                             errors_log=str(errors_log) if errors_log else None)
+                             errors_log=str(errors_log) if errors_log else None, n_tune=searcher.n_tune)
     callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet, searcher.resources)]
     experiment = f"{home}/{RAY_DIR}"
     if not opts.fresh and tune.Tuner.can_restore(experiment):

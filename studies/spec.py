@@ -54,10 +54,10 @@ class Param(BaseModel):
     """One dimension of the Optuna search space."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["uniform", "loguniform", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = None
+    type: Literal["uniform", "loguniform", "int", "choice"]  # uniform, loguniform (ranges), int, or choice (values)
+    low: float | None = None  # the range's lower end (uniform, loguniform, int)
+    high: float | None = None  # the range's upper end
+    values: list[Any] | None = None  # the levels of a choice
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -103,23 +103,23 @@ class Budget(BaseModel):
     """How much a run spends: tuning trials per cell, confirm seeds, steps and data sizes."""
 
     model_config = ConfigDict(extra="forbid")
-    trials_per_cell: int = Field(ge=1)
+    trials_per_cell: int = Field(ge=1)  # Optuna's tuning trials in each cell
     # what of the source paper this budget is: its data, model, noise and steps, or the fraction of them it takes
     paper: str | None = None
     seeds: int | None = Field(None, ge=1)  # overrides the study's `seeds`
-    steps: int | None = Field(None, ge=1)
-    eval_every: int | None = Field(None, ge=1)
-    crop: int | None = Field(None, ge=8)
-    eval_crop: int | None = Field(None, ge=8)
-    batch_size: int | None = Field(None, ge=1)
-    train_images: int | None = Field(None, ge=1)
-    val_images: int | None = Field(None, ge=1)
-    test_images: int | None = Field(None, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)  # training steps per trial
+    eval_every: int | None = Field(None, ge=1)  # steps between validation evaluations (early stopping reads them)
+    crop: int | None = Field(None, ge=8)  # the side of the training crops, in pixels
+    eval_crop: int | None = Field(None, ge=8)  # the side of the validation and test crops (test_protocol: crops)
+    batch_size: int | None = Field(None, ge=1)  # training crops per step
+    train_images: int | None = Field(None, ge=1)  # training images kept (the first N; all if unset)
+    val_images: int | None = Field(None, ge=1)  # validation crops scored at each evaluation
+    test_images: int | None = Field(None, ge=1)  # test crops scored by the confirm runs (test_protocol: crops)
+    max_concurrent: int | None = Field(None, ge=1)  # trials at once at most (default: what the cluster's resources fit)
     # a cell's tuning trials run in waves of this many, each wave sampled from the waves before it (1: sequential
     # TPE); None: TUNE_PARALLEL_DEFAULT for the budget (full: fills a typical GPU cluster; smoke and quick: 1)
     tune_parallel: int | None = Field(None, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
+    cpus_per_trial: float = Field(1.0, gt=0)  # CPUs a trial reserves (also its intra-op threads)
     gpus_per_trial: float | None = Field(None, ge=0)  # None: studies.packing's default when there are GPUs
     max_failures: int = Field(1, ge=0)  # FailureConfig retries per trial
     tune: dict[str, Param] = Field(default_factory=dict)  # this budget's ranges, replacing the study's per key
@@ -131,6 +131,28 @@ class Budget(BaseModel):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | self.fixed
 
 
+def _names_level(text: str, level: str) -> str | None:
+    """The word of `text` that names a compared level: the level itself, or, for a noise, its level parameter
+    ('sigma' names Gaussian noise); None if none does.
+
+    >>> _names_level("Krull et al. 2019, table 1 (BSD68, sigma 25)", "gaussian")
+    'sigma'
+    >>> _names_level("Huang et al. 2021 (Gaussian sigma 25 and Poisson lambda 30)", "poisson")
+    'Poisson'
+    >>> _names_level("Lehtinen et al. 2018, section 3.1", "gaussian") is None
+    True
+    """
+    import re
+
+    from denoise_core.noise import NOISES
+
+    words = [level] + ([NOISES.get(level).param] if level in NOISES and NOISES.get(level).param else [])
+    for w in words:
+        if m := re.search(rf"\b{re.escape(w)}\b", text, re.IGNORECASE):
+            return m.group(0)
+    return None
+
+
 class Claim(BaseModel):
     """A finding from the literature that the study can reproduce or contradict: level `a` of the
     question factor against level `b`, within the slice `where` of the other factors (factors left out
@@ -138,13 +160,14 @@ class Claim(BaseModel):
     differ by less than `margin` (in the metric's units)."""
 
     model_config = ConfigDict(extra="forbid")
-    claim: str
-    source: str
+    claim: str  # the finding in words, as the report's verdict table states it
+    source: str  # where it is published (paper, table; its setting, e.g. 'BSD68, sigma 25')
+    # the slice it is judged on: {factor: level} of the other factors (left out: pooled)
     where: dict[str, str] = Field(default_factory=dict)
-    a: str
-    b: str
-    relation: Literal["better", "same"] = "better"
-    margin: float = Field(0.5, gt=0)
+    a: str  # the level of the question factor claimed better (or the same)
+    b: str  # the level it is compared with
+    relation: Literal["better", "same"] = "better"  # better: a scores better than b; same: they differ by less than margin
+    margin: float = Field(0.5, gt=0)  # for same: the largest difference that counts as the same, in the metric's units
     source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
 
@@ -157,14 +180,14 @@ class Reference(BaseModel):
     published N2V beside our N2V cell: `where: {scheme: N2V}`)."""
 
     model_config = ConfigDict(extra="forbid")
-    method: str
-    test_set: str
-    noise: str
-    level: float
-    metric: Literal["psnr", "ssim"] = "psnr"
-    value: float
-    source: str
-    baseline: str | None = None
+    method: str  # the published method's name (BM3D, DnCNN-S, N2V ...)
+    test_set: str  # the test set it was scored on, by its usual name (BSD68, Set12, Kodak24 ...)
+    noise: str  # the noise model it was scored under (a noise name: gaussian, poisson ...)
+    level: float  # the noise level in the noise's own units (sigma on the 0-255 scale, lam ...)
+    metric: Literal["psnr", "ssim"] = "psnr"  # the published metric: psnr or ssim
+    value: float  # the published number
+    source: str  # where it is published (paper, table; its setting, e.g. 'BSD68, sigma 25')
+    baseline: str | None = None  # our classical baseline implementing the same method (bm3d): its row sits beside it
     protocol: str = "same"  # "same": scored as denoise_core.protocol scores; otherwise what differs, said beside it
     where: dict[str, str] = Field(default_factory=dict)  # compared levels of the cells it is set beside
 
@@ -176,15 +199,17 @@ Factor = Union[list[Union[str, int, float, bool]], dict[str, dict[str, Any]]]
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str  # a folder under the storage root: see check_study_name
-    description: str
+    description: str  # what the study asks, in a sentence or two (the report's first paragraph)
     task: str = "denoise"  # a module of denoise_core.tasks, or a module path that registers a task
-    metric: str = "psnr"
-    mode: Literal["max", "min"] = "max"
-    fixed: dict[str, Any] = Field(default_factory=dict)
+    metric: str = "psnr"  # the score the study compares (psnr, ssim; a task's own metrics)
+    mode: Literal["max", "min"] = "max"  # max: higher is better; min: lower is better
+    fixed: dict[str, Any] = Field(default_factory=dict)  # trial keys every cell shares (see `spec trial`)
+    # factors whose every combination is a cell: {factor: [levels]} or {factor: {label: trial keys}}
     compare: dict[str, Factor]
+    # the nuisance hyperparameters Optuna tunes inside each cell: {trial key: range}
     tune: dict[str, Param] = Field(default_factory=dict)
-    seeds: int = Field(3, ge=1)
-    budgets: dict[str, Budget]
+    seeds: int = Field(3, ge=1)  # confirm runs of each cell's best configuration (a budget may set its own)
+    budgets: dict[str, Budget]  # smoke, quick and full: how much a run spends (see `spec budget`)
     # the report's comparison figure beside the bars: a heatmap of two factors, the gap between the
     # question factor's two levels per level of the other factor, the levels grid (train level x
     # each eval level), or quality against parameters; default: heatmap with two factors, else bars only
@@ -282,6 +307,23 @@ class StudySpec(BaseModel):
                                      + (f" where {cell_label(c.where)}" if c.where else "") + " is excluded")
         return self
 
+    @model_validator(mode="after")
+    def _claims_judged_where_their_source_is(self):
+        """A claim whose source names some levels of a factor it pools ("BSD68, sigma 25": Gaussian noise) is judged
+        on those levels: pooled over the others it would rest on results the source never had."""
+        q = self.question_factor()
+        for i, c in enumerate(self.expect):
+            for factor in self.compare:
+                if factor == q or factor in c.where or len(self.labels(factor)) < 2:
+                    continue
+                named = {lv: w for lv in self.labels(factor) if (w := _names_level(c.source, lv))}
+                if named and len(named) < len(self.labels(factor)):
+                    lv, word = next(iter(named.items()))
+                    raise ValueError(f"expect[{i}] ({c.claim!r}): its source names {factor}={lv} ({word!r} in "
+                                     f"{c.source!r}), but it would be judged pooled over {factor}="
+                                     f"{', '.join(self.labels(factor))}; add where: {{{factor}: {lv}}}")
+        return self
+
     def _check_levels(self, where: dict, key: str) -> None:
         """Every factor `where` names is compared, at one of its levels (a ValueError naming `key`)."""
         for factor, level in where.items():
@@ -294,6 +336,17 @@ class StudySpec(BaseModel):
     def excluded(self, cell: dict[str, str]) -> bool:
         """Whether `exclude` leaves this cell out."""
         return any(in_slice(cell, ex) for ex in self.exclude)
+
+    def why_excluded(self, cell: dict[str, str], budget: str = "quick") -> str:
+        """Why an excluded cell was left out, in a few words for a table or a tile: what its own components refuse
+        of it ("target 'r2r' needs one known Gaussian sigma"), else that the study's `exclude:` leaves it out."""
+        from denoise_core.tasks import validate_config
+
+        try:
+            validate_config(self.cell_config(cell, budget))
+        except ValueError as e:
+            return str(e).splitlines()[0].split(", and ")[0].split("; ")[0]
+        return "left out by the study's exclude:"
 
     def question_factor(self) -> str:
         """The factor the study asks about: `question`, else the last factor with two or more levels."""
@@ -349,9 +402,12 @@ class StudySpec(BaseModel):
 
     def cells(self) -> list[dict[str, str]]:
         """Every combination of factor labels that `exclude` does not leave out, in a stable order."""
+        return [cell for cell in self.all_cells() if not self.excluded(cell)]
+
+    def all_cells(self) -> list[dict[str, str]]:
+        """Every combination of factor labels, the excluded ones too, in a stable order."""
         names = list(self.compare)
-        combos = itertools.product(*[self.labels(n) for n in names])
-        return [cell for cell in (dict(zip(names, combo)) for combo in combos) if not self.excluded(cell)]
+        return [dict(zip(names, combo)) for combo in itertools.product(*[self.labels(n) for n in names])]
 
     def cell_keys(self) -> list[str]:
         return [cell_key(c) for c in self.cells()]
@@ -545,6 +601,8 @@ def spec_edits(stored: dict, spec: StudySpec, budget: str) -> tuple[list[str], l
             for b in dict.fromkeys([*old[key], *new[key]]):
                 (trials if b == budget else report).extend(_diff(old[key].get(b, _ABSENT), new[key].get(b, _ABSENT),
                                                                  f"budgets.{b}"))
+        elif key == "seeds" and old["budgets"].get(budget, {}).get("seeds") and new["budgets"].get(budget, {}).get("seeds"):
+            report.extend(_diff(old[key], new[key], key))  # this budget runs its own seeds: the study's change none
         else:
             (report if key in REPORT_KEYS else trials).extend(_diff(old.get(key, _ABSENT), new.get(key, _ABSENT), key))
     return report, trials

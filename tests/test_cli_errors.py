@@ -104,7 +104,7 @@ def test_one_parameter_states_one_allowed_range(lam):
     """lam: 0 and lam: -10 used to say two different things ("lam > 0" and "[0.0, inf]")."""
     from denoise_core.noise import build_noise
 
-    with pytest.raises(ValueError, match=r"is out of range; allowed \(0.0, inf\]"):
+    with pytest.raises(ValueError, match=r"is out of range; allowed \(0, inf\)"):
         build_noise("poisson", lam=lam)
 
 
@@ -231,6 +231,15 @@ def test_the_spec_reference_covers_every_key_and_component():
     assert code == 2 and "unknown section 'noises'" in err
 
 
+def test_every_component_is_described_by_a_whole_sentence():
+    """`spec model` (and every registry) shows each component's first sentence whole, never cut where a line of its
+    docstring wrapped."""
+    code, out, _ = cli("spec", "model", "noise", "loss", "schedule")
+    rows = [ln for ln in out.splitlines() if ln and not ln.endswith(":") and not ln.startswith("name ")]
+    assert code == 0 and len(rows) >= 15, out
+    assert all(ln.rstrip().endswith((".", ")")) for ln in rows), [ln for ln in rows if not ln.rstrip().endswith((".", ")"))]
+
+
 def test_every_model_a_study_yaml_may_hold_is_a_section_of_the_spec_reference():
     """Walk the spec's models from StudySpec through its fields' types: every model reached (budgets, tune entries,
     claims, references ...) has a section of its own that lists each of its fields, and the field that holds it
@@ -255,6 +264,10 @@ def test_every_model_a_study_yaml_may_hold_is_a_section_of_the_spec_reference():
                 assert f"(see `spec {sections[inner][0]}`)" in row, row
                 todo.append(inner)
     assert {m.__name__ for m in seen} == {"StudySpec", "Budget", "Param", "Claim", "Reference"}
+    from studies.reference import model_rows
+
+    blank = [f"{m.__name__}.{key}" for m in seen for key, _, _, what in model_rows(m) if not what]
+    assert not blank, f"keys without a description in `spec`: {blank}"
     code, out, _ = cli("spec", "references")
     assert code == 0 and all(f in out for f in ("method", "test_set", "level", "baseline", "protocol"))
     assert cli("spec", "expect")[1] == cli("spec", "claim")[1]

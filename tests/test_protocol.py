@@ -208,10 +208,11 @@ def test_evaluate_scores_baselines_on_a_test_set_and_writes_its_csv(tmp_path):
     # degenerate levels, from each noise's own bounds: no noise at all (an infinite PSNR), or past the scale
     (["--noise", "gaussian:sigma=0"], "sigma=0 adds no noise (the noisy input would score an infinite PSNR); "
                                       "allowed (0, 255]"),
-    (["--noise", "gaussian:sigma=100000"], "sigma=100000.0 is out of range; allowed (0.0, 255.0]"),
+    (["--noise", "gaussian:sigma=100000"], "sigma=100000.0 is out of range; allowed (0, 255]"),
+    (["--noise", "gaussian:sigma=-5"], "sigma=-5.0 is out of range; allowed (0, 255]"),  # one range, whatever the value
     (["--noise", "impulse:p=0"], "p=0 adds no noise"),
-    (["--noise", "impulse:p=1.5"], "p=1.5 is out of range; allowed [0.0, 1.0]"),
-    (["--noise", "poisson:lam=0"], "lam=0.0 is out of range; allowed (0.0, inf]"),
+    (["--noise", "impulse:p=1.5"], "p=1.5 is out of range; allowed [0, 1]"),
+    (["--noise", "poisson:lam=0"], "lam=0.0 is out of range; allowed (0, inf)"),
 ])
 def test_evaluate_refuses_bad_input_with_one_line(tmp_path, args, needle):
     base = ["evaluate", "--test", f"folder:{image_folder(tmp_path / 't', 1)}"]

@@ -256,15 +256,15 @@ def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopp
 
     l1, _ = SPEC.cell_keys()
     rec = StudyRecorder(tmp_path, planned=2, cells=SPEC.cell_keys(), per_cell=5, quiet=False,
-                        errors_log=str(tmp_path / "errors.log"))
+                        errors_log=str(tmp_path / "errors.log"), n_tune=3)
     rec.setup()
 
-    def trial(tid, last_step):
-        cfg = TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, 0, 1.0, 0.0).attach({"seed": 3, "lr": 0.01, "steps": 20})
+    def trial(tid, last_step, seed=3):
+        cfg = TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, 0, 1.0, 0.0).attach({"seed": seed, "lr": 0.01, "steps": 20})
         return SimpleNamespace(trial_id=tid, config=cfg, checkpoint=None, error_file=None, get_error=lambda: None,
                                last_result={"step": last_step})
 
-    done, stopped = trial("t1", 20), trial("t2", 10)
+    done, stopped = trial("t1", 20, seed=1), trial("t2", 10, seed=0)  # the second trial of the cell finishes first
     for t in (done, stopped):
         rec.on_trial_start(0, [], t)
     rec.on_trial_result(0, [], done, {"step": 10, "psnr": 20.0, "node_id": "n1"})
@@ -276,11 +276,11 @@ def test_the_recorder_writes_one_record_per_trial_and_tells_completed_from_stopp
     r1 = json.loads((tmp_path / "records" / "t1.json").read_text())
     r2 = json.loads((tmp_path / "records" / "t2.json").read_text())
     assert r1["status"] == "completed" and [h["step"] for h in r1["history"]] == [10, 20]
-    assert r1["params"] == {"lr": 0.01} and r1["seed"] == 3 and r1["node_id"] == "n1" and r1["attempts"] == 1
+    assert r1["params"] == {"lr": 0.01} and r1["seed"] == 1 and r1["node_id"] == "n1" and r1["attempts"] == 1
     assert r2["status"] == "stopped"
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[1/2] trial 1/5 of cell 1/2 (loss=l1), tune: val psnr 22.000"
-    assert out[1] == "[2/2] trial 2/5 of cell 1/2 (loss=l1), tune: stopped early (val psnr 18.000)"
+    assert out[0] == "[1/2] trial 2/5 of cell 1/2 (loss=l1), tune: val psnr 22.000"  # by its index, not its order
+    assert out[1] == "[2/2] trial 1/5 of cell 1/2 (loss=l1), tune: stopped early (val psnr 18.000)"
     # a driver killed before the record saw steps 10 and 20: the resumed trial's first report brings them back, and
     # a trial that reached its last step is completed whatever its record held
     resumed = trial("t4", 40)

@@ -148,13 +148,15 @@ def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
 
 def denoise_test_note(cfg: DenoiseConfig) -> str:
     test = split_source(cfg.dataset, "test")[0]
-    if cfg.test_protocol == "whole" and cfg.noise == "real":
+    captured = NOISES.get(cfg.noise).captured  # real noise: the inputs are the captures, no seed draws them
+    if cfg.test_protocol == "whole" and captured:
         return (f"Test protocol: every scene of {test}, whole: its first noisy capture denoised, the output rounded to "
                 f"8 bits, PSNR and SSIM against the scene's clean image, per scene, averaged over the scenes.")
     if cfg.test_protocol == "whole":
         return f"Test protocol: every image of {test}, {PROTOCOL}."
+    inputs = "the noisy input is each scene's first capture" if captured else "noise from a fixed seed"
     return (f"Test protocol: {cfg.test_images} fixed {cfg.eval_size}x{cfg.eval_size} crops of {test}'s held-out "
-            f"images, noise from a fixed seed; not the literature's whole-image protocol, so no published row applies.")
+            f"images, {inputs}; not the literature's whole-image protocol, so no published row applies.")
 
 
 def denoise_level_metrics(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
@@ -164,15 +166,25 @@ def denoise_level_metrics(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:
 
 
 def denoise_check_data(cfg: DenoiseConfig) -> None:
-    """Noise2Clean on real captures needs every training scene's clean image."""
+    """Validation and test scenes are scored against their clean images, so every one of them needs it (a source
+    per split, read whole, included); Noise2Clean on real captures needs every training scene's too."""
     from denoise_core.sources import scenes_without_clean
 
+    for split in ("val", "test"):
+        name, part = split_source(cfg.dataset, split)
+        if missing := scenes_without_clean(name, part):
+            raise ValueError(f"dataset {name!r} ({split}): {len(missing)} scene(s) have no clean image (clean.png) to "
+                             f"score against ({_some(missing)}); give {split} scenes with clean.png")
     name, part = split_source(cfg.dataset, "train")
     missing = scenes_without_clean(name, part) if SCHEMES.get(cfg.target).clean else []
     if missing:
         raise ValueError(f"dataset {name!r}: target: clean needs every training scene's clean image (clean.png); "
-                         f"{len(missing)} have none ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
+                         f"{len(missing)} have none ({_some(missing)}); "
                          f"train Noise2Noise (target: noisy) instead, capture to capture")
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def denoise_test_conditions(cfg: DenoiseConfig) -> list[tuple[str, float, str]]:

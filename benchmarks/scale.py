@@ -60,7 +60,12 @@ def _trial(trial_id: str, config: dict, status: str = "RUNNING"):
                            get_error=lambda: None, last_result={})
 
 
-def bookkeeping(n: int, q: int, workdir: Path) -> dict:
+def optuna_url(kind: str, sdir: Path) -> str:
+    """The engine's Optuna storage: its default journal file, or the SQLite database it used before (to compare)."""
+    return f"journal:{sdir / 'optuna.journal'}" if kind == "journal" else f"sqlite:///{sdir / 'optuna.db'}"
+
+
+def bookkeeping(n: int, q: int, workdir: Path, optuna: str = "journal") -> dict:
     """Drive the engine's driver-side parts over a synthetic study of `n` trials; their costs, timed."""
     from studies.records import Progress, StudyRecorder
     from studies.runlog import RunLog
@@ -74,7 +79,7 @@ def bookkeeping(n: int, q: int, workdir: Path) -> dict:
     validate_config(spec.cell_config(spec.cells()[0], "smoke", {}))
     sdir = workdir / spec.name
     sdir.mkdir(parents=True)
-    s = CellSearcher(spec, "smoke", f"sqlite:///{sdir / 'optuna.db'}")
+    s = CellSearcher(spec, "smoke", optuna_url(optuna, sdir))
     s.q, s.sdir = q, str(sdir)
     sched = CellHalving(sdir, spec.metric, spec.mode, 4, 2, q=q)
     rec = StudyRecorder(sdir, s.planned, s.keys, s.n_tune + s.n_seeds, quiet=True, metric=spec.metric)
@@ -83,7 +88,7 @@ def bookkeeping(n: int, q: int, workdir: Path) -> dict:
         cb.setup()
     log = RunLog(sdir)
     log.start(spec=spec.model_dump(mode="json"), budget="smoke", planned=s.planned, cells=s.keys, n_evals=4,
-              trials_per_cell=s.n_tune, seeds=s.n_seeds, tune_parallel=q, extra={})
+              trials_per_cell=s.n_tune, seeds=s.n_seeds, tune_parallel=q, extra={}, optuna_storage=s.storage_url)
     suggest_s, decide_s, live, trials, done = [], [], [], [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     i = 0
@@ -127,7 +132,7 @@ def bookkeeping(n: int, q: int, workdir: Path) -> dict:
     tenth = max(1, len(suggest_s) // 10)
     dtenth = max(1, len(decide_s) // 10)
     ms = lambda xs: 1000 * sum(xs) / len(xs)  # noqa: E731
-    out = {"trials": s.planned, "cells": len(s.keys), "q": q, "driver_cpu_ms_per_trial": 1000 * cpu / s.planned,
+    out = {"optuna": optuna, "trials": s.planned, "cells": len(s.keys), "q": q, "driver_cpu_ms_per_trial": 1000 * cpu / s.planned,
            "wall_s": wall, "suggest_ms_first": ms(suggest_s[:tenth]), "suggest_ms_last": ms(suggest_s[-tenth:]),
            "decide_ms_first": ms(decide_s[:dtenth]), "decide_ms_last": ms(decide_s[-dtenth:])}
     out.update(read_back(sdir))
@@ -167,7 +172,7 @@ def sleeper(config: dict) -> None:
                      "began": start, "now": time.time()})
 
 
-def tune_run(n: int, q: int, trial_s: int, engine: bool, workdir: Path, slots: int) -> dict:
+def tune_run(n: int, q: int, trial_s: int, engine: bool, workdir: Path, slots: int, optuna: str = "journal") -> dict:
     import ray
     from ray import tune
 
@@ -182,7 +187,7 @@ def tune_run(n: int, q: int, trial_s: int, engine: bool, workdir: Path, slots: i
         from studies.scheduler import CellHalving
         from studies.searcher import CellSearcher
 
-        s = CellSearcher(spec, "smoke", f"sqlite:///{sdir / 'optuna.db'}")
+        s = CellSearcher(spec, "smoke", optuna_url(optuna, sdir))
         s.q, s.sdir, s.n_evals = q, str(sdir), trial_s
         cfg = tune.TuneConfig(search_alg=s, scheduler=CellHalving(sdir, "psnr", "max", trial_s, 2, q=q), num_samples=-1,
                               reuse_actors=True)
@@ -216,7 +221,7 @@ def tune_run(n: int, q: int, trial_s: int, engine: bool, workdir: Path, slots: i
 
     c = at_once(pd.DataFrame({"start": [s for s, _ in spans], "end": [e for _, e in spans]}))
     held = c.time.diff().shift(-1).fillna(0)
-    return {"who": "engine" if engine else "bare Tune + Optuna", "trials": planned, "wall_s": wall,
+    return {"who": f"engine ({optuna})" if engine else "bare Tune + Optuna", "trials": planned, "wall_s": wall,
             "efficiency": busy / (slots * wall), "peak": int(c.running.max()), "mean": float((c.running * held).sum()
                                                                                            / max(held[c.running > 0].sum(), 1e-9)),
             "slots": slots, "driver_cpu_ms_per_trial": 1000 * cpu / planned}
@@ -230,13 +235,16 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--cpus", type=int, default=16, help="logical CPUs per node")
     ap.add_argument("--trial-s", type=int, default=1)
+    ap.add_argument("--optuna", nargs="+", choices=("journal", "sqlite"), default=["journal"],
+                    help="the engine's Optuna storage: its journal file (the default), SQLite (before), or both")
     a = ap.parse_args()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     if a.mode == "bookkeeping":
         for n in a.trials:
-            print(json.dumps(bookkeeping(n, a.q, work / str(n))), flush=True)
+            for kind in a.optuna:
+                print(json.dumps(bookkeeping(n, a.q, work / f"{n}-{kind}", kind)), flush=True)
         return
     import ray
     from ray.cluster_utils import Cluster
@@ -249,8 +257,10 @@ def main() -> None:
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     try:
         for n in a.trials:
-            for engine in (True, False):
-                print(json.dumps(tune_run(n, a.q, a.trial_s, engine, work / str(n), a.nodes * a.cpus)), flush=True)
+            for kind in a.optuna:
+                print(json.dumps(tune_run(n, a.q, a.trial_s, True, work / f"{n}-{kind}", a.nodes * a.cpus, kind)),
+                      flush=True)
+            print(json.dumps(tune_run(n, a.q, a.trial_s, False, work / f"{n}-bare", a.nodes * a.cpus)), flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()

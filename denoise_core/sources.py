@@ -237,6 +237,10 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)
                 return _from_numpy((a / (65535.0 if a.max() > 255 else 255.0)).astype(np.float32))
+            if im.mode == "F":  # 32-bit float (microscopy, HDR): [0, 1] as it is, else an 8- or 16-bit range
+                a = np.array(im, dtype=np.float32)
+                top = float(np.nanmax(a)) if np.isfinite(a).any() else 1.0
+                return _from_numpy(a if top <= 1 else a / (255.0 if top <= 255 else 65535.0))
             if im.mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGBA" if "A" in im.mode else "RGB")
             return _from_numpy(np.asarray(im))

@@ -224,7 +224,9 @@ def absolute_data_paths(dataset: str | None, data_root: str | None):
                                               "Set12 ...; see `denoise-study spec dataset`) or one per split: "
                                               "train=Train400,val=Kodak24,test=Set12.")
 @click.option("--data-root", default=None, help="Root of torchvision datasets; must be reachable from every node.")
-@click.option("--optuna-storage", default=None, help="An RDB URL for the Optuna studies [default: sqlite in the study directory].")
+@click.option("--optuna-storage", default=None,
+              help="Where the Optuna studies live: journal:PATH (an append-only file) or an RDB URL (sqlite:///..., "
+                   "postgresql://...) [default: the study's optuna.journal, or the storage it was started with].")
 @click.option("--fresh", is_flag=True, help="Discard stored results and start over instead of resuming.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--verbose", is_flag=True, help="Also Ray Tune's own status tables and hints.")

@@ -184,6 +184,7 @@ def _baseline(results: StudyResults, score: Score, spec, s: Slice, g: pd.DataFra
     if not values:
         return None
     base = pd.DataFrame({"run": name, "image": [str(i) for i in range(len(values))], "value": values})
+    base = base[np.isfinite(base.value.astype(float))]  # an image it could not be scored on is no evidence
     comparison = Comparison("baseline", q, s.winner, name, s.where, **compare(_side(g, q, s.winner), base, spec.sign))
     noisy = entry.metrics.get("noisy")
     return BestBaseline(name, real[name].param, real[name].test[score.metric], comparison,

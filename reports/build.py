@@ -22,8 +22,8 @@ from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label
-from reports.html import Figures, page, png, sig3, table
-from reports.stats import ALPHA, MIN_DF
+from reports.html import Figures, fixed2, page, png, sig3, table
+from reports.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD
 from studies.runlog import run_span
 from studies.cells import cell_label, in_slice, parse_cell
 from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
@@ -50,7 +50,7 @@ def _baseline_of(a: Analysis, c) -> str:
 
 def _ci(a: Analysis, c) -> str:
     if not c.estimable:
-        return f"too few runs or images to estimate an interval ({_why_too_few(c)})"
+        return f"no interval: {_why_too_few(c)}"
     return f"{a.confidence:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
 
 
@@ -94,9 +94,12 @@ def _method(a: Analysis) -> str:
                 'nothing is compared: the findings, intervals and verdicts appear once each cell has one.</div>')
     else:
         scored = f"Scores are the confirm runs' final validation {spec.metric} (this study predates test scores)."
+    few = sum(not c.estimable for c in fam.comparisons)
+    unsaid = (f" {few} comparison(s) had too few runs or images for an interval (fewer than {MIN_DF} degrees of "
+              f"freedom): they are marked so, are no answer either way, and stay out of the family.") if few else ""
     if fam.m == 0:
         return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} No comparison could '
-                f'be made yet: it needs completed confirm runs of at least two cells.</div>')
+                f'be made yet: it needs completed confirm runs of at least two cells.{escape(unsaid)}</div>')
     methods = sorted({c.method for c in fam.comparisons})
     return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} Every comparison below '
             f"(each pair of {escape(spec.question_factor())} levels per slice, each slice's best cell against its best "
@@ -105,7 +108,8 @@ def _method(a: Analysis) -> str:
             f"Benjamini-Hochberg at a {ALPHA:.0%} false discovery rate. <b>Every interval on this page is a "
             f"{a.confidence:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
             f"{fam.m} for {fam.discoveries} significant of {fam.m}), so a difference is significant exactly when its "
-            f"interval excludes zero. Error bars on cells show the spread over training runs at the same level.</div>")
+            f"interval excludes zero.{escape(unsaid)} Error bars on cells show the spread over training runs at the same "
+            f"level, where a cell has {MIN_RUNS_FOR_SPREAD} runs or more.</div>")
 
 
 def _held_out(a: Analysis) -> str:
@@ -264,7 +268,7 @@ def headline(a: Analysis, sl) -> str:
             f"{q}={c.a} vs {q}={c.b} ({_why_too_few(c)})" for c in unknown) + ".")
     if sl.baseline:
         b, c = sl.baseline, sl.baseline.comparison
-        verdict = "significantly" if c.significant else "not significantly" if c.estimable else "no answer yet"
+        verdict = "significantly" if c.significant else "not significantly" if c.estimable else "with no answer yet"
         out.append(f"It is {_by(c.gain, u)} the best classical baseline on validation, {b.label} "
                    f"({b.mean:.2f} {u}), {verdict} ({_ci(a, c)})"
                    + (f", and {_by(mean - b.input_mean, u)} the noisy input ({b.input_mean:.2f} {u})."
@@ -296,7 +300,7 @@ def _baseline_table(a: Analysis, sl, i: int) -> str:
     entry = r.baselines.of(cell) if cell else None
     if entry is None or a.score.split != "test":
         return ""
-    scored = {n: m for n, m in entry.metrics.items() if metric in m.test}
+    scored = {n: m for n, m in entry.metrics.items() if math.isfinite(m.test.get(metric, math.nan))}
     if not scored:
         return ""
     chosen = sl.baseline.name if sl.baseline else None
@@ -309,8 +313,8 @@ def _baseline_table(a: Analysis, sl, i: int) -> str:
         notes = (["best on validation"] if name == chosen else []) + (["best on test"] if name == top else [])
         rows.append({"classical baseline": baseline_label(name, entry.channels),
                      "parameter (chosen on validation)": "" if m.param is None else str(m.param),
-                     f"validation {metric}": f"{m.val[metric]:.2f}" if metric in m.val else "",
-                     f"test {metric} ({u})": f"{m.test[metric]:.2f}",
+                     f"validation {metric}": fixed2(m.val.get(metric), "not scored (never chosen)"),
+                     f"test {metric} ({u})": fixed2(m.test[metric]),
                      "published": f"{ref.value:.2f} ({ref.source})" if ref else "", "note": ", ".join(notes)})
     text = []
     if entry.too_small_to_choose():

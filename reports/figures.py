@@ -121,11 +121,13 @@ def heatmap(a) -> list[go.Figure]:
         m = part.pivot_table(index=rows, columns=q, values="mean", sort=False)  # one cell per (rows, q): no averaging
         m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index],
                       columns=[v for v in spec.labels(q) if v in m.columns or _is_excluded(spec, q, v)])
-        text = [[f"{v:.3g}" if v == v else _absent(spec, {rows: r, q: c, **dict(zip(facets, key))})
-                 for c, v in zip(m.columns, vals)] for r, vals in zip(m.index, m.values)]
-        fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), text=text, texttemplate="%{text}",
-                                   colorscale="Viridis", colorbar_title=a.unit,
-                                   hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{text}} {a.unit}<extra></extra>"))
+        why = [[f"{v:.3g} {a.unit}" if v == v else _absent(spec, {rows: r, q: c, **dict(zip(facets, key))})
+                for c, v in zip(m.columns, vals)] for r, vals in zip(m.index, m.values)]
+        text = [[t.split(" (")[0] for t in row] for row in why]  # on the tile: the number, or "excluded" (hover: why)
+        fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), text=text, customdata=why,
+                                   texttemplate="%{text}", textfont={"size": 12}, colorscale="Viridis",
+                                   colorbar_title=a.unit,
+                                   hovertemplate=f"{rows}=%{{y}}, {q}=%{{x}}: %{{customdata}}<extra></extra>"))
         fig.update_layout(title=f"mean {a.score.split} {spec.metric} ({a.unit}): {rows} x {q}" + (f", {where}" if where else ""),
                           xaxis_title=q, yaxis_title=rows, yaxis_autorange="reversed", height=160 + 60 * len(m.index),
                           xaxis_type="category", yaxis_type="category")  # levels are names, even "50"

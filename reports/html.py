@@ -72,6 +72,15 @@ def png(path: Path, alt: str, cls: str = "") -> str:
     return f'<img class="{cls}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def fixed2(v, missing: str = "not scored") -> str:
+    """A score to 2 decimals, as the page's sentences give it; a score that is not a number says so, never "nan".
+
+    >>> fixed2(28.567), fixed2(float("nan")), fixed2(None, "")
+    ('28.57', 'not scored', '')
+    """
+    return f"{v:.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else missing
+
+
 def sig3(v) -> str:
     """A number to 3 significant figures ('' for a missing one), integers as they are."""
     if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -43,6 +43,9 @@ ALPHA = 0.05
 # FCR level is over 60 and a 2 dB difference reads "-505 to 548". Such a comparison is stated as too few runs or
 # images, is not an answer, and is left out of the corrected family
 MIN_DF = 3
+# a cell's error bar over its runs: with two runs (1 degree of freedom) Student's t at the family's level is over
+# 60 and the bar spans hundreds of dB; from three runs on it is drawn
+MIN_RUNS_FOR_SPREAD = 3
 
 
 @dataclass
@@ -262,7 +265,7 @@ def cell_stat(cell: str, run_means, confidence: float) -> CellStat:
     v = np.asarray(run_means, dtype=float)
     n = len(v)
     m = float(v.mean()) if n else float("nan")
-    if n < 2:
+    if n < MIN_RUNS_FOR_SPREAD:
         return CellStat(cell, m, float("nan"), float("nan"), n)
     half = stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
     return CellStat(cell, m, m - half, m + half, n)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from studies.store import is_uri, resolve_storage, study_dir
 
-SYNCED = ("study.json", "records", "optuna.db", "trials.parquet", "baselines", "best", "report.html")
+SYNCED = ("study.json", "records", "optuna.journal", "optuna.db", "trials.parquet", "baselines", "best", "report.html")
 
 
 def study_uri(storage: str, name: str) -> str:

@@ -23,8 +23,8 @@ from studies.interrupt import stop_on_signals, tune_stops_gracefully
 from studies.packing import slots
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
-from studies.store import COMPLETED, RAY_DIR, best_dir, clear_study, column, is_uri, read_info, \
-    read_records, resolve_storage, study_dir, study_failure, write_trials_table
+from studies.store import COMPLETED, RAY_DIR, best_dir, clear_study, column, default_optuna_storage, is_uri, \
+    read_info, read_records, resolve_storage, study_dir, study_failure, write_trials_table
 
 
 @dataclass
@@ -169,7 +169,7 @@ def take_edits(spec: StudySpec, opts: RunOptions, sdir: Path) -> None:
 def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: float):
     from studies.searcher import CellSearcher
 
-    searcher = CellSearcher(spec, opts.budget, opts.optuna_storage or f"sqlite:///{sdir / 'optuna.db'}", opts.extra)
+    searcher = CellSearcher(spec, opts.budget, opts.optuna_storage or default_optuna_storage(sdir), opts.extra)
     searcher.q = opts.tune_parallel or spec.tune_parallel(opts.budget)
     searcher.resources = (cpus, gpus)
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)

@@ -28,7 +28,7 @@ from ray.tune.search import Searcher
 
 from studies.cells import TrialMeta
 from studies.spec import StudySpec, set_path
-from studies.store import optuna_study_name
+from studies.store import open_optuna_storage, optuna_study_name
 
 log = logging.getLogger(__name__)
 CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
@@ -82,7 +82,7 @@ class CellSearcher(Searcher):
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._storage = optuna.storages.get_storage(self.storage_url)
+            self._storage = open_optuna_storage(self.storage_url)
         return self._storage
 
     def study(self, key: str):

@@ -2,7 +2,7 @@
 `denoise` read them, also while the study runs.
 
     <storage>/<study>/study.json       the spec and how each run went
-                      optuna.db        one Optuna study per cell
+                      optuna.journal   one Optuna study per cell (Optuna's JournalStorage; optuna.db before 2026-12)
                       records/         one JSON per trial, rewritten at every result
                       trials.parquet   one row per trial
                       baselines/       the classical denoisers' scores on the same test images, and images
@@ -156,8 +156,35 @@ def study_failure(sdir: Path) -> str | None:
 
 
 def optuna_study_name(study: str, cell: str) -> str:
-    """The Optuna study of one cell (one per cell, in the study's optuna.db)."""
+    """The Optuna study of one cell (one per cell, in the study's Optuna storage)."""
     return f"{study}:{cell}"
+
+
+JOURNAL = "journal:"  # an Optuna storage URL of ours: journal:PATH, an append-only journal file
+OPTUNA_FILE = "optuna.journal"  # a new study's Optuna storage, in its folder (one stored before 2026-12: optuna.db)
+
+
+def default_optuna_storage(sdir: Path) -> str:
+    """The Optuna storage a run of this study uses unless --optuna-storage says otherwise: the one it was started
+    with (a study from before the journal keeps its optuna.db), else a journal file in its folder."""
+    p = Path(sdir) / "study.json"
+    stored = StudyInfo.read(p).optuna_storage if p.exists() else None
+    return stored or f"{JOURNAL}{Path(sdir) / OPTUNA_FILE}"
+
+
+def open_optuna_storage(url: str):
+    """A study's Optuna storage from its URL. `journal:PATH` is Optuna's JournalStorage on a file: every change one
+    appended line (created, asked, told, an intermediate value), read back by replaying them, so a resumed driver
+    sees exactly what was written and a change costs no database round trip (SQLite through SQLAlchemy cost the
+    driver about 35 ms a trial: benchmarks/README.md). Any RDB URL (sqlite:///..., postgresql://...) opens as Optuna
+    opens it."""
+    import optuna
+
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL):]))
+    return optuna.storages.get_storage(url)
 
 
 # -- the trials table: one row per trial -------------------------------------------------------
@@ -303,10 +330,10 @@ class StudyResults:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         out = []
+        storage = open_optuna_storage(self.info.optuna_storage)
         for cell in self.info.cells:
             try:
-                out.append(optuna.load_study(study_name=optuna_study_name(self.spec.name, cell),
-                                             storage=self.info.optuna_storage))
+                out.append(optuna.load_study(study_name=optuna_study_name(self.spec.name, cell), storage=storage))
             except KeyError:
                 continue
         return out

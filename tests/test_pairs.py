@@ -239,3 +239,18 @@ def test_a_study_on_a_folder_of_noisy_images_runs_through_ray_into_its_report(ra
     assert [(r["training scheme"], r["training captures"], r["it needs"]) for r in best] == [
         ("blindspot", "one per image file", "one capture of each image"),
         ("neighbor", "one per image file", "one capture of each image")], best
+
+
+def test_the_protocol_line_of_real_noise_names_the_captures_not_a_seed(tmp_path):
+    """Real noise is the scenes' own captures: no seed draws it, and the page's test-protocol line says so."""
+    from denoise_core.tasks import validate_config
+    from denoise_core.tasks.denoise import denoise_test_note
+
+    root = pair_scenes(tmp_path / "p", scenes=4)
+    for protocol in ("crops", "whole"):
+        note = denoise_test_note(validate_config({"dataset": f"pairs:{root}", "noise": "real", "target": "noisy",
+                                                  "test_protocol": protocol}))
+        assert "seed" not in note and "capture" in note, note
+    synthetic = denoise_test_note(validate_config({"dataset": "natural", "noise": "gaussian",
+                                                   "noise_params": {"sigma": 25}}))
+    assert "noise from a fixed seed" in synthetic

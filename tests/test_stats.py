@@ -259,3 +259,30 @@ def test_interval_is_nan_only_without_enough_runs():
     c = Comparison("levels", "f", "a", "b", {}, 1.0, float("nan"), float("nan"), (1, 1), 0, "Welch")
     c.set_confidence(0.95)
     assert math.isnan(c.lo) and not c.significant
+
+
+def test_a_comparison_with_too_few_degrees_of_freedom_has_no_interval_and_is_no_answer():
+    """Two runs, one a side: Student's t at 1 degree of freedom made "-505 to 548" and an answer of it. Below MIN_DF
+    a comparison has no interval, is no answer ("too few runs or images"), and stays out of the corrected family;
+    an exact difference (no variation at all) still has one."""
+    from reports.analysis import TOO_FEW, Verdict
+    from reports.stats import MIN_DF, MIN_RUNS_FOR_SPREAD, cell_stat
+    from studies.spec import Claim
+
+    few = Comparison("levels", "loss", "l1", "l2", {}, gain=2.0, se=3.0, df=MIN_DF - 1.0, n_runs=(1, 1), n_images=4,
+                     method="paired t over images", p=0.5)
+    ok = Comparison("levels", "loss", "l0", "l2", {}, gain=2.0, se=0.5, df=10.0, n_runs=(3, 3), n_images=32,
+                    method="mixed model", p=0.002)
+    exact = Comparison("levels", "loss", "l0", "l1", {}, gain=0.0, se=0.0, df=1.0, n_runs=(3, 3), n_images=2,
+                       method="exact (no variation)", p=1.0)
+    fam = correct(Family([few, ok, exact]))
+    assert fam.m == 2 and not few.estimable and not few.testable
+    assert math.isnan(few.lo) and math.isnan(few.hi) and not few.significant
+    assert ok.significant and exact.estimable and exact.lo == exact.hi == 0.0
+    claim = Claim(claim="L1 beats L2", source="a paper", a="l1", b="l2")
+    assert judge(Verdict(claim, few, "")) == TOO_FEW
+    assert judge(Verdict(claim.model_copy(update={"a": "l0"}), ok, "")) == "reproduced"
+    # a cell's error bar over runs: none from two runs (t at 1 degree of freedom), one from three
+    assert math.isnan(cell_stat("c", [20.0, 25.0], 0.95).lo)
+    three = cell_stat("c", [20.0, 21.0, 22.0][:MIN_RUNS_FOR_SPREAD], 0.95)
+    assert three.lo == pytest.approx(21.0 - stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))

@@ -525,3 +525,36 @@ def test_after_a_driver_kill_a_trial_tune_saved_before_the_searcher_is_adopted_n
     _finish(r, "t1", value=26.0)
     (told,) = [t for t in r.study(cell).trials if t.number == TrialMeta.of(second).number]
     assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 26.0
+
+
+def test_a_resume_without_tune_parallel_keeps_the_stored_q_and_another_q_is_refused(tmp_path):
+    """`--tune-parallel`'s help says a resume keeps q: a resume that does not give it takes the stored q (it used to
+    be refused whenever the budget's default differed); one that asks for another q is refused, naming both."""
+    from studies.documents import StudyInfo, TrialRecord
+    from studies.runner import RunOptions, _same_q
+    from studies.spec import SpecError
+
+    sdir = tmp_path / "tiny"
+    (sdir / "records").mkdir(parents=True)
+    StudyInfo(tune_parallel=3, budget="smoke").write(sdir / "study.json")
+    TrialRecord(trial_id="t1", cell="loss=l1", phase="tune").write(sdir / "records" / "t1.json")
+    opts = RunOptions(budget="smoke")
+    _same_q(SPEC, opts, sdir)
+    assert opts.tune_parallel == 3
+    with pytest.raises(SpecError, match="tunes in waves of q=3; this run asks for q=2"):
+        _same_q(SPEC, RunOptions(budget="smoke", tune_parallel=2), sdir)
+
+
+def test_editing_the_studys_seeds_changes_no_trial_where_the_budget_runs_its_own():
+    """Top-level `seeds` is the default of the budgets that set none: edited under a budget with its own seeds, it
+    is taken as a report edit, not refused as one that changes trials."""
+    from studies.spec import spec_edits
+
+    stored = SPEC.model_dump(mode="json")
+    with_seeds = SPEC.model_copy(update={"seeds": SPEC.seeds + 2})
+    budget = next(b for b, v in SPEC.budgets.items() if v.seeds)
+    assert spec_edits(stored, with_seeds, budget) == (["seeds"], [])
+    dumped = SPEC.model_dump(mode="json")  # the same study whose budgets run the study's seeds: now it changes trials
+    plain = StudySpec.model_validate({**dumped, "budgets": {b: {**v, "seeds": None} for b, v in dumped["budgets"].items()}})
+    edited = plain.model_copy(update={"seeds": plain.seeds + 2})
+    assert spec_edits(plain.model_dump(mode="json"), edited, "smoke") == ([], ["seeds"])

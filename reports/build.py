@@ -23,7 +23,7 @@ from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
 from reports.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label
 from reports.html import Figures, fixed2, page, png, sig3, table
-from reports.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD
+from reports.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD, POWER
 from studies.runlog import run_span
 from studies.cells import cell_label, in_slice, parse_cell
 from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
@@ -228,12 +228,14 @@ def _verdicts(a: Analysis) -> str:
     for v in a.verdicts:
         c, claim = v.comparison, v.claim
         where = ", ".join(f"{k}={x}" for k, x in claim.where.items())
-        effect = f"{c.gain:+.2f} {a.unit} ({_ci(a, c)})" if c else "no completed confirm runs of both levels"
+        effect = (f"{c.gain:+.2f} {a.unit} ({_ci(a, c)}{_precision(a, c)})" if c
+                  else "no completed confirm runs of both levels")
         rule = (f"same within {claim.margin:g} {a.unit}" if claim.relation == "same" else f"{claim.a} better")
         src_steps = f"{claim.source_steps:,}" if claim.source_steps else "not stated"
         rows.append({"claim": claim.claim, "source": claim.source,
                      "compared": f"{claim.a} vs {claim.b}" + (f" ({where})" if where else ""), "claims": rule,
-                     "effect here (the first's advantage)": effect, "verdict": v.verdict,
+                     "effect here (the first's advantage)": effect,
+                     "verdict": v.verdict + (" (borderline)" if c is not None and c.borderline else ""),
                      "training steps": f"{_steps(a)} here ({a.results.info.budget}); {src_steps} in the source"})
     note = ('<p class="muted">Each verdict rests on the row of the same two levels in "Every comparison" below. '
             "\u201ccontradicted\u201d means these runs' interval excludes the claim at this budget's training steps; "
@@ -360,12 +362,45 @@ def _comparisons(a: Analysis) -> str:
         rows.append({"slice": ", ".join(f"{k}={v}" for k, v in c.where.items()) or "all", "comparison": what,
                      f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
                      "BH-adjusted p": c.q,
-                     "significant": "yes" if c.significant else "no" if c.estimable else "too few runs or images",
+                     "significant": ("yes" if c.significant else "no" if c.estimable else "too few runs or images")
+                     + (" (borderline)" if c.borderline else ""),
+                     f"could detect ({a.unit}, {POWER:.0%} power)": c.detectable(),
+                     "seeds a side for this difference": "" if c.significant or not c.estimable else _seeds_text(c),
                      "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method})
     if not rows:
         return ""
+    note = (f'<p class="muted" id="precision">Precision. "could detect" is the smallest true difference these runs '
+            f"and test images would find significant {POWER:.0%} of the time at the page's {a.confidence:.1%} level; a "
+            f"difference below it can hide in an undecided comparison. For each undecided one, \u201cseeds a side\u201d "
+            f"is how many confirm runs of each side its own difference would need to be found so, the test images kept, "
+            f"projected from the mixed model's variance components (run, image and residual); \u201cmore test images\u201d "
+            f"where the images' own spread is the floor no number of seeds gets under. A borderline result has its "
+            f"interval's end within 10% of the half-width from zero: another machine's float order or a few more "
+            f"runs can move it across.</p>")
     return (f'<h2 id="comparisons">Every comparison ({a.confidence:.1%} intervals)</h2>'
-            + table(pd.DataFrame(rows), "comparison-table", lambda i: "sig" if rows[i]["significant"] == "yes" else ""))
+            + table(pd.DataFrame(rows), "comparison-table", lambda i: "sig" if rows[i]["significant"].startswith("yes")
+                    else "") + note)
+
+
+def _seeds_text(c) -> str:
+    """What an undecided comparison's own difference would need: seeds a side, or more test images."""
+    if c.vc is None:
+        return ""
+    n = c.seeds_for(c.gain)
+    return str(n) if n is not None else "more test images"
+
+
+def _precision(a: Analysis, c) -> str:
+    """An undecided comparison's precision in words: what it could detect, and what its difference would need."""
+    if c is None or c.significant or not c.estimable:
+        return ""
+    out = f"; could detect {c.detectable():.2f} {a.unit} ({POWER:.0%} power)"
+    need = _seeds_text(c)
+    if need.isdigit():
+        out += f"; {abs(c.gain):.2f} {a.unit} would need {need} seeds a side"
+    elif need:
+        out += f"; {abs(c.gain):.2f} {a.unit} would need more test images"
+    return out
 
 
 def _figures(a: Analysis, figs: Figures) -> str:

@@ -46,6 +46,7 @@ MIN_DF = 3
 # a cell's error bar over its runs: with two runs (1 degree of freedom) Student's t at the family's level is over
 # 60 and the bar spans hundreds of dB; from three runs on it is drawn
 MIN_RUNS_FOR_SPREAD = 3
+POWER = 0.8  # the power at which the page states what a comparison could detect, and what more seeds would
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Comparison:
     confidence: float = 1 - ALPHA
     lo: float = float("nan")  # the interval of `gain` at `confidence`
     hi: float = float("nan")
+    # the mixed model's variance components (run, image_side, source_side, resid), from which the precision of the
+    # same comparison with more seeds is projected; None for the paired and Welch tests
+    vc: dict | None = None
 
     @property
     def significant(self) -> bool:
@@ -84,6 +88,37 @@ class Comparison:
     @property
     def testable(self) -> bool:
         return not math.isnan(self.p) and self.estimable
+
+    @property
+    def borderline(self) -> bool:
+        """Its interval's end nearest zero lies within 10% of the half-width from zero: a verdict on the edge."""
+        if not (self.estimable and self.lo == self.lo) or self.se == 0:
+            return False
+        return min(abs(self.lo), abs(self.hi)) <= 0.1 * (self.hi - self.lo) / 2
+
+    def detectable(self) -> float:
+        """The smallest difference these runs and images would find significant with POWER at the page's level:
+        (t_(1 - a/2) + t_POWER) x se on the comparison's degrees of freedom (a = 1 - confidence); NaN without one."""
+        if not self.estimable or self.se == 0:
+            return float("nan")
+        return float((stats.t.ppf(1 - (1 - self.confidence) / 2, self.df) + stats.t.ppf(POWER, self.df)) * self.se)
+
+    def seeds_for(self, effect: float, most: int = 10_000) -> int | None:
+        """Seeds a side (the test images kept) at which a true difference of `effect` would be found with POWER at
+        the page's level, from the variance components:
+            se(n)^2 = run (2 / n) + resid (2 / (n images)) + image_side / images + source_side / sources
+        The last two do not shrink with seeds: where they alone exceed what `effect` needs, no number of seeds
+        does it (None; more test images would). None too without components (a paired or Welch test)."""
+        if not self.vc or not effect:
+            return None
+        z = stats.norm.ppf(1 - (1 - self.confidence) / 2) + stats.norm.ppf(POWER)
+        floor = self.vc["image_side"] / self.n_images + (self.vc["source_side"] / self.n_sources if self.n_sources else 0)
+        room = (abs(effect) / z) ** 2 - floor
+        per_seed = 2 * self.vc["run"] + 2 * self.vc["resid"] / self.n_images
+        if room <= 0:
+            return None
+        n = max(2, math.ceil(per_seed / room))
+        return n if n <= most else None
 
     def set_confidence(self, confidence: float) -> None:
         self.confidence = confidence
@@ -223,8 +258,10 @@ def _mixed(a: pd.DataFrame, b: pd.DataFrame, sign: int, base: dict, source: pd.S
     dof = total ** 2 / sum(v ** 2 / max(k, 1) for v, k in parts) if total > 0 else max(n_img - 1, 1)
     gain = sign * est
     over = "source images, their crops and runs" if n_src else "images and runs"
+    components = {"run": vc.get("run", 0.0), "image_side": vc.get("image_side", 0.0),
+                  "source_side": vc.get("source_side", 0.0), "resid": float(fit.scale)}
     return base | {"gain": gain, "se": se, "df": float(dof), "p": _t_p(gain, se, dof),
-                   "method": f"mixed model over {over}"}
+                   "method": f"mixed model over {over}", "vc": components}
 
 
 def _paired(d: pd.Series, sign: int, base: dict) -> dict:

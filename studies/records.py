@@ -40,16 +40,38 @@ class StudyRecorder(Callback):
     def setup(self, **info):
         self._pruned = False
         self._done: dict[str, str] | None = None  # finished trial id -> cell, read from the records once per run
+        self._live: dict[str, TrialRecord] = {}  # running trials' records as last written: never read back per result
+        self._steps: dict[str, int] = {}  # each cell's planned training steps, validated once
+
+    def __getstate__(self):
+        state = dict(self.__dict__)  # pickled with Tune's experiment: the run's caches start afresh in setup()
+        for key in ("_done", "_live", "_steps"):
+            state.pop(key, None)
+        return state
 
     def _finished(self) -> dict[str, str]:
         if getattr(self, "_done", None) is None:
             self._done = {r.trial_id: r.cell for r in read_records(self.dir.parent) if r.finished}
         return self._done
 
+    def _planned(self, config: dict) -> int:
+        """A trial's planned training steps, validated once per cell (every trial of a cell plans the same)."""
+        cache = getattr(self, "_steps", None)
+        if cache is None:
+            return _steps(config)
+        cell = TrialMeta.of(config).cell
+        if cell not in cache:
+            cache[cell] = _steps(config)
+        return cache[cell]
+
     def _path(self, trial) -> Path:
         return self.dir / f"{trial.trial_id}.json"
 
     def _load(self, trial) -> TrialRecord:
+        """The trial's record: as this driver last wrote it, else from its file (a trial of an earlier driver)."""
+        live = getattr(self, "_live", None)
+        if live is not None and trial.trial_id in live:
+            return live[trial.trial_id]
         p = self._path(trial)
         if p.exists():
             return TrialRecord.read(p)
@@ -61,6 +83,11 @@ class StudyRecorder(Callback):
     def _save(self, rec: TrialRecord) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = rec.write(self.dir / f"{rec.trial_id}.json")
+        if getattr(self, "_live", None) is not None:
+            if rec.finished:
+                self._live.pop(rec.trial_id, None)  # done: its file holds it, memory stays bounded
+            else:
+                self._live[rec.trial_id] = rec
         if self.remote:
             from studies.remote import upload_file
 
@@ -130,7 +157,7 @@ class StudyRecorder(Callback):
         if rec.diverged:
             status = DIVERGED  # a result: the trial stopped itself, and is never ranked as completed
         else:  # it reached its last step, or early stopping ended it before (whatever its record holds)
-            status = COMPLETED if (trial.last_result or {}).get("step", 0) >= _steps(trial.config) else STOPPED
+            status = COMPLETED if (trial.last_result or {}).get("step", 0) >= self._planned(trial.config) else STOPPED
         self._finish(trials, trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):

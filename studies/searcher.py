@@ -113,6 +113,7 @@ class CellSearcher(Searcher):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_studies"], state["_storage"] = {}, None  # storage handles do not pickle; they reopen lazily
+        state.pop("_steps_of", None)
         return state
 
     def best_params(self, key: str) -> dict[str, Any]:
@@ -156,7 +157,11 @@ class CellSearcher(Searcher):
         reported step counts, not Tune's training_iteration, which a resumed trial counts differently)."""
         from denoise_core.tasks import validate_config
 
-        return validate_config(self.spec.cell_config(self.cells[self.keys.index(key)], self.budget, self.extra)).steps
+        cache = self.__dict__.setdefault("_steps_of", {})  # validated once per cell, not per trial
+        if key not in cache:
+            cell = self.cells[self.keys.index(key)]
+            cache[key] = validate_config(self.spec.cell_config(cell, self.budget, self.extra)).steps
+        return cache[key]
 
     def _config(self, key: str, phase: str, params: dict, seed: int, number: int) -> dict:
         cell = self.cells[self.keys.index(key)]

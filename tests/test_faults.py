@@ -42,8 +42,10 @@ def test_failing_trial_is_retried_then_recorded_and_diverged_trial_is_a_result(r
     assert "noise=overflow diverged in 1 confirm run(s)" in html
     import optuna
 
+    from studies.store import open_optuna_storage
+
     study = optuna.load_study(study_name="tiny_faults:noise=overflow",
-                              storage=f"sqlite:///{tmp_path / 's' / 'tiny_faults' / 'optuna.db'}")
+                              storage=open_optuna_storage(f"journal:{tmp_path / 's' / 'tiny_faults' / 'optuna.journal'}"))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # Optuna is told it failed
 
 

@@ -286,3 +286,42 @@ def test_a_comparison_with_too_few_degrees_of_freedom_has_no_interval_and_is_no_
     assert math.isnan(cell_stat("c", [20.0, 25.0], 0.95).lo)
     three = cell_stat("c", [20.0, 21.0, 22.0][:MIN_RUNS_FOR_SPREAD], 0.95)
     assert three.lo == pytest.approx(21.0 - stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+
+
+def test_precision_what_a_comparison_could_detect_and_what_more_seeds_would_give():
+    """An undecided comparison says the smallest difference it could have found ((t + t_power) x se), and the seeds a
+    side its own difference would need, projected from the mixed model's variance components: at that many seeds the
+    projected interval reaches the difference, at one fewer it does not; where the images' spread alone is too wide,
+    no number of seeds does (None)."""
+    from reports.stats import POWER
+
+    a, b = _pair(0.15, n_runs=3, run_sd=0.4)
+    c = Comparison("levels", "loss", "l1", "l2", {}, **compare(a, b, sign=1))
+    c.set_confidence(0.95)
+    assert set(c.vc) == {"run", "image_side", "source_side", "resid"} and c.vc["run"] > 0
+    assert c.detectable() == pytest.approx((stats.t.ppf(0.975, c.df) + stats.t.ppf(POWER, c.df)) * c.se)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(POWER)
+
+    def reach(n):  # the smallest difference found with POWER at n seeds a side
+        v = c.vc
+        return z * math.sqrt(2 * v["run"] / n + 2 * v["resid"] / (n * c.n_images) + v["image_side"] / c.n_images)
+
+    effect = max(0.5, 2 * reach(10_000))
+    n = c.seeds_for(effect)
+    assert n is not None and reach(n) <= effect
+    assert n == 2 or reach(n - 1) > effect  # one seed fewer does not reach it
+    assert c.seeds_for(0.5 * reach(10_000) + 1e-9) is None  # below the images' floor: seeds cannot get there
+    paired = Comparison("levels", "loss", "l1", "l2", {}, gain=0.2, se=0.1, df=10, n_runs=(1, 1), n_images=8,
+                        method="paired t over images", p=0.07)
+    assert paired.seeds_for(0.2) is None  # one run a side: no run variance to project from
+
+
+def test_a_result_on_the_edge_is_marked_borderline():
+    edge = Comparison("levels", "loss", "l1", "l2", {}, gain=1.0, se=0.5, df=30, n_runs=(3, 3), n_images=32,
+                      method="m", p=0.05)
+    edge.set_confidence(1 - 2 * stats.t.sf(1.0 / 0.5, 30))  # the interval's low end at exactly zero
+    assert edge.borderline and abs(edge.lo) < 1e-9
+    clear = Comparison("levels", "loss", "l1", "l2", {}, gain=3.0, se=0.5, df=30, n_runs=(3, 3), n_images=32,
+                       method="m", p=1e-6)
+    clear.set_confidence(0.95)
+    assert not clear.borderline

@@ -39,11 +39,35 @@ def test_smoke_n2n_loss_runs_the_planned_trials(n2n_smoke):
 
 
 def test_optuna_storage_holds_one_study_per_cell(n2n_smoke):
+    """A new study's Optuna studies are in its journal file (Optuna's JournalStorage), one per cell, as study.json
+    says; Optuna itself opens it."""
     import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
     sdir, _ = n2n_smoke
-    summaries = optuna.get_all_study_summaries(f"sqlite:///{sdir / 'optuna.db'}")
+    assert json.loads((sdir / "study.json").read_text())["optuna_storage"] == f"journal:{sdir / 'optuna.journal'}"
+    assert not (sdir / "optuna.db").exists()
+    summaries = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(sdir / "optuna.journal"))))
     assert len(summaries) == 15 and all(s.n_trials == 1 for s in summaries)
+
+
+def test_a_study_stored_with_sqlite_resumes_and_reports_from_its_own_storage(tmp_path):
+    """A study started before the journal (optuna.db, named in its study.json) keeps that storage on a resume and in
+    its report's tuning figures."""
+    from studies.store import default_optuna_storage, open_optuna_storage
+    from studies.documents import StudyInfo
+
+    sdir = tmp_path / "old"
+    sdir.mkdir()
+    url = f"sqlite:///{sdir / 'optuna.db'}"
+    StudyInfo(optuna_storage=url).write(sdir / "study.json")
+    assert default_optuna_storage(sdir) == url
+    assert default_optuna_storage(tmp_path / "new") == f"journal:{tmp_path / 'new' / 'optuna.journal'}"
+    import optuna
+
+    optuna.create_study(study_name="old:a", storage=open_optuna_storage(url)).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    assert len(optuna.load_study(study_name="old:a", storage=open_optuna_storage(url)).trials) == 2
 
 
 def test_status_reports_every_cell(n2n_smoke):

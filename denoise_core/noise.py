@@ -41,7 +41,7 @@ def build_noise(name: str, **params) -> "Noise":
     (0.5, True)
     >>> build_noise("gaussian", sigma=-5)
     Traceback (most recent call last):
-    ValueError: sigma=-5 is out of range; allowed [0.0, inf]
+    ValueError: sigma=-5 is out of range; allowed [0, inf)
     """
     return NOISES.build(name, **params)
 

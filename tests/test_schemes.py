@@ -198,6 +198,32 @@ def test_a_stored_r2r_model_is_scored_by_evaluate_as_its_trial_scored_it(tmp_pat
         assert torch.equal(single, model(x).clamp(0, 1)) and (averaged - single).abs().mean() > 1e-3
 
 
+def _claims_on_their_slice_and_excluded_cells_marked(dom: str, sdir, tmp_path) -> None:
+    """The N2V claims cite BSD68 at sigma 25: judged on the Gaussian slice, not pooled with Poisson. The cells left
+    out are marked, with their reason, in the image grid and the heatmap (never blank), and `denoise --cell` on one
+    says it is excluded."""
+    from html import escape
+
+    from PIL import Image
+
+    from tests import browser
+    from tests.conftest import cli
+
+    verdicts = {r["claim"]: r for r in browser.table_rows(dom, "verdict-table")}
+    assert verdicts["Blind-spot training (Noise2Void) scores below Noise2Clean"]["compared"] == "N2C vs N2V (noise=gaussian)"
+    why = "excluded (target 'r2r' needs one known Gaussian sigma)"
+    assert why in dom and "excluded (target 'sure' needs one known Gaussian sigma)" in dom
+    html = (sdir / "report.html").read_text()
+    assert why in html and escape(why) in html  # the heatmap's tile (figure data) and the image grid's (HTML)
+    poisson = next(r for k, r in cell_rows_of(dom, "image-table").items() if "poisson" in k)
+    assert poisson["scheme=R2R"] == f"scheme=R2R{why}", poisson
+    Image.new("L", (32, 32), 128).save(tmp_path / "x.png")
+    code, out, err = cli("denoise", "--study", "self_supervised", "--storage", str(sdir.parent), "--cell",
+                         "noise=poisson,scheme=R2R", str(tmp_path / "x.png"), "-o", str(tmp_path / "y.png"))
+    assert code == 2 and "is excluded from study 'self_supervised' (target 'r2r' needs one known Gaussian sigma)" \
+        in err, err
+
+
 def cell_rows_of(dom: str, table_id: str) -> dict:
     """{first cell of a row: {header: text}} of a report table whose rows are headed by their first cell."""
     from tests import browser
@@ -233,28 +259,11 @@ def test_the_self_supervised_study_runs_through_ray_and_its_report_says_what_eac
     r2r = rows["gaussian", "R2R"]
     assert [r2r[k] for k in ("training scheme", "it needs", "training captures", "network passes per test image")] == \
         ["r2r", "one capture of each image and the noise's sigma", "1", "1"]
+    assert all(float(r["mean test psnr (dB)"]) > 0 for r in rows.values())  # what it needed, beside what it scored
     for claim in ("Noise2Noise (two captures of each image) matches Noise2Clean",
                   "Recorrupted-to-Recorrupted matches Noise2Clean on Gaussian noise"):
         assert claim in dom  # every verdict is on the page, held or not
-    # the N2V claims cite BSD68 at sigma 25: judged on the Gaussian slice, not pooled with Poisson
-    verdicts = {r["claim"]: r for r in browser.table_rows(dom, "verdict-table")}
-    assert verdicts["Blind-spot training (Noise2Void) scores below Noise2Clean"]["compared"] == "N2C vs N2V (noise=gaussian)"
-    # the cells left out are marked, with their reason, in the image grid and the heatmap; never blank
-    why = "excluded (target 'r2r' needs one known Gaussian sigma)"
-    assert why in dom and "excluded (target 'sure' needs one known Gaussian sigma)" in dom
-    from html import escape
-
-    html = (sdir / "report.html").read_text()
-    assert why in html and escape(why) in html  # the heatmap's tile (figure data) and the image grid's (HTML)
-    poisson = next(r for k, r in cell_rows_of(dom, "image-table").items() if "poisson" in k)
-    assert poisson["scheme=R2R"] == f"scheme=R2R{why}", poisson
-    from PIL import Image
-
-    Image.new("L", (32, 32), 128).save(tmp_path / "x.png")
-    code, out, err = cli("denoise", "--study", "self_supervised", "--storage", str(tmp_path / "store"), "--cell",
-                         "noise=poisson,scheme=R2R", str(tmp_path / "x.png"), "-o", str(tmp_path / "y.png"))
-    assert code == 2 and "is excluded from study 'self_supervised' (target 'r2r' needs one known Gaussian sigma)" \
-        in err, err
+    _claims_on_their_slice_and_excluded_cells_marked(dom, sdir, tmp_path)
     # a claim over both noises pairs each test image within each noise: counted as such, never as more test images
     import re
 

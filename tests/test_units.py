@@ -558,3 +558,36 @@ def test_editing_the_studys_seeds_changes_no_trial_where_the_budget_runs_its_own
     plain = StudySpec.model_validate({**dumped, "budgets": {b: {**v, "seeds": None} for b, v in dumped["budgets"].items()}})
     edited = plain.model_copy(update={"seeds": plain.seeds + 2})
     assert spec_edits(plain.model_dump(mode="json"), edited, "smoke") == ([], ["seeds"])
+
+
+def test_the_recorder_reads_no_record_back_while_its_trials_run(tmp_path, monkeypatch):
+    """A record is written at every result (status and curve live for `status` and the report) but never read back
+    by the driver that wrote it: the running trials' records are kept in memory, so a result costs one write,
+    whatever the study's size. A trial of an earlier driver (a resume) is read from its file once."""
+    from studies.cells import TrialMeta
+    from studies.documents import TrialRecord
+    from studies.records import StudyRecorder
+
+    reads = []
+    real_read = TrialRecord.read.__func__
+    monkeypatch.setattr(TrialRecord, "read", classmethod(lambda cls, p: reads.append(p) or real_read(cls, p)))
+    l1, _ = SPEC.cell_keys()
+    rec = StudyRecorder(tmp_path, planned=2, cells=SPEC.cell_keys(), per_cell=5, quiet=True, n_tune=3)
+    rec.setup()
+    rec._finished()  # the index of finished trials, read from the records folder once when the driver starts
+    trials = [SimpleNamespace(trial_id=f"t{i}", checkpoint=None, error_file=None, get_error=lambda: None,
+                              config=TrialMeta(l1, "tune", {"loss": "l1"}, {"lr": 0.01}, i, 1.0, 0.0)
+                              .attach({"seed": i, "lr": 0.01, "steps": 20}), last_result={"step": 20}) for i in range(2)]
+    for t in trials:
+        rec.on_trial_start(0, [], t)
+        for step in (5, 10, 15, 20):
+            rec.on_trial_result(0, [], t, {"step": step, "psnr": 20.0 + step})
+        rec.on_trial_complete(0, [], t)
+    assert reads == []
+    stored = json.loads((tmp_path / "records" / "t1.json").read_text())
+    assert stored["status"] == "completed" and [h["step"] for h in stored["history"]] == [5, 10, 15, 20]
+    assert rec._live == {}  # finished trials leave memory: their files hold them
+    fresh = StudyRecorder(tmp_path, planned=2, cells=SPEC.cell_keys(), per_cell=5, quiet=True, n_tune=3)
+    fresh.setup()  # a resumed driver: the trial's record comes from its file
+    fresh.on_trial_result(0, [], trials[0], {"step": 25, "psnr": 40.0})
+    assert len(reads) == 1

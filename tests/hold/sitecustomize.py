@@ -14,57 +14,61 @@ import os
 HOLD = os.environ.get("DENOISE_TEST_HOLD")
 
 
-def _install(spec: str) -> None:
-    import importlib.abc
-    import sys
+def _held(qualname: str, original, let_through: int):
+    """`original`, its call number `let_through` + 1 held: the mark written, then up to 120 s of sleep."""
     import time
     from pathlib import Path
 
+    calls = [0]
+
+    def held(*args, **kwargs):
+        calls[0] += 1
+        if log := os.environ.get("DENOISE_TEST_HOLD_CALLS"):
+            with open(log, "a") as f:
+                f.write(f"{qualname} {args[1:]!r}"[:300].replace("\n", " ") + "\n")
+        if calls[0] == let_through + 1:
+            Path(os.environ["DENOISE_TEST_HOLD_MARK"]).write_text(str(os.getpid()))
+            for _ in range(1200):
+                time.sleep(0.1)
+        return original(*args, **kwargs)
+
+    return held
+
+
+def _install(spec: str) -> None:
+    """Patch `module:function[:calls]` when the module is first imported (a finder on sys.meta_path)."""
+    import importlib.abc
+    import importlib.util
+    import sys
+
     module, qualname, *rest = spec.split(":")
     let_through = -1 if rest == ["never"] else int(rest[0]) if rest else 0
-    calls = [0]
 
     def patch(mod) -> None:
         owner, name = mod, qualname
         if "." in qualname:
             cls, name = qualname.split(".")
             owner = getattr(mod, cls)
-        original = getattr(owner, name)
-
-        def held(*args, **kwargs):
-            calls[0] += 1
-            if log := os.environ.get("DENOISE_TEST_HOLD_CALLS"):
-                with open(log, "a") as f:
-                    f.write(f"{qualname} {args[1:]!r}"[:300].replace("\n", " ") + "\n")
-            if calls[0] == let_through + 1:
-                Path(os.environ["DENOISE_TEST_HOLD_MARK"]).write_text(str(os.getpid()))
-                for _ in range(1200):
-                    time.sleep(0.1)
-            return original(*args, **kwargs)
-
-        setattr(owner, name, held)
+        setattr(owner, name, _held(qualname, getattr(owner, name), let_through))
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, fullname, path, target=None):
             if fullname != module:
                 return None
-            sys.meta_path.remove(self)
+            sys.meta_path.remove(self)  # the module's own spec, found without this finder
             try:
-                import importlib.util
-
                 found = importlib.util.find_spec(fullname)
             finally:
                 sys.meta_path.insert(0, self)
             if found is None or found.loader is None:
                 return found
-            loader = found.loader
-            exec_module = loader.exec_module
+            exec_module = found.loader.exec_module
 
             def exec_and_patch(mod):
                 exec_module(mod)
                 patch(mod)
 
-            loader.exec_module = exec_and_patch
+            found.loader.exec_module = exec_and_patch
             return found
 
     sys.meta_path.insert(0, Finder())

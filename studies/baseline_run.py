@@ -111,7 +111,11 @@ class BaselineRun:
 
         if self.queue is not None:
             self._drain()
-            ray.kill(self.queue.actor)
+        if self.queue is not None:
+            try:
+                ray.kill(self.queue.actor)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
             self.queue = None
 
     def _write(self) -> None:
@@ -120,8 +124,15 @@ class BaselineRun:
     def _drain(self) -> list[str]:
         """Take everything the task has sent: scored baselines are recorded (partial until their setting is done);
         returns the progress lines."""
+        if self.queue is None:
+            return []
+        try:
+            items = self.queue.get_nowait_batch(self.queue.qsize())
+        except Exception:  # noqa: BLE001 - its actor died with its node: the task's own results still come
+            self.queue = None
+            return []
         lines = []
-        for item in self.queue.get_nowait_batch(self.queue.qsize()):
+        for item in items:
             if item[0] == "scored":
                 _, key, name, metrics = item
                 self.scores.partial.setdefault(key, {})[name] = BaselineMetrics.model_validate(metrics)

@@ -61,6 +61,15 @@ CASES = [
     ("also metric", _set(["also"], ["bits_per_dim"]), "also[0]: task denoise does not report 'bits_per_dim'"),
     ("unknown figure", _set(["figure"], "pie"), "figure: unknown figure 'pie'; known: bars, gap, heatmap, levels, pareto"),
     ("repeated level", _set(["compare"], {"loss": ["l1", "l2", "l1"]}), "compare.loss: level 'l1' appears twice"),
+    # a claim whose source names one noise ("sigma 25": Gaussian) is judged on that noise, not pooled over both
+    ("claim on the wrong slice", _both(
+        _set(["compare"], {"noise": {"gaussian": {"noise": "gaussian", "noise_params": {"sigma": 25}},
+                                     "poisson": {"noise": "poisson", "noise_params": {"lam": 30}}},
+                           "loss": ["l1", "l2"]}),
+        _set(["question"], "loss"),
+        _set(["expect"], [{"claim": "L2 beats L1", "source": "a paper, table 1 (BSD68, sigma 25)", "a": "l2", "b": "l1"}])),
+     "expect[0] ('L2 beats L1'): its source names noise=gaussian ('sigma' in 'a paper, table 1 (BSD68, sigma 25)'), but "
+     "it would be judged pooled over noise=gaussian, poisson; add where: {noise: gaussian}"),
     ("Noise2Noise with one capture", _set(["fixed"], {**BASE["fixed"], "target": "noisy", "train_captures": 1}),
      "train_captures: 1 leaves target 'noisy' short"),
     ("no captures", _set(["fixed"], {**BASE["fixed"], "train_captures": 0}), "number of captures from 1 to 16, got 0"),

@@ -192,7 +192,7 @@ def test_evaluate_scores_baselines_on_a_test_set_and_writes_its_csv(tmp_path):
     assert "bm3d: 3/3 images" in err  # progress while BM3D runs
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert [r["method"] for r in rows] == ["noisy input", "BM3D"]
-    assert set(rows[0]) == {"method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published"}
+    assert set(rows[0]) == {"method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published", "note"}
     assert {r["channels"] for r in rows} == {"grey"}  # a folder of grey images is scored as grey
     assert all(r["images"] == "3" for r in rows) and float(rows[1]["psnr"]) > float(rows[0]["psnr"]) + 3
     # the noisy row is the protocol's: 8-bit noisy inputs at sigma 25 score about 20.2 dB whatever the image
@@ -261,3 +261,27 @@ def test_every_paper_budget_validates_completely_before_ray(tmp_path):
     code, _, err = cli("run", "noise_level", "--budget", "full", "--data-root", str(tmp_path / "empty"),
                        "--storage", str(tmp_path / "s"))
     assert code == 2 and "is not a directory" in err and not (tmp_path / "s").exists()
+
+
+def test_a_baseline_scoring_whole_test_images_says_where_it_is(tmp_path, monkeypatch):
+    """BM3D on 68 whole images printed nothing for minutes: a baseline scoring whole test images says how many it
+    has done at least every PROGRESS_EVERY_S (here after every image, the interval set to 0). A baseline an
+    interrupted run scored (`done`) is taken as it is, not scored again."""
+    import denoise_core.baselines as baselines
+    from denoise_core.baselines import score_baselines
+
+    root = tmp_path / "data"
+    standard_set(root, "Set12")
+    monkeypatch.setattr(baselines, "PROGRESS_EVERY_S", 0.0)
+    cfg = {"dataset": {"train": "natural", "val": "natural", "test": "Set12"}, "data_root": str(root),
+           "noise": "gaussian", "noise_params": {"sigma": 25}, "test_protocol": "whole", "val_images": 2,
+           "eval_crop": 32}
+    kept = {"param": 0.1, "val": {"psnr": 1.0, "ssim": 0.1}, "test": {"psnr": 2.0, "ssim": 0.2},
+            "test_per_image": {"psnr": [2.0] * 12, "ssim": [0.2] * 12}}
+    lines, scored = [], []
+    out = score_baselines(cfg, showcase=False, progress=lines.append, done={"tv": kept},
+                          on_scored=lambda name, m: scored.append(name))
+    bm3d = [ln for ln in lines if ln.startswith("bm3d, ")]
+    assert [ln.split(": ")[1].split(" ")[0] for ln in bm3d] == [f"{i}/12" for i in range(1, 13)], bm3d
+    assert out["metrics"]["tv"] == kept and "tv" not in scored and not any(ln.startswith("tv") for ln in lines)
+    assert "bm3d" in scored and "noisy" in scored

@@ -175,7 +175,7 @@ def test_a_stored_r2r_model_is_scored_by_evaluate_as_its_trial_scored_it(tmp_pat
     """R2R with eval_samples averages its outputs over recorruptions; `evaluate --study` (and `apply`) apply a stored
     model through the same scheme, so the trial's whole-image test score is reproduced, not a single pass's."""
     from denoise_core.tasks import load_model, run_trial
-    from studies.evaluate import evaluate
+    from studies.evaluate import StudyModel, evaluate
 
     from tests.fixtures import image_folder
     from tests.test_train import TINY
@@ -185,7 +185,7 @@ def test_a_stored_r2r_model_is_scored_by_evaluate_as_its_trial_scored_it(tmp_pat
                      "dataset": {"train": "natural", "val": "natural", "test": folder}, "test": True,
                      "test_protocol": "whole"}, lambda m: None, workdir=tmp_path / "w")
     model, cfg = load_model(out["checkpoint"])
-    (row,) = [r for r in evaluate(folder, None, "gaussian:sigma=25", 1, cfg.val_seed, {"r2r": (model, cfg)})
+    (row,) = [r for r in evaluate(folder, None, "gaussian:sigma=25", 1, cfg.val_seed, {"r2r": StudyModel(model, cfg, [])})
               if r.method == "r2r"]
     assert row.psnr == pytest.approx(out["metrics"]["test_psnr"], abs=0.006)  # evaluate rounds to 2 decimals
     # the stored model applied as the scheme says: the mean over 4 recorruptions, not one pass over the input

@@ -591,3 +591,22 @@ def test_the_recorder_reads_no_record_back_while_its_trials_run(tmp_path, monkey
     fresh.setup()  # a resumed driver: the trial's record comes from its file
     fresh.on_trial_result(0, [], trials[0], {"step": 25, "psnr": 40.0})
     assert len(reads) == 1
+
+
+def test_the_baselines_results_survive_the_death_of_their_progress_queue(tmp_path):
+    """The queue that carries the baselines' progress lines and scored baselines is an actor on some node: when that
+    node dies (the node-kill test), the driver loses what it had not drained yet, never the study. Before, the last
+    drain raised ActorDiedError and failed the whole run."""
+    from studies.baseline_run import BaselineRun
+    from studies.documents import BaselineScores
+
+    class DeadQueue:
+        actor = None
+
+        def qsize(self):
+            raise RuntimeError("ActorDiedError: The actor died because its node has died")
+
+    run = BaselineRun(tmp_path, BaselineScores(), None, quiet=True, queue=DeadQueue())
+    assert run._drain() == [] and run.queue is None
+    run.keep()  # an interruption after it: what was scored before is written, nothing raised
+    assert (tmp_path / "baselines" / "scores.json").exists()

@@ -73,28 +73,31 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
               trials_per_cell=searcher.n_tune, seeds=searcher.n_seeds, max_concurrent=opts.max_concurrent,
               tune_parallel=searcher.q,
               command=opts.command, extra=opts.extra or {}, **_cluster())
-    tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus, errors_log)
-    if not opts.quiet:
-        print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + "
-              f"{searcher.n_seeds} confirm) = {searcher.planned} trials, budget {opts.budget}, "
-              f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " per trial",
-              flush=True)
-        print(plan_line(len(searcher.keys), searcher.q, min(searcher.q, searcher.n_tune), slots(cpus, gpus)),
-              flush=True)
-    baselines = _start_baselines(spec, opts, sdir)
-    limit = opts.max_concurrent or spec.budgets[opts.budget].max_concurrent
-    try:
+    baselines = None
+    try:  # from the run log's start on, an interruption in any phase is closed as one
+        tuner = _tuner(spec, opts, searcher, home, sdir, cpus, gpus, errors_log)
+        if not opts.quiet:
+            _print_plan(spec, opts, searcher, cpus, gpus)
+        baselines = _start_baselines(spec, opts, sdir)
+        limit = opts.max_concurrent or spec.budgets[opts.budget].max_concurrent
         with pending_trials(min(searcher.most_at_once, limit or searcher.most_at_once)), tune_stops_gracefully():
             _fit(tuner, log)
         if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on a signal and returns
             _close_interrupted(spec, sdir, storage, home, log)
         _close_complete(spec, sdir, storage, home, log, baselines)
-    except KeyboardInterrupt:  # in any phase: the baselines scored so far are kept, the run says how it ended
+    except KeyboardInterrupt:  # the baselines scored so far are kept, the run says how it ended
         if baselines is not None:
             baselines.keep()
         if log.info.runs[-1].end is None:
             log.close("interrupted")
         raise
+
+
+def _print_plan(spec: StudySpec, opts: RunOptions, searcher, cpus: float, gpus: float) -> None:
+    print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + {searcher.n_seeds} confirm) = "
+          f"{searcher.planned} trials, budget {opts.budget}, {cpus:g} CPU{'s' if cpus != 1 else ''}"
+          + (f" + {gpus:g} GPU" if gpus else "") + " per trial", flush=True)
+    print(plan_line(len(searcher.keys), searcher.q, min(searcher.q, searcher.n_tune), slots(cpus, gpus)), flush=True)
 
 
 def _already_complete(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> bool:

@@ -137,7 +137,7 @@ class CellSearcher(Searcher):
         # tuning first, round-robin over the cells whose next trial's earlier waves have all finished
         ready = [k for k in self.keys if self.asked[k] < self.n_tune and self._tuned(k) >= wave_start(self.asked[k], self.q)]
         if ready:
-            key = min(ready, key=lambda k: (self.asked[k], self.keys.index(k)))
+            key = min(ready, key=self.asked.__getitem__)  # ties: the first in the spec's cell order (min keeps it)
             return self._tune_trial(trial_id, key)
         for key in self.keys:  # then confirm runs of cells whose tuning is complete
             if self._tuned(key) >= self.n_tune and self.confirmed[key] < self.n_seeds:

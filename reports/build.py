@@ -259,12 +259,13 @@ def headline(a: Analysis, sl) -> str:
     ties = [c for c in sl.comparisons if not c.significant and c.estimable]
     unknown = [c for c in sl.comparisons if not c.estimable]
     out = [f"{prefix}{q}={best} scores best ({a.score.split} {spec.metric} {mean:.2f} {u})."]
+    edge = lambda c: ", borderline" if c.borderline else ""  # noqa: E731 - as the comparison table marks it
     if sig:
-        out.append("Significant: " + "; ".join(f"{q}={c.a} {better} {q}={c.b} by {abs(c.gain):.2f} {u} ({_ci(a, c)})"
-                                                 for c in sig) + ".")
+        out.append("Significant: " + "; ".join(f"{q}={c.a} {better} {q}={c.b} by {abs(c.gain):.2f} {u} ({_ci(a, c)}"
+                                                 f"{edge(c)})" for c in sig) + ".")
     if ties:
-        out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({q}={c.a} {_by(c.gain, u)}, {_ci(a, c)})"
-                                                     for c in ties) + ".")
+        out.append("Not significant: " + "; ".join(f"{q}={c.a} vs {q}={c.b} ({q}={c.a} {_by(c.gain, u)}, {_ci(a, c)}"
+                                                     f"{edge(c)})" for c in ties) + ".")
     if unknown:
         out.append("No answer yet, too few runs or images: " + "; ".join(
             f"{q}={c.a} vs {q}={c.b} ({_why_too_few(c)})" for c in unknown) + ".")

@@ -211,6 +211,13 @@ def _claims_on_their_slice_and_excluded_cells_marked(dom: str, sdir, tmp_path) -
 
     verdicts = {r["claim"]: r for r in browser.table_rows(dom, "verdict-table")}
     assert verdicts["Blind-spot training (Noise2Void) scores below Noise2Clean"]["compared"] == "N2C vs N2V (noise=gaussian)"
+    # 2 seeds a side: a verdict on too few degrees of freedom says so, with no interval, never an answer
+    few = [r for r in verdicts.values() if r["verdict"] == "too few runs or images"]
+    assert all("(no interval: 2 vs 2 runs, " in r["effect here (the first's advantage)"] for r in few), few
+    undecided = [r for r in verdicts.values() if r["verdict"] == "inconclusive"]
+    assert all("could detect " in r["effect here (the first's advantage)"] for r in undecided), undecided
+    assert few or undecided
+    assert 'id="precision"' in dom and "seeds a side" in dom
     why = "excluded (target 'r2r' needs one known Gaussian sigma)"
     assert why in dom and "excluded (target 'sure' needs one known Gaussian sigma)" in dom
     html = (sdir / "report.html").read_text()

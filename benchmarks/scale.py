@@ -62,7 +62,9 @@ def _trial(trial_id: str, config: dict, status: str = "RUNNING"):
 
 def optuna_url(kind: str, sdir: Path) -> str:
     """The engine's Optuna storage: its default journal file, or the SQLite database it used before (to compare)."""
-    return f"journal:{sdir / 'optuna.journal'}" if kind == "journal" else f"sqlite:///{sdir / 'optuna.db'}"
+    from studies.store import default_optuna_storage
+
+    return default_optuna_storage(sdir) if kind == "journal" else f"sqlite:///{sdir / 'optuna.db'}"
 
 
 def bookkeeping(n: int, q: int, workdir: Path, optuna: str = "journal") -> dict:

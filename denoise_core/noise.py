@@ -62,11 +62,15 @@ def _check_level(param: str, level: Level, lo: float, hi: float, hi_open: bool =
             raise ValueError(f"{param}={list(level)}: a range must be [lo, hi] with lo <= hi")
     else:
         raise ValueError(f"{param}={level!r}: expected a number or a [lo, hi] range")
-    top, bottom = (")" if hi_open or hi == float("inf") else "]"), ("(" if lo_open else "[")
     for v in bounds:
         if v < lo or v > hi or (hi_open and v >= hi) or (lo_open and v <= lo):
-            raise ValueError(f"{param}={level!r} is out of range; allowed {bottom}{lo:g}, {hi:g}{top}")
+            raise ValueError(f"{param}={level!r} is out of range; allowed {_interval(lo, hi, lo_open, hi_open)}")
     return bounds
+
+
+def _interval(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    """An allowed range as every message writes it: (0, 255], [0, 1], (0, inf) (an infinite end is always open)."""
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open or hi == float('inf') else ']'}"
 
 
 class Noise:
@@ -98,7 +102,7 @@ class Noise:
         lo, hi, lo_open, hi_open = cls.test_bounds or cls.bounds
         if cls.absent_at is not None and value == cls.absent_at:
             raise ValueError(f"{cls.param}={value:g} adds no noise (the noisy input would score an infinite PSNR); "
-                             f"allowed ({lo:g}, {hi:g}{')' if hi_open or hi == float('inf') else ']'}")
+                             f"allowed {_interval(lo, hi, True, hi_open)}")
         _check_level(cls.param, value, lo, hi, hi_open=hi_open, lo_open=lo_open)
 
     def __init__(self, level: tuple[float, float]):

@@ -396,11 +396,9 @@ def _precision(a: Analysis, c) -> str:
     if c is None or c.significant or not c.estimable:
         return ""
     out = f"; could detect {c.detectable():.2f} {a.unit} ({POWER:.0%} power)"
-    need = _seeds_text(c)
-    if need.isdigit():
-        out += f"; {abs(c.gain):.2f} {a.unit} would need {need} seeds a side"
-    elif need:
-        out += f"; {abs(c.gain):.2f} {a.unit} would need more test images"
+    if c.vc is not None:
+        n = c.seeds_for(c.gain)
+        out += f"; {abs(c.gain):.2f} {a.unit} would need " + (f"{n} seeds a side" if n else "more test images")
     return out
 
 

@@ -95,12 +95,13 @@ def _is_excluded(spec, factor: str, level: str) -> bool:
     return any(cell[factor] == level for cell in spec.all_cells() if spec.excluded(cell))
 
 
-def _absent(spec, levels: dict) -> str:
-    """What a heatmap tile without a mean says: the cell was excluded, and why; or it has no finished run."""
+def _absent(spec, levels: dict) -> tuple[str, str]:
+    """What a heatmap tile without a mean says, on the tile and on hover: the cell was excluded, and why; or it has
+    no finished run."""
     cell = {f: str(levels[f]) for f in spec.compare if f in levels}
     if len(cell) == len(spec.compare) and spec.excluded(cell):
-        return f"excluded ({spec.why_excluded(cell)})"
-    return "no finished run"
+        return "excluded", f"excluded ({spec.why_excluded(cell)})"
+    return "no finished run", "no finished run"
 
 
 @FIGURES.register("heatmap")
@@ -121,9 +122,10 @@ def heatmap(a) -> list[go.Figure]:
         m = part.pivot_table(index=rows, columns=q, values="mean", sort=False)  # one cell per (rows, q): no averaging
         m = m.reindex(index=[v for v in spec.labels(rows) if v in m.index],
                       columns=[v for v in spec.labels(q) if v in m.columns or _is_excluded(spec, q, v)])
-        why = [[f"{v:.3g} {a.unit}" if v == v else _absent(spec, {rows: r, q: c, **dict(zip(facets, key))})
-                for c, v in zip(m.columns, vals)] for r, vals in zip(m.index, m.values)]
-        text = [[t.split(" (")[0] for t in row] for row in why]  # on the tile: the number, or "excluded" (hover: why)
+        tiles = [[(f"{v:.3g} {a.unit}",) * 2 if v == v else _absent(spec, {rows: r, q: c, **dict(zip(facets, key))})
+                  for c, v in zip(m.columns, vals)] for r, vals in zip(m.index, m.values)]
+        text = [[tile for tile, _ in row] for row in tiles]  # on the tile: the number, or "excluded"
+        why = [[hover for _, hover in row] for row in tiles]  # on hover: the number, or why
         fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), text=text, customdata=why,
                                    texttemplate="%{text}", textfont={"size": 12}, colorscale="Viridis",
                                    colorbar_title=a.unit,

@@ -30,8 +30,7 @@ def pick_cell(sdir: Path, cell: str | None = None, noise: str | None = None) -> 
     if cell is not None:
         wanted = _as_cell(cell)
         match = [c for c in best if parse_cell(c) == wanted]
-        spec = read_spec(sdir)
-        if not match and set(wanted) == set(spec.compare) and spec.excluded(wanted):
+        if not match and set(wanted) == set((spec := read_spec(sdir)).compare) and spec.excluded(wanted):
             raise ValueError(f"cell {cell!r} is excluded from study {sdir.name!r} ({spec.why_excluded(wanted)}), so it "
                              f"has no model; cells with a model: {'; '.join(cell_label(parse_cell(c)) for c in sorted(best))}")
         if not match:

@@ -99,24 +99,20 @@ class BaselineRun:
 
     def keep(self) -> None:
         """The run was interrupted: store the baselines scored so far, so that a resume does not score them again."""
-        try:
-            self._close()
-        except Exception:  # noqa: BLE001 - Ray already going down: keep what was drained before
-            pass
+        self._close()
         self._write()
 
     def _close(self) -> None:
         """Take the last of what the task sent, then end the queue."""
         import ray
 
-        if self.queue is not None:
-            self._drain()
+        self._drain()  # (which forgets a queue whose actor died: nothing left to end)
         if self.queue is not None:
             try:
                 ray.kill(self.queue.actor)
-            except Exception:  # noqa: BLE001 - gone already
+            except Exception:  # noqa: BLE001 - Ray already going down
                 pass
-            self.queue = None
+        self.queue = None
 
     def _write(self) -> None:
         self.scores.write(_mkdir(self.sdir / "baselines") / "scores.json")

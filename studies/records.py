@@ -41,11 +41,11 @@ class StudyRecorder(Callback):
         self._pruned = False
         self._done: dict[str, str] | None = None  # finished trial id -> cell, read from the records once per run
         self._live: dict[str, TrialRecord] = {}  # running trials' records as last written: never read back per result
-        self._steps: dict[str, int] = {}  # each cell's planned training steps, validated once
+        self._steps_by_cell: dict[str, int] = {}  # each cell's planned training steps, validated once
 
     def __getstate__(self):
         state = dict(self.__dict__)  # pickled with Tune's experiment: the run's caches start afresh in setup()
-        for key in ("_done", "_live", "_steps"):
+        for key in ("_done", "_live", "_steps_by_cell"):
             state.pop(key, None)
         return state
 
@@ -56,7 +56,7 @@ class StudyRecorder(Callback):
 
     def _planned(self, config: dict) -> int:
         """A trial's planned training steps, validated once per cell (every trial of a cell plans the same)."""
-        cache = getattr(self, "_steps", None)
+        cache = getattr(self, "_steps_by_cell", None)
         if cache is None:
             return _steps(config)
         cell = TrialMeta.of(config).cell

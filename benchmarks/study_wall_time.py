@@ -39,7 +39,7 @@ def split(records: list) -> dict[str, float]:
 
 
 def report(sdir: Path, wall: float | None) -> None:
-    from reports.analysis import analyse
+    from studies.analysis import analyse
     from studies.store import StudyResults
 
     r = StudyResults.load(sdir)

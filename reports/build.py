@@ -21,12 +21,12 @@ import pandas as pd
 from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
-from reports.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label
+from studies.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label, margin_of
 from reports.html import Figures, fixed2, page, png, sig3, table
-from reports.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD, POWER
+from studies.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD, POWER
 from studies.runlog import run_span
 from studies.cells import cell_label, in_slice, parse_cell
-from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, study_failure, write_atomic
+from studies.store import DIVERGED, FAILED, FINISHED, StudyResults, read_looks, study_failure, write_atomic
 
 
 def build_report(sdir: Path) -> Path:
@@ -51,7 +51,9 @@ def _baseline_of(a: Analysis, c) -> str:
 def _ci(a: Analysis, c) -> str:
     if not c.estimable:
         return f"no interval: {_why_too_few(c)}"
-    return f"{a.confidence:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" if c.lo == c.lo else "too few runs for an interval"
+    if c.lo != c.lo:
+        return "too few runs for an interval"
+    return f"{c.confidence:.1%} CI {c.lo:+.2f} to {c.hi:+.2f}" + (f", look at {c.look} runs a cell" if c.look else "")
 
 
 def _why_too_few(c) -> str:
@@ -101,15 +103,48 @@ def _method(a: Analysis) -> str:
         return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} No comparison could '
                 f'be made yet: it needs completed confirm runs of at least two cells.{escape(unsaid)}</div>')
     methods = sorted({c.method for c in fam.comparisons})
-    return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} Every comparison below '
-            f"(each pair of {escape(spec.question_factor())} levels per slice, each slice's best cell against its best "
-            f"classical baseline, and each claim) belongs to one family of {fam.m} comparisons, estimated image by "
-            f"image and run by run ({escape('; '.join(methods)) or 'none yet'}) and corrected together by "
-            f"Benjamini-Hochberg at a {ALPHA:.0%} false discovery rate. <b>Every interval on this page is a "
+    family = (f"Every comparison below (each pair of {escape(spec.question_factor())} levels per slice, each slice's best "
+              f"cell against its best classical baseline, and each claim) is estimated image by image and run by run "
+              f"({escape('; '.join(methods)) or 'none yet'}) and corrected with the others by Benjamini-Hochberg at a "
+              f"{ALPHA:.0%} false discovery rate.")
+    if len(a.looks) > 1:
+        return f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} {family} ' \
+               f'{_looks_text(a)}{escape(unsaid)} Error bars on cells show the spread over training runs at the last ' \
+               f'look\'s {a.confidence:.1%} level, where a cell has {MIN_RUNS_FOR_SPREAD} runs or more.</div>'
+    return (f'<div class="method" id="method"><b>How to read this page.</b> {escape(scored)} {family} The family has '
+            f"{fam.m} comparisons. <b>Every interval on this page is a "
             f"{a.confidence:.1%} interval</b> (false-coverage-rate adjusted: 1 - {max(fam.discoveries, 1)} x {ALPHA:.0%} / "
             f"{fam.m} for {fam.discoveries} significant of {fam.m}), so a difference is significant exactly when its "
             f"interval excludes zero.{escape(unsaid)} Error bars on cells show the spread over training runs at the same "
             f"level, where a cell has {MIN_RUNS_FOR_SPREAD} runs or more.</div>")
+
+
+def _waves(r: StudyResults) -> str:
+    """The confirm runs the looks added to the first plan, in words ('' where none did)."""
+    base = len(r.info.cells) * (r.info.trials_per_cell + r.info.seeds)
+    waves = sum(bool(c) for c in read_looks(r.sdir).continuing) if read_looks(r.sdir) else 0
+    return f", and {r.info.planned - base} confirm runs more in {waves} wave(s)" if r.info.planned > base else ""
+
+
+def _looks_text(a: Analysis) -> str:
+    """Adaptive confirmation in words: the looks taken, their shares of the error rate, and why that holds."""
+    spec = a.results.spec
+    looks = spec.looks(a.results.info.budget or "quick")
+    taken = "; ".join(f"look {i + 1} at {lk.seeds} runs a cell: {lk.cells} cell(s), {lk.m} comparisons at "
+                      f"{lk.alpha:.2%}, intervals at {lk.confidence:.1%}" for i, lk in enumerate(a.looks))
+    margin = f", or its interval lies inside \u00b1{spec.margin:g} {a.unit}" if spec.margin else ""
+    return (f'<span id="sequential"><b>Confirm runs were added where a comparison was undecided.</b> Each cell got '
+            f"{looks[0]} confirm runs, then waves of {looks[0]} more while one of its level comparisons or claims was "
+            f"undecided, up to {looks[-1]} ({len(looks)} looks). A comparison is decided when it is significant{margin} "
+            f"(a claim: inside \u00b1its margin); the baseline comparisons hold no cell back. Looks taken: {taken}. "
+            f"Looking again after each wave would find a difference that is not there more often than {ALPHA:.0%} if "
+            f"each look were tested at {ALPHA:.0%}: the looks share it instead (alpha spending over the {len(looks)} "
+            f"planned looks, Pocock-type, Lan &amp; DeMets 1983), each look corrected at its share, and each "
+            f"comparison keeps the interval of the first look that decided it, else its last look's. Whatever the "
+            f"looks decide, the chance of a false discovery over all of them stays within the sum of the shares, "
+            f"{ALPHA:.0%} (a union bound; benchmarks/sequential_error.py measures it). <b>Each interval is at its own "
+            f"look's level</b> (the table's \u201clevel\u201d column), so a difference is significant exactly when its "
+            f"interval excludes zero.</span>")
 
 
 def _held_out(a: Analysis) -> str:
@@ -230,7 +265,7 @@ def _verdicts(a: Analysis) -> str:
         where = ", ".join(f"{k}={x}" for k, x in claim.where.items())
         effect = (f"{c.gain:+.2f} {a.unit} ({_ci(a, c)}{_precision(a, c)})" if c
                   else "no completed confirm runs of both levels")
-        rule = (f"same within {claim.margin:g} {a.unit}" if claim.relation == "same" else f"{claim.a} better")
+        rule = (f"same within {claim.within:g} {a.unit}" if claim.relation == "same" else f"{claim.a} better")
         src_steps = f"{claim.source_steps:,}" if claim.source_steps else "not stated"
         rows.append({"claim": claim.claim, "source": claim.source,
                      "compared": f"{claim.a} vs {claim.b}" + (f" ({where})" if where else ""), "claims": rule,
@@ -364,21 +399,25 @@ def _comparisons(a: Analysis) -> str:
                      f"difference ({a.unit}, in the first's favour)": c.gain, "interval low": c.lo, "interval high": c.hi,
                      "BH-adjusted p": c.q,
                      "significant": ("yes" if c.significant else "no" if c.estimable else "too few runs or images")
-                     + (" (borderline)" if c.borderline else ""),
+                     + (" (borderline)" if c.borderline else "")
+                     + (" (no meaningful difference)" if not c.significant and c.decided(margin_of(a.results.spec, c)) else ""),
                      f"could detect ({a.unit}, {POWER:.0%} power)": c.detectable(),
                      "seeds a side for this difference": "" if c.significant or not c.estimable else _seeds_text(c),
-                     "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method})
+                     "runs": f"{c.n_runs[0]} vs {c.n_runs[1]}", "test images": _test_images(c), "method": c.method}
+                    | ({"look (runs a cell)": c.look, "level": f"{c.confidence:.2%}"} if len(a.looks) > 1 else {}))
     if not rows:
         return ""
+    level = "its look's level" if len(a.looks) > 1 else f"the page's {a.confidence:.1%} level"
     note = (f'<p class="muted" id="precision">Precision. "could detect" is the smallest true difference these runs '
-            f"and test images would find significant {POWER:.0%} of the time at the page's {a.confidence:.1%} level; a "
+            f"and test images would find significant {POWER:.0%} of the time at {level}; a "
             f"difference below it can hide in an undecided comparison. For each undecided one, \u201cseeds a side\u201d "
             f"is how many confirm runs of each side its own difference would need to be found so, the test images kept, "
             f"projected from the mixed model's variance components (run, image and residual); \u201cmore test images\u201d "
             f"where the images' own spread is the floor no number of seeds gets under. A borderline result has its "
             f"interval's end within 10% of the half-width from zero: another machine's float order or a few more "
             f"runs can move it across.</p>")
-    return (f'<h2 id="comparisons">Every comparison ({a.confidence:.1%} intervals)</h2>'
+    heading = "each at its look's level" if len(a.looks) > 1 else f"{a.confidence:.1%} intervals"
+    return (f'<h2 id="comparisons">Every comparison ({heading})</h2>'
             + table(pd.DataFrame(rows), "comparison-table", lambda i: "sig" if rows[i]["significant"].startswith("yes")
                     else "") + note)
 
@@ -549,7 +588,8 @@ def _how_it_ran(a: Analysis, figs: Figures) -> str:
     gpu_h = float((dur * t["gpus"].fillna(0)).sum() / 3600) if not t.empty else 0.0
     counts = t.status.value_counts().to_dict() if not t.empty else {}
     parts = [f"<p>Budget <b>{escape(str(r.info.budget))}</b>: {r.info.planned} planned trials "
-             f"({len(r.info.cells)} cells x ({r.info.trials_per_cell} tuning + {r.info.seeds} confirm)); "
+             f"({len(r.info.cells)} cells x ({r.info.trials_per_cell} tuning + {r.info.seeds} confirm)"
+             f"{_waves(r)}); "
              f"trials by status: {escape(', '.join(f'{v} {k}' for k, v in counts.items()))}. "
              f"Running time {sum(s for s, _ in spans) / 60:.1f} min over {len(runs)} run(s); trial-hours "
              f"{dur.sum() / 3600:.2f}; GPU-hours {gpu_h:.2f}.</p>"]

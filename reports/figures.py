@@ -1,4 +1,4 @@
-"""Plotly figures for a study report, all drawn from one `reports.analysis.Analysis`.
+"""Plotly figures for a study report, all drawn from one `studies.analysis.Analysis`.
 
 The comparison figure beside the bars is chosen by the spec's `figure:` from FIGURES (a new one is a
 function registered here); the others (bars, learning curves, tuning, parallel coordinates, noise
@@ -154,7 +154,8 @@ def gap(a) -> list[go.Figure]:
                            error_y=dict(type="data", symmetric=False, array=[c.hi - c.gain for _, c in rows],
                                         arrayminus=[c.gain - c.lo for _, c in rows])))
     fig.add_hline(y=0, line_color="#444")
-    fig.update_layout(xaxis_type="category", title=f"{q}={last} minus {q}={first}, with its {a.confidence:.1%} interval",
+    level = "its look's level" if len(a.looks) > 1 else f"{a.confidence:.1%}"
+    fig.update_layout(xaxis_type="category", title=f"{q}={last} minus {q}={first}, with its interval at {level}",
                       yaxis_title=f"difference in {a.score.split} {spec.metric} ({a.unit})",
                       xaxis_title=", ".join(spec.other_factors()) or q)
     return [fig]

@@ -62,6 +62,12 @@ def cell_label(cell: dict[str, str]) -> str:
 
 
 META = "_study"  # the config key under which a trial carries its place in the study
+CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
+
+
+def confirm_index(seed: int) -> int:
+    """A confirm run's index in its cell (0 for the first seed): the look it belongs to follows from it."""
+    return int(seed) - CONFIRM_SEED_BASE
 
 
 @dataclass

@@ -174,6 +174,15 @@ class StudyInfo(Document):
         return self.runs[-1] if self.runs else None
 
 
+class LookPlan(Document):
+    """looks.json: adaptive confirmation's plan as its looks decided it (`studies.searcher`): the confirm runs a cell
+    has at each look, the cells that got another wave after each look taken, and the trials planned now."""
+
+    seeds: list[int] = Field(default_factory=list)
+    continuing: list[list[str]] = Field(default_factory=list)
+    planned: int = 0
+
+
 class BestTrial(Document):
     """best/<cell>/trial.json: the confirm run whose checkpoint is the cell's best model, and its score."""
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from ray.tune import Callback
 
 from denoise_core.results import PER_IMAGE, RESTORED, Score
-from studies.cells import TrialMeta, cell_label, parse_cell
+from studies.cells import CONFIRM_SEED_BASE, TrialMeta, cell_label, parse_cell
 from studies.documents import COMPLETED, DIVERGED, FAILED, STOPPED, Divergence, Resources, TrialRecord
-from studies.store import read_records
+from studies.store import planned_now, read_records
 
 SUMMARY_S = 30.0
 
@@ -168,8 +168,6 @@ class StudyRecorder(Callback):
         (counted in memory: a line costs the same at 10,000 trials as at 100). A trial is named by its index in its
         cell (tuning trials first, then confirm runs), so two identical runs name the same trial alike, whichever
         finished first."""
-        from studies.searcher import CONFIRM_SEED_BASE
-
         done = self._finished()
         in_cell = sum(cell == rec.cell for cell in done.values())
         if self.n_tune is not None and rec.seed is not None:
@@ -181,7 +179,7 @@ class StudyRecorder(Callback):
         where = f" (traceback in {self.errors_log})" if getattr(self, "errors_log", None) else ""
         what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec.error}{where}", DIVERGED: rec.error}.get(
             rec.status, f"{rec.status} early ({', '.join(scores)})" if scores else rec.status)
-        return (f"[{len(done)}/{self.planned}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
+        return (f"[{len(done)}/{planned_now(self.dir.parent, self.planned)}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
                 f"({cell_label(parse_cell(rec.cell))}), {rec.phase}: {what}")
 
 
@@ -221,11 +219,12 @@ class Progress(Callback):
         From Tune's trials and this run's own spans, in memory: no record is read."""
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
-        left = self.planned - done
+        planned = planned_now(self.dir, self.planned)
+        left = planned - done
         spans = self._spans
         eta = (f"about {_minutes(sum(spans) / len(spans) * left / max(running, 1))} left" if spans and left
                else "estimating time left")
-        return (f"[{_minutes(now - self._start)}] {done}/{self.planned} trials finished, {running} running "
+        return (f"[{_minutes(now - self._start)}] {done}/{planned} trials finished, {running} running "
                 f"(the cluster holds {_slots(*self.resources)} at once), {left} to go; {eta}")
 
 

@@ -24,7 +24,7 @@ from studies.packing import slots
 from studies.runlog import RunLog
 from studies.spec import SpecError, StudySpec
 from studies.store import COMPLETED, RAY_DIR, best_dir, clear_study, column, default_optuna_storage, is_uri, \
-    read_info, read_records, resolve_storage, study_dir, study_failure, write_trials_table
+    read_info, read_looks, read_records, resolve_storage, study_dir, study_failure, write_trials_table
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
         limit = opts.max_concurrent or spec.budgets[opts.budget].max_concurrent
         with pending_trials(min(searcher.most_at_once, limit or searcher.most_at_once)), tune_stops_gracefully():
             _fit(tuner, log)
-        if not _all_finished(sdir, searcher.planned):  # Tune stops gracefully on a signal and returns
+        if not _all_finished(sdir, spec, opts.budget):  # Tune stops gracefully on a signal and returns
             _close_interrupted(spec, sdir, storage, home, log)
         _close_complete(spec, sdir, storage, home, log, baselines)
     except KeyboardInterrupt:  # the baselines scored so far are kept, the run says how it ended
@@ -94,9 +94,12 @@ def _run(spec: StudySpec, opts: RunOptions, storage: str, sdir: Path) -> None:
 
 
 def _print_plan(spec: StudySpec, opts: RunOptions, searcher, cpus: float, gpus: float) -> None:
+    looks = searcher.looks
+    more = (f"; cells with an undecided comparison get waves of {looks[0]} more, up to {looks[-1]} confirm runs a "
+            f"cell ({len(looks)} looks)") if len(looks) > 1 else ""
     print(f"study {spec.name}: {len(searcher.keys)} cells x ({searcher.n_tune} tuning + {searcher.n_seeds} confirm) = "
           f"{searcher.planned} trials, budget {opts.budget}, {cpus:g} CPU{'s' if cpus != 1 else ''}"
-          + (f" + {gpus:g} GPU" if gpus else "") + " per trial", flush=True)
+          + (f" + {gpus:g} GPU" if gpus else "") + f" per trial{more}", flush=True)
     print(plan_line(len(searcher.keys), searcher.q, min(searcher.q, searcher.n_tune), slots(cpus, gpus)), flush=True)
 
 
@@ -177,6 +180,10 @@ def _searcher(spec: StudySpec, opts: RunOptions, sdir: Path, cpus: float, gpus: 
     searcher.resources = (cpus, gpus)
     searcher.n_evals = _evals_per_trial(spec, opts.budget, opts.extra)
     searcher.sdir = str(sdir)
+    if is_uri(resolve_storage(opts.storage)):
+        from studies.remote import local_or_uri
+
+        searcher.remote = local_or_uri(opts.storage, sdir, spec.name)  # looks.json is pushed there too
     return searcher
 
 
@@ -254,11 +261,17 @@ def completed(sdir: Path, budget: str, extra: dict | None = None) -> bool:
                         f"run it with --fresh to start over, or give the same data flags")
     # a failed study whose every trial finished is complete too: a rerun rebuilds its report (and exits 1 again)
     return info.last_run is not None and info.last_run.ended in ("finished", "failed") and \
-        _all_finished(sdir, info.planned)
+        _all_finished(sdir, StudySpec.model_validate(info.spec) if info.spec else None, budget)
 
 
-def _all_finished(sdir: Path, planned: int) -> bool:
-    return sum(r.finished for r in read_records(sdir)) >= planned
+def _all_finished(sdir: Path, spec: StudySpec | None, budget: str) -> bool:
+    """Every trial planned has finished, and the plan is final: its last look is taken, or a look left nothing
+    undecided (a run interrupted between a wave's end and its look has a look to take)."""
+    if sum(r.finished for r in read_records(sdir)) < read_info(sdir).planned:
+        return False
+    looks, plan = (spec.looks(budget) if spec is not None else [0]), read_looks(sdir)
+    taken = plan.continuing if plan is not None else []
+    return len(taken) >= len(looks) - 1 or bool(taken and not taken[-1])
 
 
 def copy_best_checkpoints(spec, table, sdir: Path) -> dict[str, Path]:
@@ -349,7 +362,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, searcher, home: str, sdir: Path, c
     budget = spec.budgets[opts.budget]
     trainable = tune.with_resources(train_fn, {"cpu": cpus, "gpu": gpus})
     # restored with the experiment (Tune pickles them): they hold plain data, and start afresh in setup()
-    recorder = StudyRecorder(sdir, searcher.planned, searcher.keys, searcher.n_tune + searcher.n_seeds,
+    recorder = StudyRecorder(sdir, searcher.planned, searcher.keys, searcher.n_tune + searcher.looks[-1],
                              opts.quiet, metric=spec.metric, remote=home if is_uri(home) else None,
                              errors_log=str(errors_log) if errors_log else None, n_tune=searcher.n_tune)
     callbacks = [RestoreRepair(), recorder, Progress(sdir, searcher.planned, opts.quiet, searcher.resources)]

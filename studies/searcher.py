@@ -4,7 +4,10 @@
 every cell gets exactly `trials_per_cell` tuning trials (TPE inside the cell, on the `tune`
 space only: the compared factors are fixed by the cell, never chosen by the optimiser). When
 a cell's tuning trials have all finished, it re-runs the cell's best configuration with
-`seeds` seeds (phase `confirm`).
+`seeds` seeds (phase `confirm`). With `max_seeds` (adaptive confirmation), that is the first look: once every cell's
+confirm runs have finished, `studies.analysis.continuing` says which cells still have an undecided comparison,
+and those get another wave of `seeds` runs, until none has or `max_seeds` is reached. A look's decision is a
+function of the stored runs of the looks before it, so a driver that dies and resumes takes the same looks.
 
 Parallel tuning with the same answer: a cell's tuning trials run in waves of q (`tune_parallel`).
 Trial k belongs to wave k // q, starts once every trial of the waves before it has finished, and
@@ -26,12 +29,11 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from studies.cells import TrialMeta
+from studies.cells import CONFIRM_SEED_BASE, TrialMeta
 from studies.spec import StudySpec, set_path
 from studies.store import open_optuna_storage, optuna_study_name
 
 log = logging.getLogger(__name__)
-CONFIRM_SEED_BASE = 1000  # confirm seeds 1000, 1001 ...: distinct from every tuning trial's seed
 
 
 def wave_start(index: int, q: int) -> int:
@@ -63,13 +65,26 @@ class CellSearcher(Searcher):
         self.slots: dict[str, dict] = {}  # tune trial id -> {cell, phase, number, index}
         self.asked = {k: 0 for k in self.keys}
         self.finished = {k: 0 for k in self.keys}
-        self.confirmed = {k: 0 for k in self.keys}
+        self.confirmed = {k: 0 for k in self.keys}  # confirm runs asked
+        self.confirm_done = {k: 0 for k in self.keys}  # confirm runs finished (completed, failed or diverged)
+        self.looks = spec.looks(budget)  # confirm runs a cell has at each look
+        self.continuing: list[list[str]] = []  # after each look taken: the cells given another wave
+        self.remote: str | None = None  # set by the runner: the study's URI on object storage, if any
         self._studies: dict[str, Any] = {}
         self._storage = None  # the Optuna storage, opened on first use (a handle does not pickle)
 
     @property
     def planned(self) -> int:
-        return len(self.cells) * (self.n_tune + self.n_seeds)
+        """The trials planned now: every cell's tuning trials, and its confirm runs to the looks that gave it waves."""
+        return len(self.cells) * self.n_tune + sum(self.target(k) for k in self.keys)
+
+    def target(self, key: str) -> int:
+        """The confirm runs cell `key` gets: the first look's, and a wave more for each look that continued it."""
+        looks, continuing = self.__dict__.get("looks") or [self.n_seeds], self.__dict__.get("continuing", [])
+        t = 0
+        while t < len(continuing) and key in continuing[t]:
+            t += 1
+        return looks[t]
 
     @property
     def most_at_once(self) -> int:
@@ -140,11 +155,44 @@ class CellSearcher(Searcher):
             key = min(ready, key=self.asked.__getitem__)  # ties: the first in the spec's cell order (min keeps it)
             return self._tune_trial(trial_id, key)
         for key in self.keys:  # then confirm runs of cells whose tuning is complete
-            if self._tuned(key) >= self.n_tune and self.confirmed[key] < self.n_seeds:
+            if self._tuned(key) >= self.n_tune and self.confirmed[key] < self.target(key):
                 return self._confirm_trial(trial_id, key)
-        if all(self.confirmed[k] == self.n_seeds for k in self.keys):
-            return Searcher.FINISHED
-        return None  # waiting for tuning trials to finish
+        if not self._wave_done():
+            return None  # waiting for tuning trials or confirm runs to finish
+        if self._another_look():
+            self._take_look()
+            return self.suggest(trial_id)
+        return Searcher.FINISHED
+
+    def _wave_done(self) -> bool:
+        """Every cell is tuned and has finished every confirm run it was given."""
+        done = self.__dict__.setdefault("confirm_done", {k: 0 for k in self.keys})
+        return all(self._tuned(k) >= self.n_tune and done[k] >= self.confirmed[k] >= self.target(k) for k in self.keys)
+
+    def _another_look(self) -> bool:
+        looks, continuing = self.__dict__.get("looks") or [self.n_seeds], self.__dict__.get("continuing", [])
+        return len(continuing) < len(looks) - 1 and (not continuing or bool(continuing[-1]))
+
+    def _take_look(self) -> None:
+        """Decide, from the stored runs, which cells get the next wave; the plan is stored (looks.json) and said."""
+        from pathlib import Path
+
+        from studies.analysis import continuing
+        from studies.documents import LookPlan
+        from studies.store import LOOKS, StudyResults
+
+        k = len(self.continuing)
+        more = sorted(continuing(StudyResults.load(Path(self.sdir)), k))
+        self.continuing.append(more)
+        path = LookPlan(seeds=self.looks, continuing=self.continuing, planned=self.planned).write(Path(self.sdir) / LOOKS)
+        if getattr(self, "remote", None):
+            from studies.remote import upload_file
+
+            upload_file(path, self.remote, LOOKS)
+        decided = len(self.keys) - len(more) if k == 0 else len(self.continuing[k - 1]) - len(more)
+        print(f"look {k + 1} of at most {len(self.looks)}, at {self.looks[k]} confirm runs a cell: {decided} cell(s) "
+              f"decided; " + (f"{len(more)} undecided get runs {self.looks[k] + 1}-{self.looks[k + 1]} (plan now "
+                              f"{self.planned} trials)" if more else "every comparison is decided"), flush=True)
 
     def _tuned(self, key: str) -> int:
         """Finished tuning trials of a cell, as this searcher was told (after a driver restart, `reconcile` has
@@ -219,6 +267,8 @@ class CellSearcher(Searcher):
             return
         slot["done"] = True
         if slot["phase"] != "tune":
+            done = self.__dict__.setdefault("confirm_done", {k: 0 for k in self.keys})
+            done[slot["cell"]] += 1
             return
         import optuna
 

@@ -106,7 +106,10 @@ class Budget(BaseModel):
     trials_per_cell: int = Field(ge=1)  # Optuna's tuning trials in each cell
     # what of the source paper this budget is: its data, model, noise and steps, or the fraction of them it takes
     paper: str | None = None
-    seeds: int | None = Field(None, ge=1)  # overrides the study's `seeds`
+    seeds: int | None = Field(None, ge=1)  # overrides the study's `seeds`: the confirm runs of the first look
+    # adaptive confirmation: after each look, cells with an undecided comparison get another wave of `seeds` runs,
+    # up to this many a cell (studies.analysis; unset: one look of `seeds`)
+    max_seeds: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)  # training steps per trial
     eval_every: int | None = Field(None, ge=1)  # steps between validation evaluations (early stopping reads them)
     crop: int | None = Field(None, ge=8)  # the side of the training crops, in pixels
@@ -167,7 +170,14 @@ class Claim(BaseModel):
     a: str  # the level of the question factor claimed better (or the same)
     b: str  # the level it is compared with
     relation: Literal["better", "same"] = "better"  # better: a scores better than b; same: they differ by less than margin
-    margin: float = Field(0.5, gt=0)  # for same: the largest difference that counts as the same, in the metric's units
+    # the largest difference that counts as none, in the metric's units: a `same` claim holds when its interval lies
+    # inside +-margin (0.5 unless given); a `better` claim whose interval does is decided "no meaningful difference"
+    margin: float | None = Field(None, gt=0)
+
+    @property
+    def within(self) -> float | None:
+        """The margin its verdict reads: the given one, 0.5 for a `same` claim without one, else None."""
+        return self.margin if self.margin is not None else (0.5 if self.relation == "same" else None)
     source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
 
@@ -209,6 +219,9 @@ class StudySpec(BaseModel):
     # the nuisance hyperparameters Optuna tunes inside each cell: {trial key: range}
     tune: dict[str, Param] = Field(default_factory=dict)
     seeds: int = Field(3, ge=1)  # confirm runs of each cell's best configuration (a budget may set its own)
+    # the largest difference between two levels (in the metric's units) that counts as none: a level comparison
+    # whose interval lies inside +-margin is decided, "no meaningful difference" (unset: only a significant one is)
+    margin: float | None = Field(None, gt=0)
     budgets: dict[str, Budget]  # smoke, quick and full: how much a run spends (see `spec budget`)
     # the report's comparison figure beside the bars: a heatmap of two factors, the gap between the
     # question factor's two levels per level of the other factor, the levels grid (train level x
@@ -367,6 +380,14 @@ class StudySpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _max_seeds_not_below_seeds(self):
+        for name, b in self.budgets.items():
+            if b.max_seeds is not None and b.max_seeds < self.seeds_for(name):
+                raise ValueError(f"budgets.{name}.max_seeds is {b.max_seeds}, below the {self.seeds_for(name)} seeds "
+                                 f"of its first look; give max_seeds >= seeds (or leave it out for one look)")
+        return self
+
+    @model_validator(mode="after")
     def _no_tuning_of_factors(self):
         clash = {k for b in self.budgets.values() for k in {*self.tune, *b.tune}} & set(self.compare)
         if clash:
@@ -441,6 +462,18 @@ class StudySpec(BaseModel):
 
     def seeds_for(self, budget: str) -> int:
         return self.budgets[budget].seeds or self.seeds
+
+    def looks(self, budget: str) -> list[int]:
+        """Confirm runs a cell has at each look: `seeds`, then waves of `seeds` more, to `max_seeds` (one look without).
+
+        >>> spec = StudySpec.model_validate({"name": "x", "description": "x", "compare": {"loss": ["l1", "l2"]}, "seeds": 3,
+        ...     "budgets": {b: {"trials_per_cell": 1, "max_seeds": m} for b, m in (("smoke", None), ("quick", 9), ("full", 8))}})
+        >>> spec.looks("smoke"), spec.looks("quick"), spec.looks("full")
+        ([3], [3, 6, 9], [3, 6, 8])
+        """
+        first = self.seeds_for(budget)
+        most = self.budgets[budget].max_seeds or first
+        return list(range(first, most, first)) + [most]
 
 
 def _dotted(cfg: dict, prefix: str = "") -> list[str]:

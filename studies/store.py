@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise_core.results import Score
-from studies.documents import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, BaselineScores, BestTrial, StudyInfo, \
-    TrialRecord, write_atomic
+from studies.documents import COMPLETED, DIVERGED, FAILED, FINISHED, STOPPED, BaselineScores, BestTrial, LookPlan, \
+    StudyInfo, TrialRecord, write_atomic
 
 __all__ = ["COMPLETED", "DIVERGED", "FAILED", "FINISHED", "STOPPED", "TrialRecord", "StudyInfo", "write_atomic"]
 SHOWN = (*FINISHED, "running", "interrupted")  # what `status` counts per cell
@@ -108,8 +108,26 @@ def clear_study(sdir: Path, keep: tuple[str, ...] = ("driver.lock",)) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
+LOOKS = "looks.json"
+
+
 def read_info(sdir: Path) -> StudyInfo:
-    return StudyInfo.read(Path(sdir) / "study.json")
+    """study.json, its plan as the looks of adaptive confirmation have grown it (looks.json)."""
+    info = StudyInfo.read(Path(sdir) / "study.json")
+    plan = read_looks(sdir)
+    if plan is not None and plan.planned > info.planned:
+        info.planned = plan.planned
+    return info
+
+
+def read_looks(sdir: Path) -> LookPlan | None:
+    return LookPlan.read_or_none(Path(sdir) / LOOKS)
+
+
+def planned_now(sdir: Path, planned: int) -> int:
+    """The trials planned: `planned` as the run started, or more where adaptive confirmation's looks have added waves."""
+    plan = read_looks(sdir)
+    return max(planned, plan.planned) if plan is not None else planned
 
 
 def read_spec(sdir: Path):

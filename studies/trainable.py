@@ -10,6 +10,18 @@ import tempfile
 from pathlib import Path
 
 
+def own_config(config: dict) -> dict:
+    """The trial's own config from Tune's: its place in the study stripped, and its intra-op threads pinned to the
+    CPUs it reserves (`cpus_per_trial`, at least 1). Left to torch, the threads would follow the machine's core count,
+    the float reductions' order with them, and a study's scores (and TPE's choices after them) would differ from one
+    machine to another."""
+    from studies.cells import TrialMeta
+
+    cfg = TrialMeta.strip(config)
+    cfg.setdefault("threads", max(1, int(TrialMeta.of(config).cpus)))
+    return cfg
+
+
 def train_fn(config: dict) -> None:
     import ray
     from ray import tune
@@ -18,8 +30,7 @@ def train_fn(config: dict) -> None:
     from studies.cells import TrialMeta
 
     meta = TrialMeta.of(config)
-    cfg = TrialMeta.strip(config)
-    cfg.setdefault("threads", max(1, int(meta.cpus)))
+    cfg = own_config(config)
     node_id = ray.get_runtime_context().get_node_id()
     workdir = Path(tempfile.mkdtemp(prefix="denoise-trial-"))
     resume = None

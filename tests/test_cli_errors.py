@@ -81,7 +81,7 @@ CASES = [
     ("unknown trial key lists the allowed", _set(["fixed", "weight_decay"], 0.1),
      "weight_decay: unknown key; allowed: model, model_params, lr,"),
     ("unknown budget key lists the allowed", _set(["budgets", "smoke", "optimiser"], "sgd"),
-     "budgets.smoke.optimiser: unknown key; allowed: trials_per_cell, paper, seeds, steps,"),
+     "budgets.smoke.optimiser: unknown key; allowed: trials_per_cell, paper, seeds, max_seeds, steps,"),
     ("absurd step count", _set(["budgets", "smoke", "steps"], 10**12), "less than or equal to 100000000"),
     ("tuned and fixed", _set(["tune", "batch_size"], {"type": "choice", "values": [4, 8]}),
      "'batch_size' is tuned and also set by budgets."),

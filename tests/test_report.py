@@ -149,7 +149,7 @@ def test_baselines_axes_and_tables_a_researcher_reads(n2n_smoke):
     html = (sdir / "report.html").read_text()
     dom, errors = browser.load(sdir / "report.html")
     assert errors == []
-    from reports.analysis import BASELINE_NAMES
+    from studies.analysis import BASELINE_NAMES
 
     answer = dom[dom.index('id="answer"'):dom.index('id="comparisons"')]
     named = re.findall(r"the best classical baseline on validation, (.+?) \([-\d.]+ dB\)", answer)

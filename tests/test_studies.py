@@ -202,7 +202,9 @@ def test_a_driver_killed_twice_resumes_to_the_same_answer_with_parallel_tuning(t
     args = ("run", str(DATA / "waves.yaml"), "--budget", "smoke", "--storage", str(storage))
     records = storage / "waves" / "records"
     kills = []
-    for finished in (2, 7):  # mid-tuning (wave 0), then among the confirm runs
+    # mid-tuning (wave 0), among the first look's confirm runs, then in the wave the first look added (2 runs a side
+    # give no interval: both cells get runs 3-4)
+    for finished in (2, 7, 11):
         proc = cli_process(*args, env=env)
         _wait_finished(records, finished, proc)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -220,13 +222,14 @@ def test_a_driver_killed_twice_resumes_to_the_same_answer_with_parallel_tuning(t
     plan, scores = _answer(storage / "waves")
     # each killed run is closed at its last heartbeat (every 10 s), not when the next run or a report looked
     runs = json.loads((storage / "waves" / "study.json").read_text())["runs"]
-    assert [r["ended"] for r in runs] == ["killed", "killed", "finished"], runs
+    assert [r["ended"] for r in runs] == ["killed", "killed", "killed", "finished"], runs
     for run, killed_at in zip(runs, kills):
         assert killed_at - HEARTBEAT_S - 1 <= run["end"] <= killed_at
     html = (storage / "waves" / "report.html").read_text()
-    assert "over 3 run(s)" in html and "killed" in html and "finished" in html
+    assert "over 4 run(s)" in html and "killed" in html and "finished" in html
+    assert json.loads((storage / "waves" / "looks.json").read_text())["continuing"] == [["loss=l1", "loss=l2"]]
     df = pd.read_parquet(storage / "waves" / "trials.parquet")
-    assert df.groupby("phase").size().to_dict() == {"confirm": 4, "tune": 6}
+    assert df.groupby("phase").size().to_dict() == {"confirm": 8, "tune": 6}
     assert not df[df.phase == "confirm"].duplicated(["cell", "seed"]).any()
     assert set(df[df.phase == "confirm"].status) == {"completed"}  # confirm runs are never stopped early
     assert plan == reference[0]  # the same trials, parameters, seeds and early stops

@@ -99,6 +99,9 @@ def test_searcher_confirms_the_best_tuned_parameters_with_distinct_seeds(tmp_pat
         mine = [c for c in confirms if c.cell == cell]
         assert [c.params for c in mine] == [best, best]
     assert sorted(c.number for c in confirms) == [0, 0, 1, 1]  # seed indexes 0 and 1 in each cell
+    assert s.suggest("wait") is None  # the plan is final only once its confirm runs have finished (a look may add)
+    for i in range(4):
+        _finish(s, f"c{i}")
     assert s.suggest("done") == s.FINISHED
 
 
@@ -395,7 +398,7 @@ def _with_levels_and_params(results):
 
 @pytest.mark.parametrize("name", ["bars", "heatmap", "gap", "levels", "pareto"])
 def test_every_registered_figure_draws_the_synthetic_study(name):
-    from reports.analysis import analyse
+    from studies.analysis import analyse
     from reports.figures import FIGURES
     from tests.test_stats import _spec
 
@@ -434,7 +437,7 @@ def test_every_registered_figure_draws_the_synthetic_study(name):
 
 def test_the_default_heatmap_never_averages_over_a_third_factor():
     """Three compared factors and no `figure:`: one heatmap per level of the third, each cell its own mean."""
-    from reports.analysis import analyse
+    from studies.analysis import analyse
     from reports.figures import FIGURES
     from studies.store import StudyResults, trials_table
 

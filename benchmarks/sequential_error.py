@@ -66,28 +66,23 @@ def _draw(rng: np.random.Generator, effect: float, n_runs: int, components: dict
     return out
 
 
-def _results(spec, scores: dict[str, np.ndarray], runs: dict[str, int]):
-    """A StudyResults in memory: the first runs[level] confirm runs of each level, as the recorder stores them."""
+def results_of(spec, scores: dict[str, np.ndarray], runs: dict[str, int]):
+    """A StudyResults in memory: the first runs[level] confirm runs of each level (scores[level][run, image]), stored
+    as the recorder stores them. The tests build theirs with it too."""
     from denoise_core.results import Score
     from studies.cells import CONFIRM_SEED_BASE
     from studies.documents import COMPLETED
-    from studies.store import StudyResults
+    from studies.store import StudyResults, trials_table
 
     key = Score("psnr", "test").key
-    records = []
-    for lv in LEVELS:
-        cell = spec.key_of({"level": lv})
-        for i in range(runs[lv]):
-            v = scores[lv][i]
-            records.append({"trial_id": f"{lv}{i}", "cell": cell, "phase": "confirm", "factors": {"level": lv},
-                            "seed": CONFIRM_SEED_BASE + i, "status": COMPLETED,
-                            "history": [{"step": 1, "psnr": float(v.mean()), key: float(v.mean())}],
-                            "per_image": {key: [float(x) for x in v]}})
-    from studies.store import trials_table
-
+    records = [{"trial_id": f"{lv}{i}", "cell": spec.key_of({"level": lv}), "phase": "confirm", "factors": {"level": lv},
+                "seed": CONFIRM_SEED_BASE + i, "status": COMPLETED,
+                "history": [{"step": 1, "psnr": float(v[i].mean()), key: float(v[i].mean())}],
+                "per_image": {key: [float(x) for x in v[i]]}}
+               for lv, v in scores.items() for i in range(runs[lv])]
     info = {"spec": spec.model_dump(mode="json"), "budget": "quick", "cells": spec.cell_keys(),
             "seeds": spec.seeds_for("quick")}
-    return StudyResults(Path("/nonexistent"), info, spec, records, trials_table(Path("."), spec, records))
+    return StudyResults(Path("."), info, spec, records, trials_table(Path("."), spec, records))
 
 
 def adaptive(scores, spec, every_look: bool = False):
@@ -97,13 +92,13 @@ def adaptive(scores, spec, every_look: bool = False):
     looks = spec.looks("quick")
     runs = {lv: looks[0] for lv in LEVELS}
     for k in range(len(looks) - 1):
-        more = set(spec.cell_keys()) if every_look else continuing(_results(spec, scores, runs), k)
+        more = set(spec.cell_keys()) if every_look else continuing(results_of(spec, scores, runs), k)
         if not more:
             break
         for lv in LEVELS:
             if spec.key_of({"level": lv}) in more:
                 runs[lv] = looks[k + 1]
-    a = analyse(_results(spec, scores, runs))
+    a = analyse(results_of(spec, scores, runs))
     return [c for c in a.family.comparisons if c.significant], sum(runs.values()) / len(LEVELS)
 
 
@@ -112,7 +107,7 @@ def naive(scores, spec_fixed_of) -> bool:
     from studies.analysis import analyse
 
     for n in range(LOOKS[0], LOOKS[1] + 1, LOOKS[0]):
-        a = analyse(_results(spec_fixed_of(n), scores, {lv: n for lv in LEVELS}))
+        a = analyse(results_of(spec_fixed_of(n), scores, {lv: n for lv in LEVELS}))
         if any(c.significant for c in a.family.comparisons):
             return True
     return False
@@ -121,7 +116,7 @@ def naive(scores, spec_fixed_of) -> bool:
 def fixed(scores, n: int, spec) -> list:
     from studies.analysis import analyse
 
-    return [c for c in analyse(_results(spec, scores, {lv: n for lv in LEVELS})).family.comparisons if c.significant]
+    return [c for c in analyse(results_of(spec, scores, {lv: n for lv in LEVELS})).family.comparisons if c.significant]
 
 
 def _found(sig: list) -> int:

@@ -21,7 +21,7 @@ import pandas as pd
 from denoise_core.results import Score, ShownImages
 from denoise_core.tasks import ReportView, get_task
 from reports import figures as F
-from studies.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label, margin_of
+from studies.analysis import BASELINE_NAMES, TOO_FEW, Analysis, analyse, baseline_label, margin_of, planned_looks
 from reports.html import Figures, fixed2, page, png, sig3, table
 from studies.stats import ALPHA, MIN_DF, MIN_RUNS_FOR_SPREAD, POWER
 from studies.runlog import run_span
@@ -121,15 +121,15 @@ def _method(a: Analysis) -> str:
 
 def _waves(r: StudyResults) -> str:
     """The confirm runs the looks added to the first plan, in words ('' where none did)."""
-    base = len(r.info.cells) * (r.info.trials_per_cell + r.info.seeds)
-    waves = sum(bool(c) for c in read_looks(r.sdir).continuing) if read_looks(r.sdir) else 0
+    base, plan = len(r.info.cells) * (r.info.trials_per_cell + r.info.seeds), read_looks(r.sdir)
+    waves = sum(bool(c) for c in plan.continuing) if plan else 0
     return f", and {r.info.planned - base} confirm runs more in {waves} wave(s)" if r.info.planned > base else ""
 
 
 def _looks_text(a: Analysis) -> str:
     """Adaptive confirmation in words: the looks taken, their shares of the error rate, and why that holds."""
     spec = a.results.spec
-    looks = spec.looks(a.results.info.budget or "quick")
+    looks = planned_looks(a.results)
     taken = "; ".join(f"look {i + 1} at {lk.seeds} runs a cell: {lk.cells} cell(s), {lk.m} comparisons at "
                       f"{lk.alpha:.2%}, intervals at {lk.confidence:.1%}" for i, lk in enumerate(a.looks))
     margin = f", or its interval lies inside \u00b1{spec.margin:g} {a.unit}" if spec.margin else ""

@@ -117,11 +117,11 @@ def analyse(results: StudyResults) -> Analysis:
         return a
     q = spec.question_factor()
     ranked = _ranked_slices(results, data, q)
-    winners = {_wkey(w): levels[0] for w, levels, _ in ranked if levels}
+    winners = {_wkey(w): levels[0] for w, levels, _, _ in ranked if levels}
     made, a.looks = sequential(results, data, winners)
-    for where, levels, g in ranked:
-        pairs = [_oriented(made[k], g, q, spec.sign) for k in (_pair_id(where, x, y) for x, y in
-                                                                 itertools.combinations(levels, 2)) if k in made]
+    for where, levels, g, means in ranked:
+        pairs = [_oriented(made[k], means) for k in (_pair_id(where, x, y) for x, y in
+                                                     itertools.combinations(levels, 2)) if k in made]
         s = Slice(where, levels, pairs)
         b = made.get(("baseline", _wkey(where)))
         s.baseline = _baseline(results, score, spec, s, g, q, b) if b else None
@@ -160,7 +160,7 @@ def sequential(results: StudyResults, data: pd.DataFrame, winners: dict, upto: i
     of runs (every cell at the first), on their first `seeds` runs, corrected at its share of 5%. `winners`
     ({slice: level}) names the cell each slice sets against its best baseline (left out with `baselines=False`)."""
     spec = results.spec
-    looks = spec.looks(results.info.budget or "quick")
+    looks = planned_looks(results)
     shares = spending(looks)
     made, out = {}, []
     index = data.seed.map(confirm_index)
@@ -188,14 +188,17 @@ def continuing(results: StudyResults, look: int) -> set[str]:
     if data.empty:
         return set()
     made, _ = sequential(results, data, {}, upto=look, baselines=False)
-    active = set(_given_wave(results, spec.looks(results.info.budget or "quick"), look))
+    active = set(_given_wave(results, planned_looks(results), look))
     q, out = spec.question_factor(), set()
-    for c in made.values():
-        if c.decided(margin_of(spec, c)):
-            continue
-        where = spec.expect[c.claim].where if c.kind == "claim" else c.where
-        out |= {k for k in active if in_slice(parse_cell(k), where) and parse_cell(k).get(q) in (c.a, c.b)}
+    for c in made.values():  # a claim's `where` is the slice it pools
+        if not c.decided(margin_of(spec, c)):
+            out |= {k for k in active if in_slice(parse_cell(k), c.where) and parse_cell(k).get(q) in (c.a, c.b)}
     return out
+
+
+def planned_looks(results: StudyResults) -> list[int]:
+    """The confirm runs a cell has at each look the study's budget plans (`StudySpec.looks`)."""
+    return results.spec.looks(results.info.budget or "quick")
 
 
 def _given_wave(results: StudyResults, looks: list[int], k: int) -> list[str]:
@@ -214,8 +217,7 @@ def _family(results: StudyResults, data: pd.DataFrame, alpha: float, winners: di
     q = spec.question_factor()
     fam = Family()
     for where, g in _slices(data, spec):
-        means = g.groupby(factor_column(q)).value.mean() * spec.sign
-        order = [lv for lv in spec.labels(q) if lv in means.index]
+        means, order = _level_means(g, q, spec)
         for x, y in itertools.combinations(order, 2):
             if means[x] < means[y]:
                 x, y = y, x
@@ -229,17 +231,22 @@ def _family(results: StudyResults, data: pd.DataFrame, alpha: float, winners: di
     return correct(fam, alpha)
 
 
-def _ranked_slices(results: StudyResults, data: pd.DataFrame, q: str) -> list[tuple[dict, list[str], pd.DataFrame]]:
-    """(where, the question's levels best first by their mean over every run, rows) per slice; a cell with a diverged
-    confirm run is never first."""
+def _ranked_slices(results: StudyResults, data: pd.DataFrame, q: str) -> list[tuple]:
+    """(where, the question's levels best first by their mean over every run, rows, those means) per slice; a cell with
+    a diverged confirm run is never first."""
     spec, diverged = results.spec, results.diverged_confirms()
     out = []
     for where, g in _slices(data, spec):
-        means = g.groupby(factor_column(q)).value.mean() * spec.sign
-        order = [lv for lv in spec.labels(q) if lv in means.index]
+        means, order = _level_means(g, q, spec)
         unstable = {lv for lv in order if spec.key_of({**where, q: lv}) in diverged}
-        out.append((where, sorted(order, key=lambda lv: (lv in unstable, -means[lv])), g))
+        out.append((where, sorted(order, key=lambda lv: (lv in unstable, -means[lv])), g, means))
     return out
+
+
+def _level_means(g: pd.DataFrame, q: str, spec) -> tuple[pd.Series, list[str]]:
+    """The slice's mean per level of `q` (signed: higher is better) and its levels with runs, in the spec's order."""
+    means = g.groupby(factor_column(q)).value.mean() * spec.sign
+    return means, [lv for lv in spec.labels(q) if lv in means.index]
 
 
 def _wkey(where: dict) -> tuple:
@@ -268,9 +275,9 @@ def margin_of(spec, c: Comparison) -> float | None:
     return spec.margin
 
 
-def _oriented(c: Comparison, g: pd.DataFrame, q: str, sign: int) -> Comparison:
-    """A pair read with the better mean over all runs first (a look that made it may have seen them the other way)."""
-    means = g.groupby(factor_column(q)).value.mean() * sign
+def _oriented(c: Comparison, means: pd.Series) -> Comparison:
+    """A pair read with the better of the slice's `means` over all runs first (a look may have seen them the other
+    way)."""
     return c.flipped() if means[c.a] < means[c.b] else c
 
 
@@ -426,4 +433,4 @@ def _collapses(results: StudyResults, unit: str) -> list[str]:
 
 
 __all__ = ["ALPHA", "Analysis", "Slice", "Verdict", "analyse", "judge", "margin_of", "continuing", "sequential",
-           "BASELINE_NAMES", "baseline_label"]
+           "planned_looks", "BASELINE_NAMES", "baseline_label"]

@@ -179,7 +179,8 @@ class StudyRecorder(Callback):
         where = f" (traceback in {self.errors_log})" if getattr(self, "errors_log", None) else ""
         what = {COMPLETED: ", ".join(scores), FAILED: f"failed: {rec.error}{where}", DIVERGED: rec.error}.get(
             rec.status, f"{rec.status} early ({', '.join(scores)})" if scores else rec.status)
-        return (f"[{len(done)}/{planned_now(self.dir.parent, self.planned)}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
+        planned = planned_now(self.dir.parent, self.planned)
+        return (f"[{len(done)}/{planned}] trial {in_cell}/{self.per_cell} of cell {cell_no}/{len(self.cells)} "
                 f"({cell_label(parse_cell(rec.cell))}), {rec.phase}: {what}")
 
 

@@ -48,6 +48,10 @@ def wave_start(index: int, q: int) -> int:
 class CellSearcher(Searcher):
     restored: "CellSearcher | None" = None  # the instance Tune restored in this driver, if any
     q: int = 1  # a state saved before waves has none: it tuned one trial at a time
+    # a state saved before adaptive confirmation has none of these: one look, taken by no one, no remote copy
+    looks: list[int] = []
+    continuing: tuple = ()
+    remote: str | None = None
 
     def __init__(self, spec: StudySpec, budget: str, storage_url: str, extra: dict[str, Any] | None = None):
         super().__init__(metric=spec.metric, mode=spec.mode)
@@ -66,7 +70,7 @@ class CellSearcher(Searcher):
         self.asked = {k: 0 for k in self.keys}
         self.finished = {k: 0 for k in self.keys}
         self.confirmed = {k: 0 for k in self.keys}  # confirm runs asked
-        self.confirm_done = {k: 0 for k in self.keys}  # confirm runs finished (completed, failed or diverged)
+        self.confirm_done = {k: 0 for k in self.keys}  # confirm runs finished: see _confirm_done
         self.looks = spec.looks(budget)  # confirm runs a cell has at each look
         self.continuing: list[list[str]] = []  # after each look taken: the cells given another wave
         self.remote: str | None = None  # set by the runner: the study's URI on object storage, if any
@@ -80,11 +84,10 @@ class CellSearcher(Searcher):
 
     def target(self, key: str) -> int:
         """The confirm runs cell `key` gets: the first look's, and a wave more for each look that continued it."""
-        looks, continuing = self.__dict__.get("looks") or [self.n_seeds], self.__dict__.get("continuing", [])
         t = 0
-        while t < len(continuing) and key in continuing[t]:
+        while t < len(self.continuing) and key in self.continuing[t]:
             t += 1
-        return looks[t]
+        return (self.looks or [self.n_seeds])[t]
 
     @property
     def most_at_once(self) -> int:
@@ -166,12 +169,16 @@ class CellSearcher(Searcher):
 
     def _wave_done(self) -> bool:
         """Every cell is tuned and has finished every confirm run it was given."""
-        done = self.__dict__.setdefault("confirm_done", {k: 0 for k in self.keys})
+        done = self._confirm_done()
         return all(self._tuned(k) >= self.n_tune and done[k] >= self.confirmed[k] >= self.target(k) for k in self.keys)
 
+    def _confirm_done(self) -> dict[str, int]:
+        """Confirm runs finished per cell (completed, failed or diverged); a state saved before it kept them counts
+        none."""
+        return self.__dict__.setdefault("confirm_done", {k: 0 for k in self.keys})
+
     def _another_look(self) -> bool:
-        looks, continuing = self.__dict__.get("looks") or [self.n_seeds], self.__dict__.get("continuing", [])
-        return len(continuing) < len(looks) - 1 and (not continuing or bool(continuing[-1]))
+        return len(self.continuing) < len(self.looks) - 1 and (not self.continuing or bool(self.continuing[-1]))
 
     def _take_look(self) -> None:
         """Decide, from the stored runs, which cells get the next wave; the plan is stored (looks.json) and said."""
@@ -183,9 +190,9 @@ class CellSearcher(Searcher):
 
         k = len(self.continuing)
         more = sorted(continuing(StudyResults.load(Path(self.sdir)), k))
-        self.continuing.append(more)
+        self.continuing = [*self.continuing, more]
         path = LookPlan(seeds=self.looks, continuing=self.continuing, planned=self.planned).write(Path(self.sdir) / LOOKS)
-        if getattr(self, "remote", None):
+        if self.remote:
             from studies.remote import upload_file
 
             upload_file(path, self.remote, LOOKS)
@@ -267,8 +274,7 @@ class CellSearcher(Searcher):
             return
         slot["done"] = True
         if slot["phase"] != "tune":
-            done = self.__dict__.setdefault("confirm_done", {k: 0 for k in self.keys})
-            done[slot["cell"]] += 1
+            self._confirm_done()[slot["cell"]] += 1
             return
         import optuna
 

@@ -173,12 +173,12 @@ class Claim(BaseModel):
     # the largest difference that counts as none, in the metric's units: a `same` claim holds when its interval lies
     # inside +-margin (0.5 unless given); a `better` claim whose interval does is decided "no meaningful difference"
     margin: float | None = Field(None, gt=0)
+    source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
     @property
     def within(self) -> float | None:
         """The margin its verdict reads: the given one, 0.5 for a `same` claim without one, else None."""
         return self.margin if self.margin is not None else (0.5 if self.relation == "same" else None)
-    source_steps: int | None = Field(None, ge=1)  # training steps behind the source's result, where known
 
 
 class Reference(BaseModel):

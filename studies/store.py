@@ -114,9 +114,7 @@ LOOKS = "looks.json"
 def read_info(sdir: Path) -> StudyInfo:
     """study.json, its plan as the looks of adaptive confirmation have grown it (looks.json)."""
     info = StudyInfo.read(Path(sdir) / "study.json")
-    plan = read_looks(sdir)
-    if plan is not None and plan.planned > info.planned:
-        info.planned = plan.planned
+    info.planned = planned_now(sdir, info.planned)
     return info
 
 

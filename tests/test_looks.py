@@ -28,19 +28,15 @@ def _spec(seeds: int = 3, max_seeds: int | None = 6, margin: float | None = None
 
 
 def _results(spec, scores: dict[str, np.ndarray], runs: dict[str, int]):
-    """A StudyResults in memory: the first runs[level] confirm runs of each level (scores[level][run, image])."""
-    from denoise_core.results import Score
-    from studies.cells import CONFIRM_SEED_BASE
-    from studies.store import StudyResults, trials_table
+    """A StudyResults in memory, built as the benchmark builds its simulated studies."""
+    return _sim().results_of(spec, scores, runs)
 
-    key = Score("psnr", "test").key
-    records = [{"trial_id": f"{lv}{i}", "cell": spec.key_of({"level": lv}), "phase": "confirm", "factors": {"level": lv},
-                "seed": CONFIRM_SEED_BASE + i, "status": "completed",
-                "history": [{"step": 1, "psnr": float(scores[lv][i].mean()), key: float(scores[lv][i].mean())}],
-                "per_image": {key: [float(x) for x in scores[lv][i]]}}
-               for lv in LEVELS for i in range(runs[lv])]
-    info = {"spec": spec.model_dump(mode="json"), "budget": "quick", "cells": spec.cell_keys(), "seeds": 3}
-    return StudyResults(Path("."), info, spec, records, trials_table(Path("."), spec, records))
+
+def _sim():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sequential_error
+
+    return sequential_error
 
 
 def _scores(gains: dict[str, float], n_runs: int = 6, n_images: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
@@ -100,9 +96,7 @@ def test_a_pinned_simulation_spends_the_error_rate_and_fewer_runs():
     under a true null, taking every look with the error rate shared makes fewer false decisions than testing each
     look at the full 5% (on these 20 studies, strictly: without the sharing they would be the same); under a true
     effect of 2 dB the adaptive design stops early where it can, and finds it about as often as max_seeds would."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import sequential_error as sim
-
+    sim = _sim()
     null = sim.simulate(20, 0.0)
     assert null["every_look"]["false"] < null["naive"]["false"]
     assert null["adaptive"]["false"] <= null["every_look"]["false"]

@@ -138,18 +138,27 @@ class Comparison:
         """Seeds a side (the test images kept) at which a true difference of `effect` would be found with POWER at
         the page's level, from the variance components:
             se(n)^2 = run (2 / n) + resid (2 / (n images)) + image_side / images + source_side / sources
-        The last two do not shrink with seeds: where they alone exceed what `effect` needs, no number of seeds
-        does it (None; more test images would). None too without components (a paired or Welch test)."""
+        on the degrees of freedom n seeds would give at most (the runs': 2n - 2, n - 1 against a baseline), as the
+        comparison itself is tested. The last two terms do not shrink with seeds: where they alone exceed what
+        `effect` needs, no number of seeds does it (None; more test images would). None too without components (a
+        paired or Welch test)."""
         if not self.vc or not effect:
             return None
-        z = stats.norm.ppf(1 - (1 - self.confidence) / 2) + stats.norm.ppf(POWER)
         floor = self.vc["image_side"] / self.n_images + (self.vc["source_side"] / self.n_sources if self.n_sources else 0)
-        room = (abs(effect) / z) ** 2 - floor
         per_seed = 2 * self.vc["run"] + 2 * self.vc["resid"] / self.n_images
-        if room <= 0:
+
+        def reaches(n: int) -> bool:
+            df = n - 1 if self.kind == "baseline" else 2 * n - 2
+            t = stats.t.ppf(1 - (1 - self.confidence) / 2, df) + stats.t.ppf(POWER, df)
+            return t * math.sqrt(floor + per_seed / n) <= abs(effect)
+
+        if not reaches(most):
             return None
-        n = max(2, math.ceil(per_seed / room))
-        return n if n <= most else None
+        lo, hi = 1, most  # reaches(hi) holds; find the smallest n >= 2 that does (both terms shrink with n)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
+        return max(2, hi)
 
     def set_confidence(self, confidence: float) -> None:
         self.confidence = confidence

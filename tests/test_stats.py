@@ -292,9 +292,9 @@ def test_a_comparison_with_too_few_degrees_of_freedom_has_no_interval_and_is_no_
 
 def test_precision_what_a_comparison_could_detect_and_what_more_seeds_would_give():
     """An undecided comparison says the smallest difference it could have found ((t + t_power) x se), and the seeds a
-    side its own difference would need, projected from the mixed model's variance components: at that many seeds the
-    projected interval reaches the difference, at one fewer it does not; where the images' spread alone is too wide,
-    no number of seeds does (None)."""
+    side its own difference would need, projected from the mixed model's variance components on the degrees of freedom
+    those runs give (2n - 2; n - 1 against a baseline): at that many seeds the projected interval reaches the
+    difference, at one fewer it does not; where the images' spread alone is too wide, no number of seeds does (None)."""
     from studies.stats import POWER
 
     a, b = _pair(0.15, n_runs=3, run_sd=0.4)
@@ -302,16 +302,17 @@ def test_precision_what_a_comparison_could_detect_and_what_more_seeds_would_give
     c.set_confidence(0.95)
     assert set(c.vc) == {"run", "image_side", "source_side", "resid"} and c.vc["run"] > 0
     assert c.detectable() == pytest.approx((stats.t.ppf(0.975, c.df) + stats.t.ppf(POWER, c.df)) * c.se)
-    z = stats.norm.ppf(0.975) + stats.norm.ppf(POWER)
 
-    def reach(n):  # the smallest difference found with POWER at n seeds a side
-        v = c.vc
-        return z * math.sqrt(2 * v["run"] / n + 2 * v["resid"] / (n * c.n_images) + v["image_side"] / c.n_images)
+    def reach(n):  # the smallest difference found with POWER at n seeds a side, on the 2n - 2 df the runs give
+        v, t = c.vc, stats.t.ppf(0.975, 2 * n - 2) + stats.t.ppf(POWER, 2 * n - 2)
+        return t * math.sqrt(2 * v["run"] / n + 2 * v["resid"] / (n * c.n_images) + v["image_side"] / c.n_images)
 
     effect = max(0.5, 2 * reach(10_000))
     n = c.seeds_for(effect)
     assert n is not None and reach(n) <= effect
     assert n == 2 or reach(n - 1) > effect  # one seed fewer does not reach it
+    base = Comparison(**{**c.__dict__, "kind": "baseline"})  # one side without runs: fewer df at every n
+    assert base.seeds_for(effect) >= n
     assert c.seeds_for(0.5 * reach(10_000) + 1e-9) is None  # below the images' floor: seeds cannot get there
     paired = Comparison("levels", "loss", "l1", "l2", {}, gain=0.2, se=0.1, df=10, n_runs=(1, 1), n_images=8,
                         method="paired t over images", p=0.07)

@@ -112,7 +112,9 @@ def test_sigterm_during_the_baselines_and_the_report_keeps_what_finished_and_res
     scores = storage / "tiny" / "baselines" / "scores.json"
 
     d = Driver(tmp_path, *args, hold="denoise_core.baselines:Setting.score:1")
-    d.wait_until(lambda: "classical baselines: setting 1/1" in d.out)  # the trials are done, the driver waits
+    # the trials are done and the driver waits (its line), and the second baseline is held (the mark): the first
+    # one's scores are then in the queue, which the line alone does not promise (it may be the first one's start)
+    d.wait_until(lambda: "classical baselines: setting 1/1" in d.out and d.held())
     _interrupted(d, d.terminate(), "interrupted; run the same command again to resume")
     stored = json.loads(scores.read_text())
     assert stored["entries"] == {} and len(stored["partial"]) == 1, stored

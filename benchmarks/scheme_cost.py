@@ -28,7 +28,9 @@ def main():
     a = ap.parse_args()
     rates = {}
     # Noise2Clean first and again last: the spread between the two is this machine's noise on the ratios
-    for name in ["clean", *(n for n in SCHEMES.names if n != "clean"), "clean"]:
+    # (the zero-shot schemes train nothing before evaluation: benchmarks/zero_shot.py times their fits)
+    trained = [n for n in SCHEMES.names if n != "clean" and not SCHEMES.get(n).zero_shot]
+    for name in ["clean", *trained, "clean"]:
         captures = SCHEMES.get(name).captures
         cfg = validate_config({"task": "denoise", "model": a.model, "crop": a.crop, "batch_size": a.batch,
                                "steps": 10**6, "device": a.device, "val_images": 4, "target": name,

@@ -225,6 +225,10 @@ class Trial:
         """Write the report's images into the final checkpoint directory; returns {name: path}."""
         raise NotImplementedError
 
+    def parameter_count(self) -> int:
+        """The trainable parameters of what denoises (the report's cost column)."""
+        return count_parameters(self.model)
+
     # -- shared pieces --------------------------------------------------------------------------
     def eval_generator(self, offset: int = 0) -> torch.Generator:
         """A generator at the fixed validation seed: every trial of a study draws the same numbers."""
@@ -325,7 +329,7 @@ class Trial:
         if self.cfg.test and (step == self.cfg.steps or why):
             metrics.update(self.test_scores())
         metrics.update(images_per_s=seen / step_s, lr=self.sched.get_last_lr()[0],
-                       params=count_parameters(self.model), step_s=step_s, eval_s=time.perf_counter() - t_eval)
+                       params=self.parameter_count(), step_s=step_s, eval_s=time.perf_counter() - t_eval)
         return metrics
 
     def run(self, report: Report, resume_from: Path | None = None) -> dict:

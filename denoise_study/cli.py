@@ -380,7 +380,13 @@ def report(name, storage):
 
 
 @cli.command()
-@click.option("--study", "name", required=True, help="A study that has run.")
+@click.option("--study", "name", default=None, help="A study that has run: its best model denoises IN.")
+@click.option("--method", default=None, metavar="NAME",
+              help="Instead of a study's model, a single-image method fitted on IN alone: zs_n2n (Zero-Shot "
+                   "Noise2Noise) or noise2fast. No training data needed; minutes on a CPU for a photograph.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --method: the network's initial weights.")
+@click.option("--fit-steps", type=click.IntRange(1, 100_000), default=None,
+              help="With --method: fit this many steps at most instead of the published number (ZS-N2N 3000).")
 @click.option("--noise", default=None, help="The image's noise (e.g. impulse): the best model trained on it. Needed "
                                             "when the study trained on several noises, unless --cell is given.")
 @click.option("--cell", default=None, help="Which cell's best model, e.g. 'noise=gaussian,loss=l2'.")
@@ -389,15 +395,32 @@ def report(name, storage):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the denoised image.")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The input's Gaussian noise level (0-255 scale); required for a DDPM study's model.")
-def denoise(name, noise, cell, storage, inp, output, sigma):
-    """Denoise the image IN with a study's best model for its noise and write it to OUTPUT.
+def denoise(name, method, seed, fit_steps, noise, cell, storage, inp, output, sigma):
+    """Denoise the image IN with a study's best model for its noise (--study), or with a single-image method fitted
+    on IN alone (--method), and write it to OUTPUT.
 
     Grayscale in, grayscale out (1-bit and grey+alpha included); RGB in, RGB out; 16-bit grey comes back
     16-bit, and an alpha channel is carried through unchanged. The output's folder must exist.
     """
-    sdir = _existing_study(name, storage)
+    if (name is None) == (method is None):
+        raise Fail("give --study (a study's trained model) or --method (a single-image method), one of them")
+    if fit_steps is not None and method is None:
+        raise Fail("--fit-steps goes with --method (a single-image method's fit)")
     if not Path(inp).is_file():
         raise Fail(f"input image {inp!r} does not exist")
+    if method is not None:
+        if cell or noise or sigma is not None or storage:
+            raise Fail("--method fits on the image alone: --cell, --noise, --sigma and --storage go with --study")
+        from studies.apply import denoise_file_zero_shot
+
+        try:
+            took = denoise_file_zero_shot(method, Path(inp), Path(output), seed, fit_steps,
+                                          say=lambda line: click.echo(line, err=True))
+        except ValueError as e:
+            raise Fail(str(e)) from None
+        click.echo(f"{output} ({method}, fitted on the image in {took:.0f} s)")
+        return
+    sdir = _existing_study(name, storage)
     from studies.apply import denoise_file
     from studies.cells import cell_label, parse_cell
 
@@ -423,20 +446,31 @@ def denoise(name, noise, cell, storage, inp, output, sigma):
 @click.option("--cell", default=None, help="With --study: one cell, e.g. 'noise=gaussian,loss=l2'.")
 @click.option("--storage", default=None, help=STORAGE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="The noise seed: image i draws from seed + i.")
+@click.option("--method", "methods", multiple=True, metavar="NAME",
+              help="Also a single-image (zero-shot) method, fitted on each noisy image alone: zs_n2n (Zero-Shot "
+                   "Noise2Noise) or noise2fast; repeat for both. Minutes per image on a CPU.")
+@click.option("--fit-steps", type=click.IntRange(1, 100_000), default=None,
+              help="With --method: fit this many steps at most instead of the published number (ZS-N2N 3000); the "
+                   "rows then carry no published value.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write one row per method: method, test_set, noise, images, psnr, ssim, published.")
-def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, csv_path):
-    """Score the classical baselines (the noisy input; BM3D, or CBM3D for colour, at the noise's sigma) and, with
-    --study, a study's best models on every image of a test set, under the literature's protocol: whole images,
-    noise drawn once per image from a fixed seed and not clipped, outputs rounded to 8 bits, PSNR and SSIM per
-    image averaged over the set. Published rows of the same set, noise and level are shown beside ours.
-    BM3D takes seconds per image: progress goes to stderr.
+              help="Also write one row per method: method, test_set, noise, images, psnr, ssim, seconds_per_image, "
+                   "published, note.")
+def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, methods, fit_steps, csv_path):
+    """Score the classical baselines (the noisy input; BM3D, or CBM3D for colour, at the noise's sigma), the
+    single-image methods of --method and, with --study, a study's best models on every image of a test set, under
+    the literature's protocol: whole images, noise drawn once per image from a fixed seed and not clipped, outputs
+    rounded to 8 bits, PSNR and SSIM per image averaged over the set, and the wall time per image. Published rows of
+    the same set, noise and level are shown beside ours. BM3D takes seconds per image, a zero-shot fit minutes on a
+    CPU: progress goes to stderr.
     """
+    from denoise_core.schemes import zero_shot_scheme
     from studies.evaluate import evaluate as run_eval, parse_noise, study_models, table, write_csv
 
     if csv_path is not None and not Path(csv_path).expanduser().parent.is_dir():
         raise Fail(f"--csv {csv_path!r}: the folder {str(Path(csv_path).expanduser().parent)!r} does not exist")
     try:
+        for m in methods:
+            zero_shot_scheme(m, parse_noise(noise)[2])
         parse_noise(noise)
     except ValueError as e:
         raise Fail(str(e)) from None
@@ -453,7 +487,8 @@ def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, cs
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
     try:
         rows = run_eval(test_set, root, noise, int(channels) if channels else None, seed, models,
-                        progress=lambda line: click.echo(line, err=True))
+                        progress=lambda line: click.echo(line, err=True), methods=tuple(dict.fromkeys(methods)),
+                        fit_steps=fit_steps)
     except ValueError as e:
         raise Fail(str(e)) from None
     click.echo(table(rows))

@@ -132,3 +132,24 @@ def denoise_file(sdir: Path, cell: str | None, inp: Path, out: Path, sigma: floa
     y = y[:, 0] if cfg.channels == 1 else (y[0] if c_in == 3 else to_channels(y[0], 1))  # [c_in, H, W]
     write_like_input(out, y, alpha, bits)
     return chosen
+
+
+def denoise_file_zero_shot(method: str, inp: Path, out: Path, seed: int = 0, fit_steps: int | None = None,
+                           say=lambda line: None) -> float:
+    """Denoise one image file with a single-image method (a zero-shot scheme: its network fitted on this image
+    alone, in the image's own channels); returns the seconds the fit took. Errors about the input are ValueErrors,
+    raised before the fit starts (and before `say` hears that it does)."""
+    from types import SimpleNamespace
+
+    from denoise_core.schemes import zero_shot_scheme
+
+    img, alpha, bits = read_for_denoise(inp)  # [C, H, W]
+    if not out.parent.is_dir():
+        raise ValueError(f"-o {str(out)!r}: the folder {str(out.parent)!r} does not exist (it is not created)")
+    scheme = zero_shot_scheme(method)
+    scheme.check_size(img[None])
+    say(f"fitting {scheme.label} on {inp} ({img.shape[-1]}x{img.shape[-2]}) ...")
+    y = scheme.infer(None, img[None], SimpleNamespace(seed=seed, fit_steps=fit_steps))[0]
+    write_like_input(out, y, alpha, bits)
+    return sum(scheme.take_seconds())
+

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-COLUMNS = ("method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published", "note")
+COLUMNS = ("method", "test_set", "noise", "images", "channels", "psnr", "ssim", "seconds_per_image", "published", "note")
 METHOD_NAMES = {("bm3d", 1): "BM3D", ("bm3d", 3): "CBM3D", ("noisy", 1): "noisy input", ("noisy", 3): "noisy input"}
 
 
@@ -25,6 +25,7 @@ class Row:
     channels: str  # grey or colour: what the images were scored as
     psnr: float
     ssim: float
+    seconds_per_image: float = 0.0  # wall time of denoising one image (a zero-shot method's whole fit)
     published: str = ""  # "29.97 (DnCNN paper, Table II)" where a published row matches
     note: str = ""  # a study's model scored under a noise or level it was not trained on says so
 
@@ -76,17 +77,24 @@ def published(method: str, test_set: str, noise: str, level: float | None, metri
 
 
 def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | None = None, seed: int = 0,
-             models: dict[str, object] | None = None, progress: Callable[[str], None] = lambda line: None) -> list[Row]:
-    """Score the protocol's baselines (and `models`: {name: (model, config)}) on every image of `test_set`."""
+             models: dict[str, object] | None = None, progress: Callable[[str], None] = lambda line: None,
+             methods: tuple[str, ...] = (), fit_steps: int | None = None) -> list[Row]:
+    """Score the protocol's baselines, the single-image `methods` (zero-shot schemes, fitted on each image with the
+    network initialised at `seed`, for `fit_steps` steps at most where given, else as published), and `models`
+    ({name: (model, config)}) on every image of `test_set`."""
+    from types import SimpleNamespace
+
     import torch
 
     from denoise_core.baselines import score_set
+    from denoise_core.schemes import zero_shot_scheme
     from denoise_core.data import check_source, load_whole, own_channels
     from denoise_core.noise import NOISES
-    from denoise_core.protocol import apply_whole, score_images, test_inputs
+    from denoise_core.protocol import apply_whole, quantize, score_images, test_inputs
     from denoise_core.sources import has_captures, scenes_without_clean
 
     name, params, noise = parse_noise(noise_text)
+    zero_shot = [zero_shot_scheme(m, noise) for m in methods]
     if noise.captured != has_captures(test_set)[0]:
         raise ValueError(f"--noise {noise_text!r} on --test {test_set!r}: real noise (--noise real) and a pairs:PATH "
                          f"set of noisy captures go together")
@@ -104,20 +112,38 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
         progress(f"{method}: {i}/{n} images ({time.time() - started:.0f} s)")
 
     rows = []
-    for method, scores in score_set(clean, noisy, noise, progress=tick).items():
-        label = METHOD_NAMES.get((method, channels), method)
-        rows.append(_row(label, test_set, noise_text, channels, scores, published(label, test_set, name, level)))
+    for method in ("noisy", "bm3d"):
+        t0 = time.time()
+        for method, scores in score_set(clean, noisy, noise, names=(method,), progress=tick).items():
+            label = METHOD_NAMES.get((method, channels), method)
+            row = _row(label, test_set, noise_text, channels, scores, published(label, test_set, name, level))
+            row.seconds_per_image = round((time.time() - t0) / len(clean), 3)
+            rows.append(row)
+    for scheme in zero_shot:
+        outputs, seconds = [], []
+        for i, x in enumerate(noisy):
+            outputs.append(quantize(scheme.infer(None, x[None], SimpleNamespace(seed=seed, fit_steps=fit_steps))[0]))
+            seconds += scheme.take_seconds()
+            tick(scheme.name, i + 1, len(noisy))
+        row = _row(scheme.label, test_set, noise_text, channels, score_images(outputs, clean),
+                   published(scheme.label, test_set, name, level) if fit_steps is None else None)
+        row.note = f"fitted {fit_steps} steps at most, not as published" if fit_steps is not None else ""
+        row.seconds_per_image = round(sum(seconds) / len(seconds), 3)
+        rows.append(row)
     for label, m in (models or {}).items():
         from denoise_core.tasks import get_task
 
         task, cfg = get_task(m.config.task), m.config
         sigma = noise.gaussian_sigma * 255 if noise.gaussian_sigma is not None else None
+        t0 = time.time()
         with torch.no_grad():
             out = apply_whole(lambda x: task.apply(m.model, cfg, x, sigma), noisy, getattr(m.model, "size_multiple", 1))
+        took = (time.time() - t0) / len(clean)
         refs = [r for r in m.references if (r.test_set, r.noise, r.metric) == (test_set, name, "psnr") and r.level == level]
         row = _row(label, test_set, noise_text, channels, score_images(out, clean), None)
         row.published = "; ".join(f"{r.value:.2f} ({r.method}, {r.source})" for r in refs)
         row.note = untrained_note(cfg, name, level)
+        row.seconds_per_image = round(took, 3)
         rows.append(row)
         progress(f"{label}: {len(clean)} images ({time.time() - started:.0f} s)")
     return rows

@@ -60,6 +60,17 @@ def test_same_seed_same_numbers_on_cuda(tmp_path):
     assert (a["psnr"], a["train_loss"]) == (b["psnr"], b["train_loss"])
 
 
+@pytest.mark.parametrize("target", ["zs_n2n", "noise2fast"])
+def test_a_zero_shot_cell_fits_each_image_on_cuda_with_the_same_numbers_twice(target, tmp_path):
+    from denoise_core.tasks import run_trial
+
+    cfg = {"target": target, "fit_steps": 50, "device": "cuda", "crop": 32, "val_images": 4, "test_images": 2,
+           "test": True, "select": "psnr", "checkpoint_every": 0}
+    a = run_trial(cfg, lambda m: None, workdir=tmp_path / "a")["metrics"]
+    b = run_trial(cfg, lambda m: None, workdir=tmp_path / "b")["metrics"]
+    assert a["psnr"] > a["input_psnr"] and (a["psnr"], a["test_psnr"]) == (b["psnr"], b["test_psnr"])
+
+
 def test_text_noise_on_cuda_keeps_its_coverage():
     from denoise_core.noise import TEXT_TOLERANCE, build_noise
 

@@ -192,7 +192,8 @@ def test_evaluate_scores_baselines_on_a_test_set_and_writes_its_csv(tmp_path):
     assert "bm3d: 3/3 images" in err  # progress while BM3D runs
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert [r["method"] for r in rows] == ["noisy input", "BM3D"]
-    assert set(rows[0]) == {"method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published", "note"}
+    assert set(rows[0]) == {"method", "test_set", "noise", "images", "channels", "psnr", "ssim", "seconds_per_image",
+                            "published", "note"}
     assert {r["channels"] for r in rows} == {"grey"}  # a folder of grey images is scored as grey
     assert all(r["images"] == "3" for r in rows) and float(rows[1]["psnr"]) > float(rows[0]["psnr"]) + 3
     # the noisy row is the protocol's: 8-bit noisy inputs at sigma 25 score about 20.2 dB whatever the image

@@ -24,12 +24,25 @@ def build_scheme(name: str, **params) -> "Scheme":
     return SCHEMES.build(name, **params)
 
 
+def zero_shot_scheme(name: str, noise=None) -> "Scheme":
+    """A single-image method (a zero-shot scheme: zs_n2n, noise2fast) by name, with its published settings, refusing
+    a `noise` (a noise model; None: unknown, a user's own image) it cannot denoise."""
+    names = [n for n in SCHEMES.names if SCHEMES.get(n).zero_shot]
+    if name not in names:
+        raise ValueError(f"method {name!r} is not a single-image method; known: {', '.join(names)}")
+    scheme = build_scheme(name)
+    if noise is not None:
+        scheme.check_noise(noise)
+    return scheme
+
+
 class Scheme:
     clean: bool = False  # trains towards the clean images (Noise2Clean)
     captures: int = 1  # the captures of each training image it trains on (at least)
     needs_sigma: bool = False  # needs the noise's Gaussian sigma (a noise model, not real captures)
     needs: str = ""  # what the data must hold, in words, for the report
     crop_scale: int = 1  # the side of the crop it cuts per side of the network's training input (`crop`)
+    zero_shot: bool = False  # trains nothing before evaluation: fits a network on each image it denoises (_zero_shot)
 
     def check(self, cfg) -> None:
         """Refuse a trial config this scheme cannot train (a ValueError naming the key)."""

@@ -52,6 +52,13 @@ class DenoiseConfig(CommonConfig):
     # whole images, one noise draw per image, 8-bit outputs); `crops` scores test_images fixed crops (fast)
     test_protocol: Literal["crops", "whole"] = "crops"
     loss: str = "l2"
+    # a zero-shot scheme's fit (`target: zs_n2n`, `noise2fast`): its Adam steps per image, in place of the published
+    # number (ZS-N2N's 3000, its lr steps scaled alike; Noise2Fast's cap). A budget's fraction of the published fit;
+    # trained schemes ignore it (their training is `steps`)
+    fit_steps: int | None = Field(None, ge=1, le=100_000)
+    # the side (at most) of the one whole image the report shows denoised by each cell and the best baseline: a zero-shot
+    # scheme fits a network on it, so a quick budget may want it small
+    showcase_side: int = Field(160, ge=32, le=1024)
 
     @field_validator("loss", "noise", "target")
     @classmethod
@@ -123,6 +130,8 @@ class DenoiseConfig(CommonConfig):
             raise ValueError(f"target {self.target!r} needs one known Gaussian sigma, and {noise!r} has none "
                              f"(not Gaussian, a blind range, clipped, or real captures); a study leaves such cells out with exclude:")
         scheme.check(self)
+        if scheme.zero_shot:  # nothing to train: one step that takes none, one evaluation that fits each image
+            self.steps, self.eval_every = 1, 1
 
     @property
     def train_side(self) -> int:
@@ -140,10 +149,14 @@ def single_capture_schemes() -> list[str]:
     return [n for n in SCHEMES.names if not (s := SCHEMES.get(n)).clean and s.captures == 1 and not s.needs_sigma]
 
 
+# the wall time of denoising one evaluation image: a trained network's forward pass, a zero-shot scheme's whole fit
+SECONDS_PER_IMAGE = "seconds_per_image"
+
+
 def denoise_metrics(cfg: DenoiseConfig) -> list[str]:
     levels = cfg.level_suffixes()
     return ["psnr", "ssim", *(f"{m}{s}" for s in levels for m in ("psnr", "ssim"))] + \
-        (["psnr_levels_mean"] if levels else [])
+        (["psnr_levels_mean"] if levels else []) + [SECONDS_PER_IMAGE]
 
 
 def denoise_test_note(cfg: DenoiseConfig) -> str:
@@ -289,10 +302,13 @@ class DenoiseTrial(Trial):
             return self.evaluate_whole()
         scores, clean = {}, self.clean[split]
         for suffix, noisy in self.noisy[split].items():
-            out, noisy = self.predict(noisy), noisy.clamp(0, 1)
+            out, seconds = self.timed(lambda: self.predict(noisy), len(noisy))
+            noisy = noisy.clamp(0, 1)
             for name, fn in (("psnr", psnr), ("ssim", ssim)):
                 scores[Score(f"{name}{suffix}").key] = fn(out, clean)
                 scores[Score(f"{name}{suffix}", input=True).key] = fn(noisy, clean)
+            if not suffix:
+                scores[Score(SECONDS_PER_IMAGE).key] = seconds
         return with_levels_mean(scores, self.cfg)
 
     def evaluate_whole(self) -> dict:
@@ -300,12 +316,31 @@ class DenoiseTrial(Trial):
         scores, w = {}, self.whole
         multiple = getattr(self.model, "size_multiple", 1)
         for suffix, noisy in w.noisy.items():
-            out = apply_whole(self.predict, noisy, multiple, device=self.device)
+            out, seconds = self.timed(lambda: apply_whole(self.predict, noisy, multiple, device=self.device), len(noisy))
             for name, v in score_images(out, w.clean).items():
                 scores[Score(f"{name}{suffix}").key] = v
             for name, v in score_input(noisy, w.clean).items():
                 scores[Score(f"{name}{suffix}", input=True).key] = v
+            if not suffix:
+                scores[Score(SECONDS_PER_IMAGE).key] = seconds
         return with_levels_mean(scores, self.cfg)
+
+    def parameter_count(self) -> int:
+        """A zero-shot scheme's network (fitted per image), else the trained one."""
+        return self.scheme.network_parameters(self.cfg.channels) if self.scheme.zero_shot else super().parameter_count()
+
+    def timed(self, denoise, n: int) -> tuple:
+        """(`denoise()`'s outputs, the seconds each of its `n` images took [n]): a zero-shot scheme's fit of each
+        image, or a network's pass over the set shared out evenly (one device sync per evaluation)."""
+        import time
+
+        started = time.perf_counter()
+        out = denoise()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        took = time.perf_counter() - started
+        each = self.scheme.take_seconds() if self.scheme.zero_shot else [took / n] * n
+        return out, torch.tensor(each, dtype=torch.float64)
 
     def test_sources(self):
         """Under the whole-image protocol each test image is its own source (named by its file)."""
@@ -313,6 +348,9 @@ class DenoiseTrial(Trial):
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
+        if self.scheme.zero_shot:  # its one step trains nothing: every fit happens in the evaluation
+            zero = torch.zeros((), device=self.device)
+            return zero, zero
         crops = random_crops(self.train_data, cfg.batch_size, cfg.train_side, self.gen)  # [B, C, side, side] (or views)
         loss, monitor = self.scheme.train(self, *self.batch(crops), progress=step / cfg.steps)
         self.optimise(loss)
@@ -347,7 +385,8 @@ class DenoiseTrial(Trial):
         cfg = self.cfg
         split = "test" if "test" in self.clean else "val"
         name, part = split_source(cfg.dataset, split)
-        image = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part).to(self.device)
+        image = showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part,
+                               max_side=cfg.showcase_side).to(self.device)
         if getattr(self.model, "size_error", lambda h, w: None)(*image.shape[-2:]) is not None:
             return {}
         clean, noisy = fixed_inputs(self.noise, image, cfg.val_seed, cfg.channels)

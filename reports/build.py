@@ -523,6 +523,14 @@ def _tile(path, label: str, value, unit: str) -> str:
 
 def _curves(a: Analysis, figs: Figures) -> str:
     notes = "".join(f'<p class="collapse">{escape(c)}</p>' for c in a.collapses)
+    if a.zero_shot_cells:
+        q = a.results.spec.question_factor()
+        fitted = {str(parse_cell(c).get(q)) for c in a.zero_shot_cells}
+        levels = [v for v in a.results.spec.labels(q) if v in fitted]
+        names = " and ".join(f"{q}={v}" for v in levels)
+        notes += (f'<p class="muted">{escape(names)} {"trains" if len(levels) == 1 else "train"} nothing before '
+                  "evaluation: each validation image gets a fit of its own, so its score is a dashed level across the "
+                  "panel (the mean over its confirm runs), not a curve.</p>")
     return '<h2 id="curves">Learning curves</h2>' + notes + figs.add(F.learning_curves(a))
 
 
@@ -576,7 +584,7 @@ def _data_needs(a: Analysis, cell: str) -> dict:
     single = captured and parse(split_source(cfg.dataset, "train")[0])[0].train_only
     if scheme.zero_shot:  # no training set at all: a network fitted on each image it denoises
         return {"training scheme": cfg.target, "it needs": scheme.needs, "training captures": "none",
-                "network passes per test image": "a fit of its own on the image"}
+                "network passes per test image": scheme.plan(cfg.fit_steps)}
     return {"training scheme": cfg.target, "it needs": scheme.needs,
             "training captures": ("one per image file" if single else "the scenes' own" if captured else
                                   "fresh at every step" if cfg.train_captures == "fresh" else cfg.train_captures),
@@ -591,7 +599,8 @@ def _how_it_ran(a: Analysis, figs: Figures) -> str:
     gpu_h = float((dur * t["gpus"].fillna(0)).sum() / 3600) if not t.empty else 0.0
     counts = t.status.value_counts().to_dict() if not t.empty else {}
     parts = [f"<p>Budget <b>{escape(str(r.info.budget))}</b>: {r.info.planned} planned trials "
-             f"({len(r.info.cells)} cells x ({r.info.trials_per_cell} tuning + {r.info.seeds} confirm)"
+             f"({len(r.info.cells)} cells x ({r.info.trials_per_cell} "
+             f"{'tuning' if r.spec.tune_for(r.info.budget) else 'untuned first run' + 's' * (r.info.trials_per_cell > 1)} + {r.info.seeds} confirm)"
              f"{_waves(r)}); "
              f"trials by status: {escape(', '.join(f'{v} {k}' for k, v in counts.items()))}. "
              f"Running time {sum(s for s, _ in spans) / 60:.1f} min over {len(runs)} run(s); trial-hours "

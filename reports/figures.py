@@ -227,28 +227,21 @@ def _facets(n: int, cols: int = 3) -> tuple[int, int]:
 
 def learning_curves(a) -> go.Figure | None:
     """One panel per slice, one line per level of the question factor: the mean validation metric of its
-    confirm runs at each step, with a band from the lowest to the highest run."""
+    confirm runs at each step, with a band from the lowest to the highest run. A zero-shot cell trains nothing (each
+    image gets a fit of its own): its one validation score is a dashed level across the panel, not a curve."""
     spec = a.results.spec
     q, others = spec.question_factor(), spec.other_factors()
-    curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
-    for r in a.results.records:
-        if r.phase != "confirm" or not r.history:
-            continue
-        panel = tuple(str(r.factors.get(f)) for f in others)
-        by_step = curves.setdefault(panel, {}).setdefault(str(r.factors.get(q)), {})
-        for step, v in r.curve(spec.metric):
-            if v == v:
-                by_step.setdefault(step, []).append(v)
-    if not curves:
+    curves, flat = _curve_points(a)
+    if not curves:  # nothing was trained: no curve to draw
         return None
-    panels = sorted(curves, key=lambda p: [spec.level_index(f, v) for f, v in zip(others, p)])
+    panels = sorted(set(curves) | set(flat), key=lambda p: [spec.level_index(f, v) for f, v in zip(others, p)])
     rows, cols = _facets(len(panels))
     titles = [", ".join(f"{f}={v}" for f, v in zip(others, p)) or spec.metric for p in panels]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True, vertical_spacing=min(0.12, 0.6 / rows))
     for i, panel in enumerate(panels):
-        row, col = i // cols + 1, i % cols + 1
+        at = dict(row=i // cols + 1, col=i % cols + 1)
         for level in spec.labels(q):
-            by_step = curves[panel].get(level)
+            by_step = curves.get(panel, {}).get(level)
             if not by_step:
                 continue
             steps = sorted(by_step)
@@ -256,14 +249,38 @@ def learning_curves(a) -> go.Figure | None:
             lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
             c = color(spec, level)
             fig.add_scatter(x=steps + steps[::-1], y=hi + lo[::-1], fill="toself", line=dict(width=0),
-                            fillcolor=c, opacity=0.2, hoverinfo="skip", showlegend=False, row=row, col=col)
+                            fillcolor=c, opacity=0.2, hoverinfo="skip", showlegend=False, **at)
             fig.add_scatter(x=steps, y=mean, mode="lines+markers", line=dict(color=c), name=f"{q}={level}",
-                            legendgroup=level, showlegend=i == 0, row=row, col=col)
+                            legendgroup=level, showlegend=i == 0, **at)
+        span = [0, max((s for by_step in curves.get(panel, {}).values() for s in by_step), default=1)]
+        for level, values in sorted(flat.get(panel, {}).items(), key=lambda kv: spec.level_index(q, kv[0])):
+            fig.add_scatter(x=span, y=[float(np.mean(values))] * 2, mode="lines", name=f"{q}={level} (fitted per image)",
+                            line=dict(color=color(spec, level), dash="dash"), legendgroup=level, showlegend=i == 0, **at)
     fig.update_xaxes(title_text="training step", row=rows)
     fig.update_yaxes(title_text=f"val {spec.metric} ({a.unit})", col=1)
     fig.update_layout(title=f"validation {spec.metric} during training: mean of the confirm runs, band lowest to highest",
                       height=280 * rows + 100)
     return fig
+
+
+def _curve_points(a) -> tuple[dict, dict]:
+    """({panel: {level: {step: [confirm runs' values]}}}, {panel: {level: [values]}} of the zero-shot cells)."""
+    spec = a.results.spec
+    q, others = spec.question_factor(), spec.other_factors()
+    curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
+    flat: dict[tuple, dict[str, list[float]]] = {}
+    for r in a.results.records:
+        if r.phase != "confirm" or not r.history:
+            continue
+        panel, level = tuple(str(r.factors.get(f)) for f in others), str(r.factors.get(q))
+        values = [(step, v) for step, v in r.curve(spec.metric) if v == v]
+        if r.cell in a.zero_shot_cells:
+            flat.setdefault(panel, {}).setdefault(level, []).extend(v for _, v in values)
+            continue
+        by_step = curves.setdefault(panel, {}).setdefault(level, {})
+        for step, v in values:
+            by_step.setdefault(step, []).append(v)
+    return curves, flat
 
 
 def tuning(a) -> list[go.Figure]:

@@ -105,6 +105,15 @@ class Analysis:
         budget, extra = r.info.budget or "quick", r.info.extra or {}
         return {r.spec.key_of(c): validate_config(r.spec.cell_config(c, budget, extra)) for c in r.spec.cells()}
 
+    @cached_property
+    def zero_shot_cells(self) -> set[str]:
+        """The cells whose method trains nothing and fits each image it denoises (ZS-N2N, Noise2Fast)."""
+        from denoise_core.schemes import build_scheme
+
+        if self.results.spec.task != "denoise":
+            return set()
+        return {k for k, c in self.configs.items() if build_scheme(c.target, **c.target_params).zero_shot}
+
 
 def analyse(results: StudyResults) -> Analysis:
     """Everything the page states. With one look (no `max_seeds`), one family of every comparison at 5%; with

@@ -82,15 +82,10 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     """Score the protocol's baselines, the single-image `methods` (zero-shot schemes, fitted on each image with the
     network initialised at `seed`, for `fit_steps` steps at most where given, else as published), and `models`
     ({name: (model, config)}) on every image of `test_set`."""
-    from types import SimpleNamespace
-
-    import torch
-
-    from denoise_core.baselines import score_set
-    from denoise_core.schemes import zero_shot_scheme
     from denoise_core.data import check_source, load_whole, own_channels
     from denoise_core.noise import NOISES
-    from denoise_core.protocol import apply_whole, quantize, score_images, test_inputs
+    from denoise_core.protocol import test_inputs
+    from denoise_core.schemes import zero_shot_scheme
     from denoise_core.sources import has_captures, scenes_without_clean
 
     name, params, noise = parse_noise(noise_text)
@@ -105,48 +100,89 @@ def evaluate(test_set: str, root: str | None, noise_text: str, channels: int | N
     channels = channels or own_channels(test_set, root)
     images, _ = load_whole(test_set, root, "all", channels)
     clean, noisy = test_inputs(noise, images, seed, channels)
-    level = params.get(NOISES.get(name).param)
-    started = time.time()
+    s = _Scoring(test_set, noise_text, name, params.get(NOISES.get(name).param), channels, noise, clean, noisy,
+                 progress, time.time())
+    rows = _baseline_rows(s)
+    rows += [_zero_shot_row(s, scheme, seed, fit_steps) for scheme in zero_shot]
+    rows += [_model_row(s, label, m) for label, m in (models or {}).items()]
+    return rows
 
-    def tick(method, i, n):
-        progress(f"{method}: {i}/{n} images ({time.time() - started:.0f} s)")
+
+@dataclass
+class _Scoring:
+    """One `evaluate` call's test set, noise and images, that each method's row is scored on."""
+
+    test_set: str
+    noise_text: str
+    name: str  # the noise's registered name
+    level: float | None
+    channels: int
+    noise: object
+    clean: list
+    noisy: list
+    progress: Callable[[str], None]
+    started: float
+
+    def tick(self, method: str, i: int, n: int) -> None:
+        self.progress(f"{method}: {i}/{n} images ({time.time() - self.started:.0f} s)")
+
+    def row(self, label: str, scores, ref) -> Row:
+        return _row(label, self.test_set, self.noise_text, self.channels, scores, ref)
+
+
+def _baseline_rows(s: _Scoring) -> list[Row]:
+    from denoise_core.baselines import score_set
 
     rows = []
     for method in ("noisy", "bm3d"):
         t0 = time.time()
-        for method, scores in score_set(clean, noisy, noise, names=(method,), progress=tick).items():
-            label = METHOD_NAMES.get((method, channels), method)
-            row = _row(label, test_set, noise_text, channels, scores, published(label, test_set, name, level))
-            row.seconds_per_image = round((time.time() - t0) / len(clean), 3)
+        for method, scores in score_set(s.clean, s.noisy, s.noise, names=(method,), progress=s.tick).items():
+            label = METHOD_NAMES.get((method, s.channels), method)
+            row = s.row(label, scores, published(label, s.test_set, s.name, s.level))
+            row.seconds_per_image = round((time.time() - t0) / len(s.clean), 3)
             rows.append(row)
-    for scheme in zero_shot:
-        outputs, seconds = [], []
-        for i, x in enumerate(noisy):
-            outputs.append(quantize(scheme.infer(None, x[None], SimpleNamespace(seed=seed, fit_steps=fit_steps))[0]))
-            seconds += scheme.take_seconds()
-            tick(scheme.name, i + 1, len(noisy))
-        row = _row(scheme.label, test_set, noise_text, channels, score_images(outputs, clean),
-                   published(scheme.label, test_set, name, level) if fit_steps is None else None)
-        row.note = f"fitted {fit_steps} steps at most, not as published" if fit_steps is not None else ""
-        row.seconds_per_image = round(sum(seconds) / len(seconds), 3)
-        rows.append(row)
-    for label, m in (models or {}).items():
-        from denoise_core.tasks import get_task
-
-        task, cfg = get_task(m.config.task), m.config
-        sigma = noise.gaussian_sigma * 255 if noise.gaussian_sigma is not None else None
-        t0 = time.time()
-        with torch.no_grad():
-            out = apply_whole(lambda x: task.apply(m.model, cfg, x, sigma), noisy, getattr(m.model, "size_multiple", 1))
-        took = (time.time() - t0) / len(clean)
-        refs = [r for r in m.references if (r.test_set, r.noise, r.metric) == (test_set, name, "psnr") and r.level == level]
-        row = _row(label, test_set, noise_text, channels, score_images(out, clean), None)
-        row.published = "; ".join(f"{r.value:.2f} ({r.method}, {r.source})" for r in refs)
-        row.note = untrained_note(cfg, name, level)
-        row.seconds_per_image = round(took, 3)
-        rows.append(row)
-        progress(f"{label}: {len(clean)} images ({time.time() - started:.0f} s)")
     return rows
+
+
+def _zero_shot_row(s: _Scoring, scheme, seed: int, fit_steps: int | None) -> Row:
+    """A single-image method fitted on each image in turn; its published row only where it was fitted as published."""
+    from types import SimpleNamespace
+
+    from denoise_core.protocol import quantize, score_images
+
+    outputs, seconds = [], []
+    for i, x in enumerate(s.noisy):
+        outputs.append(quantize(scheme.infer(None, x[None], SimpleNamespace(seed=seed, fit_steps=fit_steps))[0]))
+        seconds += scheme.take_seconds()
+        s.tick(scheme.name, i + 1, len(s.noisy))
+    row = s.row(scheme.label, score_images(outputs, s.clean),
+                published(scheme.label, s.test_set, s.name, s.level) if fit_steps is None else None)
+    row.note = f"fitted {fit_steps} steps at most, not as published" if fit_steps is not None else ""
+    row.seconds_per_image = round(sum(seconds) / len(seconds), 3)
+    return row
+
+
+def _model_row(s: _Scoring, label: str, m: StudyModel) -> Row:
+    """A study's stored best model on the whole images, beside the study's own published rows for this set and noise."""
+    import torch
+
+    from denoise_core.protocol import apply_whole, score_images
+    from denoise_core.tasks import get_task
+
+    task, cfg = get_task(m.config.task), m.config
+    sigma = s.noise.gaussian_sigma * 255 if s.noise.gaussian_sigma is not None else None
+    t0 = time.time()
+    with torch.no_grad():
+        out = apply_whole(lambda x: task.apply(m.model, cfg, x, sigma), s.noisy, getattr(m.model, "size_multiple", 1))
+    took = (time.time() - t0) / len(s.clean)
+    refs = [r for r in m.references if (r.test_set, r.noise, r.metric) == (s.test_set, s.name, "psnr")
+            and r.level == s.level]
+    row = s.row(label, score_images(out, s.clean), None)
+    row.published = "; ".join(f"{r.value:.2f} ({r.method}, {r.source})" for r in refs)
+    row.note = untrained_note(cfg, s.name, s.level)
+    row.seconds_per_image = round(took, 3)
+    s.progress(f"{label}: {len(s.clean)} images ({time.time() - s.started:.0f} s)")
+    return row
 
 
 def untrained_note(cfg, noise: str, level: float | None) -> str:

@@ -249,7 +249,7 @@ def test_every_paper_budget_validates_completely_before_ray(tmp_path):
     every source checks; without them the run exits 2 naming what to put where."""
     from studies.spec import catalog_names, check_data, load_spec
 
-    for name in ("Train400", "Set12", "BSD68", "BSD400"):
+    for name in ("Train400", "Set12", "BSD68", "BSD400", "Kodak24", "McMaster"):
         standard_set(tmp_path, name)
     for study in catalog_names():
         spec = load_spec(study)

@@ -210,4 +210,4 @@ def test_the_zero_shot_study_runs_through_ray_and_its_page_shows_the_fit_time_pe
     for noise in ("gaussian25", "gaussian50", "poisson50"):  # a fit against one forward pass
         assert seconds[(noise, "ZS-N2N")] > 10 * seconds[(noise, "N2C")], seconds
     zs = df[df.cell.str.contains("method=ZS-N2N")]
-    assert set(zs.best_val_step) == {1}
+    assert set(zs["final.step"]) == {1}, zs["final.step"]  # the network is not trained: each image is fitted

@@ -42,6 +42,11 @@ class ZeroShot(Scheme):
         `steps` steps at most where given (a config's `fit_steps`), else the method's own number."""
         raise NotImplementedError
 
+    def plan(self, steps: int | None = None) -> str:  # pragma: no cover - abstract
+        """How each image is fitted with `steps` (a config's `fit_steps`) as the cap, against the published fit: the
+        report's words for a zero-shot cell's cost."""
+        raise NotImplementedError
+
     def check_size(self, x: torch.Tensor) -> None:
         if min(x.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"{self.label} ({self.name}) needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, got "

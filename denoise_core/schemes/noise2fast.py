@@ -83,6 +83,13 @@ class Noise2Fast(ZeroShot):
     def network(self, channels: int) -> nn.Module:
         return N2FNet(channels, self.width)
 
+    def plan(self, steps: int | None = None) -> str:
+        """>>> Noise2Fast().plan(150)
+        'a fit of its own, stopped after 100 steps without gain or at 150 steps (published: no cap)'
+        """
+        cap = f"at {steps} steps (published: no cap)" if steps else f"at {self.max_steps} steps"
+        return f"a fit of its own, stopped after {self.patience} steps without gain or {cap}"
+
     def fit(self, y: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
         lo, span = y.min(), (y.max() - y.min()).clamp_min(1e-8)
         x = (y - lo) / span  # [0, 1]: the sigmoid's range, the BCE's targets

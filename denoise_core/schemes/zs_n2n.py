@@ -90,6 +90,13 @@ class ZeroShotNoise2Noise(ZeroShot):
     def network(self, channels: int) -> nn.Module:
         return ZSN2NNet(channels, self.width)
 
+    def plan(self, steps: int | None = None) -> str:
+        """>>> ZeroShotNoise2Noise().plan(150)
+        'a fit of its own: 150 Adam steps (published: 3000)'
+        """
+        return f"a fit of its own: {steps} Adam steps (published: 3000)" if steps else \
+            f"a fit of its own: {self.steps} Adam steps" + (" (as published)" if self.steps == 3000 else " (published: 3000)")
+
     def fit(self, y: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
         steps = steps or self.steps
         every = max(1, round(self.lr_every * steps / self.steps))  # the lr's halvings at the same fractions of the fit

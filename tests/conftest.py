@@ -89,6 +89,24 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def smoke_study(name: str, address: str, tmp_path: Path, trials: int):
+    """Run catalog study `name` at its smoke budget on the cluster at `address`; assert it exits 0 with `trials`
+    trials, every confirm run completed. (its folder, its trials table, the report's DOM as Chromium has it)."""
+    import pandas as pd
+
+    from tests import browser
+
+    code, out, err = cli("run", name, "--budget", "smoke", "--storage", str(tmp_path / "store"), "--address", address,
+                         "--quiet")
+    assert code == 0, out + err
+    sdir = tmp_path / "store" / name
+    df = pd.read_parquet(sdir / "trials.parquet")
+    assert len(df) == trials and set(df[df.phase == "confirm"].status) == {"completed"}
+    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
+    assert not errors
+    return sdir, df, dom
+
+
 def cli_process(*args: str, **kw) -> subprocess.Popen:
     """The console script as its own process (in its own session, so it can be killed whole)."""
     exe = Path(sys.executable).parent / "denoise-study"

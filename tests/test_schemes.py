@@ -243,20 +243,11 @@ def test_the_self_supervised_study_runs_through_ray_and_its_report_says_what_eac
     Neighbor2Neighbor, R2R and SURE on fixed captures (one each, two for Noise2Noise) under Gaussian and Poisson
     noise, R2R and SURE left out where the noise has no sigma; tuned and confirmed through Ray, and a report that
     shows beside each cell's score what its scheme needed of the data and how many captures it trained on."""
-    import pandas as pd
-
     from tests import browser
-    from tests.conftest import cli
+    from tests.conftest import smoke_study
 
-    code, out, err = cli("run", "self_supervised", "--budget", "smoke", "--storage", str(tmp_path / "store"),
-                         "--address", ray_cluster.address, "--quiet")
-    assert code == 0, out + err
-    sdir = tmp_path / "store" / "self_supervised"
-    df = pd.read_parquet(sdir / "trials.parquet")
-    assert len(df) == 10 * 3 and set(df[df.phase == "confirm"].status) == {"completed"}
+    sdir, df, dom = smoke_study("self_supervised", ray_cluster.address, tmp_path, trials=10 * 3)
     assert not {"noise=poisson,scheme=R2R", "noise=poisson,scheme=SURE"} & set(df.cell)  # excluded: never run
-    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
-    assert not errors
     rows = {(r["noise"], r["scheme"]): r for r in browser.table_rows(dom, "best-table")}
     assert set(rows) == {(n, s) for n in ("gaussian", "poisson") for s in ("N2C", "N2N", "N2V", "Ne2Ne")} | \
         {("gaussian", "R2R"), ("gaussian", "SURE")}

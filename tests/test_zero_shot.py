@@ -191,19 +191,10 @@ def test_the_zero_shot_study_runs_through_ray_and_its_page_shows_the_fit_time_pe
     """The catalog's zero_shot study at its smoke budget: Noise2Clean, ZS-N2N and Noise2Fast under three noises,
     through Ray; every zero-shot run took one step and fitted each image; the page shows the seconds per image of
     each cell beside its score, and ZS-N2N's published rows (another protocol) are not taken as a check."""
-    import pandas as pd
-
     from tests import browser
-    from tests.conftest import cli
+    from tests.conftest import smoke_study
 
-    code, out, err = cli("run", "zero_shot", "--budget", "smoke", "--storage", str(tmp_path / "store"),
-                         "--address", ray_cluster.address, "--quiet")
-    assert code == 0, out + err
-    sdir = tmp_path / "store" / "zero_shot"
-    df = pd.read_parquet(sdir / "trials.parquet")
-    assert len(df) == 9 * 3 and set(df[df.phase == "confirm"].status) == {"completed"}
-    dom, errors = browser.load(sdir / "report.html") if browser.chromium() else ((sdir / "report.html").read_text(), [])
-    assert not errors
+    _, df, dom = smoke_study("zero_shot", ray_cluster.address, tmp_path, trials=9 * 3)
     rows = {(r["noise"], r["method"]): r for r in browser.table_rows(dom, "cell-table")}
     assert set(rows) == {(n, m) for n in ("gaussian25", "gaussian50", "poisson50") for m in ("N2C", "ZS-N2N", "Noise2Fast")}
     seconds = {k: float(r["mean seconds_per_image"]) for k, r in rows.items()}
@@ -211,3 +202,9 @@ def test_the_zero_shot_study_runs_through_ray_and_its_page_shows_the_fit_time_pe
         assert seconds[(noise, "ZS-N2N")] > 10 * seconds[(noise, "N2C")], seconds
     zs = df[df.cell.str.contains("method=ZS-N2N")]
     assert set(zs["final.step"]) == {1}, zs["final.step"]  # the network is not trained: each image is fitted
+    best = {(r["noise"], r["method"]): r for r in browser.table_rows(dom, "best-table")}
+    assert best["gaussian25", "ZS-N2N"]["network passes per test image"] == "a fit of its own: 20 Adam steps (published: 3000)"
+    assert best["gaussian25", "Noise2Fast"]["network passes per test image"].endswith("at 20 steps (published: no cap)")
+    assert best["gaussian25", "N2C"]["network passes per test image"] == "1"
+    assert "method=ZS-N2N and method=Noise2Fast train nothing before evaluation" in dom  # dashed levels, not curves
+    assert "not the literature's whole-image protocol, so no published row applies" in dom

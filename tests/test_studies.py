@@ -397,7 +397,8 @@ def test_evaluate_scores_a_studys_best_model_beside_the_baselines(n2n_smoke, tmp
                          "--cell", "noise=gaussian,loss=l2", "--storage", str(sdir.parent))
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["method", "test_set", "noise", "images", "channels", "psnr", "ssim", "published", "note"]
+    assert lines[0].split() == ["method", "test_set", "noise", "images", "channels", "psnr", "ssim", "seconds_per_image",
+                                 "published", "note"]
     assert [ln.split()[0] for ln in lines[1:]] == ["noisy", "BM3D", "n2n_loss"]
     assert "n2n_loss (noise=gaussian, loss=l2)" in out and all(" 2 " in ln for ln in lines[1:])
     code, _, err = cli("evaluate", "--test", f"folder:{folder}", "--noise", "gaussian:sigma=25", "--cell", "x=y")

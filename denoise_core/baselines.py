@@ -312,7 +312,7 @@ def _showcase(cfg, noise, out: dict) -> dict:
 
     name, part = split_source(cfg.dataset, "test")
     img, nz = fixed_inputs(noise, showcase_image(name, cfg.data_root, cfg.channels, cfg.download, split=part,
-                                                 max_side=getattr(cfg, "showcase_side", 160)),
+                                                 max_side=cfg.showcase_side),
                            cfg.val_seed, cfg.channels)
     b = BASELINES.get(out["best"])
     den = _apply(b, nz, out["metrics"][b.name]["param"], noise.gaussian_sigma).clamp(0, 1)

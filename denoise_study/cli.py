@@ -469,9 +469,9 @@ def evaluate(test_set, data_root, noise, channels, name, cell, storage, seed, me
     if csv_path is not None and not Path(csv_path).expanduser().parent.is_dir():
         raise Fail(f"--csv {csv_path!r}: the folder {str(Path(csv_path).expanduser().parent)!r} does not exist")
     try:
+        parsed = parse_noise(noise)[2]
         for m in methods:
-            zero_shot_scheme(m, parse_noise(noise)[2])
-        parse_noise(noise)
+            zero_shot_scheme(m, parsed)
     except ValueError as e:
         raise Fail(str(e)) from None
     models = {}

@@ -580,11 +580,11 @@ def _data_needs(a: Analysis, cell: str) -> dict:
         return {}
     cfg = configs[cell]
     scheme = build_scheme(cfg.target, **cfg.target_params)
-    captured = NOISES.get(cfg.noise).captured
-    single = captured and parse(split_source(cfg.dataset, "train")[0])[0].train_only
     if scheme.zero_shot:  # no training set at all: a network fitted on each image it denoises
         return {"training scheme": cfg.target, "it needs": scheme.needs, "training captures": "none",
                 "network passes per test image": scheme.plan(cfg.fit_steps)}
+    captured = NOISES.get(cfg.noise).captured
+    single = captured and parse(split_source(cfg.dataset, "train")[0])[0].train_only
     return {"training scheme": cfg.target, "it needs": scheme.needs,
             "training captures": ("one per image file" if single else "the scenes' own" if captured else
                                   "fresh at every step" if cfg.train_captures == "fresh" else cfg.train_captures),

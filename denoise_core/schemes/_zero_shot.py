@@ -66,7 +66,7 @@ class ZeroShot(Scheme):
         with torch.enable_grad():  # the trial predicts under no_grad; a zero-shot fit is training
             for i in range(len(x)):
                 started = time.perf_counter()
-                outs.append(self.fit(x[i:i + 1].float(), cfg.seed, getattr(cfg, "fit_steps", None)))
+                outs.append(self.fit(x[i:i + 1].float(), cfg.seed, cfg.fit_steps))
                 self.seconds.append(time.perf_counter() - started)
         return torch.cat(outs)
 

@@ -72,11 +72,12 @@ class ZeroShotNoise2Noise(ZeroShot):
     """Zero-Shot Noise2Noise: a 22k-parameter network fitted on each noisy image's own downsampled pair."""
 
     name, label = "zs_n2n", "ZS-N2N"
+    PUBLISHED_STEPS = 3000
 
-    def __init__(self, steps: int = 3000, lr: float = 1e-3, lr_every: int = 1000, lr_gamma: float = 0.5,
+    def __init__(self, steps: int = PUBLISHED_STEPS, lr: float = 1e-3, lr_every: int = 1000, lr_gamma: float = 0.5,
                  width: int = 48, consistency: bool = True):
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
-            raise ValueError(f"target_params: steps={steps!r} is the Adam steps per image, 1 to 100000 (published: 3000)")
+            raise ValueError(f"target_params: steps={steps!r} is the Adam steps per image, 1 to 100000 (published: {self.PUBLISHED_STEPS})")
         if not 0 < lr < 1:
             raise ValueError(f"target_params: lr={lr!r} is the fit's learning rate, in (0, 1) (published: 0.001)")
         if isinstance(lr_every, bool) or not isinstance(lr_every, int) or lr_every < 1 or not 0 < lr_gamma <= 1:
@@ -94,8 +95,10 @@ class ZeroShotNoise2Noise(ZeroShot):
         """>>> ZeroShotNoise2Noise().plan(150)
         'a fit of its own: 150 Adam steps (published: 3000)'
         """
-        return f"a fit of its own: {steps} Adam steps (published: 3000)" if steps else \
-            f"a fit of its own: {self.steps} Adam steps" + (" (as published)" if self.steps == 3000 else " (published: 3000)")
+        published = f" (published: {self.PUBLISHED_STEPS})"
+        if steps:
+            return f"a fit of its own: {steps} Adam steps{published}"
+        return f"a fit of its own: {self.steps} Adam steps" + (" (as published)" if self.steps == self.PUBLISHED_STEPS else published)
 
     def fit(self, y: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
         steps = steps or self.steps
